@@ -1,0 +1,36 @@
+"""Data: the embedded brain dataset, coil maps, k-space simulation and the fastMRI layout.
+
+The embedded default needs no download: :func:`generate_embedded_dataset` renders
+subjects from the MNI152 template that ships inside nilearn's wheel and writes them
+as fastMRI multi-coil HDF5 volumes that :func:`varnet_dataset` (fastMRI's
+``SliceDataset`` + ``VarNetDataTransform``) reads unchanged.
+"""
+
+from .brain import CONTRASTS, render_subject, sample_subject
+from .coils import birdcage_maps, normalise_maps
+from .embedded import SPLITS, generate_embedded_dataset, generate_subject
+from .h5layout import DataFormatError, ismrmrd_header, read_volume, validate_volume, write_volume
+from .kspace import fft2c, ifft2c, rss, simulate_kspace
+from .loading import make_mask_func, varnet_dataset, volume_files
+
+__all__ = [
+    "CONTRASTS",
+    "SPLITS",
+    "DataFormatError",
+    "birdcage_maps",
+    "fft2c",
+    "generate_embedded_dataset",
+    "generate_subject",
+    "ifft2c",
+    "ismrmrd_header",
+    "make_mask_func",
+    "normalise_maps",
+    "read_volume",
+    "render_subject",
+    "rss",
+    "sample_subject",
+    "simulate_kspace",
+    "validate_volume",
+    "varnet_dataset",
+    "volume_files",
+]

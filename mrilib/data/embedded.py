@@ -1,0 +1,166 @@
+"""The embedded dataset: synthetic subjects written as fastMRI multi-coil volumes.
+
+One HDF5 file per subject (its slices are one volume), in ``<root>/<split>/``, so
+splits are by subject, never by slice. A ``dataset.json`` beside the split folders
+records the configuration; it is written last, so its presence with the same
+configuration means a complete dataset that is not regenerated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..io import read_json, write_json
+from ..profiles import Profile, get_profile
+from .brain import render_subject, sample_subject
+from .coils import birdcage_maps
+from .h5layout import write_volume
+from .kspace import noise_sigma, simulate_kspace
+
+__all__ = ["SPLITS", "DATA_VERSION", "generate_subject", "generate_embedded_dataset", "dataset_config"]
+
+SPLITS = ("train", "val", "test")
+DATA_VERSION = 1  # bump when the simulation changes, so cached datasets are rebuilt
+
+
+def dataset_config(profile: Profile | str, seed: int) -> dict:
+    """Everything that determines the embedded dataset's content."""
+    p = get_profile(profile)
+    return dict(
+        version=DATA_VERSION,
+        seed=int(seed),
+        image_size=p.image_size,
+        fov_mm=p.fov_mm,
+        num_coils=p.num_coils,
+        snr=p.snr,
+        contrasts=list(p.contrasts),
+        subjects=dict(p.subjects),
+        slices_per_subject=p.slices_per_subject,
+    )
+
+
+def _subject_seed(seed: int, split: str, index: int) -> int:
+    """A subject's seed: distinct per (dataset seed, split, index), stable across runs."""
+    ss = np.random.SeedSequence([int(seed), SPLITS.index(split), int(index)])
+    return int(ss.generate_state(1)[0])
+
+
+def generate_subject(
+    subject_seed: int,
+    *,
+    image_size: int,
+    num_slices: int,
+    num_coils: int,
+    snr: float | None,
+    contrasts: tuple[str, ...],
+    fov_mm: float = 240.0,
+) -> dict:
+    """Simulate one subject: image, coil maps and noisy k-space.
+
+    Returns a dict with ``kspace`` (S, C, H, W) complex64, ``image`` (S, H, W)
+    complex64 (noise-free ground truth), ``sens_maps`` (C, H, W), ``brain_mask``
+    (S, H, W) uint8, ``sigma`` (noise sd) and ``subject`` (the drawn parameters).
+    ``snr=None`` gives noise-free k-space.
+    """
+    subject = sample_subject(subject_seed, tuple(contrasts))
+    image, brain = render_subject(subject, num_slices, image_size, fov_mm)
+    rng = np.random.default_rng([subject_seed, 2])
+    maps = birdcage_maps(num_coils, image_size, radius=rng.uniform(1.3, 1.6), rotation=rng.uniform(0, 2 * np.pi))
+    mask = brain > 0.5
+    sigma = 0.0 if snr is None else noise_sigma(image, snr, mask)
+    kspace = simulate_kspace(image, maps, sigma, rng)
+    return dict(
+        kspace=kspace,
+        image=image,
+        sens_maps=maps,
+        brain_mask=mask.astype(np.uint8),
+        sigma=sigma,
+        subject=subject,
+    )
+
+
+def generate_embedded_dataset(
+    profile: Profile | str,
+    root: str | os.PathLike,
+    seed: int = 0,
+    progress: bool = True,
+    snr: float | None | str = "profile",
+) -> dict:
+    """Create (or reuse) the embedded dataset for ``profile`` under ``root``.
+
+    Args:
+        profile: a profile name or :class:`~mrilib.profiles.Profile`.
+        root: output folder; gets ``train/``, ``val/``, ``test/`` and ``dataset.json``.
+        seed: dataset seed (same seed → byte-identical k-space; another → other subjects).
+        progress: show a tqdm progress bar.
+        snr: override the profile's SNR (``None`` = noise-free); default: the profile's.
+
+    Returns:
+        the content of ``dataset.json``: configuration and one record per file.
+    """
+    p = get_profile(profile)
+    root = Path(root)
+    config = dataset_config(p, seed)
+    if snr != "profile":
+        config["snr"] = snr
+    manifest_path = root / "dataset.json"
+    if manifest_path.exists():
+        try:
+            old = read_json(manifest_path)
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old and old.get("config") == config and all((root / r["file"]).is_file() for r in old["files"]):
+            return old
+        manifest_path.unlink()  # stale or different configuration: regenerate
+
+    plan = [(split, i) for split in SPLITS for i in range(p.subjects[split])]
+    records = []
+    for split, i in tqdm(plan, desc=f"simulating {p.name} subjects", disable=not progress, unit="subject"):
+        sseed = _subject_seed(seed, split, i)
+        sim = generate_subject(
+            sseed,
+            image_size=p.image_size,
+            num_slices=p.slices_per_subject,
+            num_coils=p.num_coils,
+            snr=config["snr"],
+            contrasts=p.contrasts,
+            fov_mm=p.fov_mm,
+        )
+        subj = sim["subject"]
+        patient_id = f"{split}{i:03d}-{hashlib.sha1(str(sseed).encode()).hexdigest()[:8]}"
+        rel = Path(split) / f"{patient_id}_{subj.contrast}.h5"
+        write_volume(
+            root / rel,
+            sim["kspace"],
+            patient_id=patient_id,
+            acquisition=f"AX{subj.contrast.upper()}",
+            fov_mm=(p.fov_mm, p.fov_mm),
+            extras={"image": sim["image"], "sens_maps": sim["sens_maps"], "brain_mask": sim["brain_mask"]},
+            extra_attrs={"noise_sigma": sim["sigma"], "subject_seed": sseed},
+        )
+        records.append(
+            dict(
+                file=str(rel),
+                split=split,
+                patient_id=patient_id,
+                contrast=subj.contrast,
+                num_slices=p.slices_per_subject,
+                subject=asdict(subj),
+            )
+        )
+    # Remove volumes of an earlier, different configuration.
+    keep = {r["file"] for r in records}
+    for split in SPLITS:
+        for f in (root / split).glob("*.h5"):
+            if str(f.relative_to(root)) not in keep:
+                f.unlink()
+    manifest = dict(config=config, profile=p.name, files=records)
+    write_json(manifest_path, manifest)
+    return manifest

@@ -1,0 +1,63 @@
+"""Reading fastMRI-layout volumes for training and figures.
+
+Training and evaluation read through ``fastmri.data.SliceDataset`` with
+``fastmri.data.transforms.VarNetDataTransform`` and a fastMRI mask function, so the
+embedded data and real fastMRI-layout data go through exactly the same code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastmri.data import SliceDataset
+from fastmri.data.subsample import MaskFunc, create_mask_for_mask_type
+from fastmri.data.transforms import VarNetDataTransform
+
+from .h5layout import DataFormatError, validate_volume
+
+__all__ = ["make_mask_func", "volume_files", "varnet_dataset"]
+
+
+def make_mask_func(acceleration: int, center_fraction: float = 0.08, mask_type: str = "equispaced_fraction") -> MaskFunc:
+    """A fastMRI Cartesian mask function (``random``, ``equispaced``, ``equispaced_fraction``…)."""
+    if acceleration < 1:
+        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+    if not 0 < center_fraction <= 1:
+        raise ValueError(f"center_fraction must be in (0, 1], got {center_fraction}")
+    return create_mask_for_mask_type(mask_type, [center_fraction], [acceleration])
+
+
+def volume_files(split_dir: str | os.PathLike) -> list[Path]:
+    """The ``.h5`` volumes of a split folder, sorted; a clear error when there are none."""
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"{split_dir}: no such data folder (generate the data with 01_data first)")
+    files = sorted(split_dir.glob("*.h5"))
+    if not files:
+        raise DataFormatError(f"{split_dir}: contains no .h5 volumes")
+    others = [p.name for p in split_dir.iterdir() if p.suffix != ".h5"]
+    if others:
+        raise DataFormatError(f"{split_dir}: holds non-volume files {others} (SliceDataset reads every file)")
+    return files
+
+
+def varnet_dataset(
+    split_dir: str | os.PathLike,
+    acceleration: int = 4,
+    center_fraction: float = 0.08,
+    mask_type: str = "equispaced_fraction",
+    validate: bool = True,
+) -> SliceDataset:
+    """A ``SliceDataset`` of ``split_dir`` yielding ``VarNetSample``s.
+
+    The mask is seeded by the file name (``use_seed=True``), so evaluation sees the
+    same mask every time. Every volume is validated first (see
+    :func:`mrilib.data.h5layout.validate_volume`).
+    """
+    files = volume_files(split_dir)
+    if validate:
+        for f in files:
+            validate_volume(f)
+    transform = VarNetDataTransform(make_mask_func(acceleration, center_fraction, mask_type), use_seed=True)
+    return SliceDataset(root=split_dir, challenge="multicoil", transform=transform)

@@ -1,0 +1,144 @@
+"""Named run profiles: one table that sizes every notebook of the book.
+
+``smoke`` exists so that CI can execute the whole book in minutes on two CPU cores;
+it proves the plumbing, not the science. ``cpu`` is the default of ``make book``:
+small images and models, but large enough that the effects the book studies are
+real. ``gpu`` is the full-size study.
+
+Fields that later chapters fill in (poisoning, unlearning) live here too, so that a
+reader sees every knob of a profile in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+__all__ = ["Profile", "PROFILES", "get_profile", "profile_table"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every size and budget of one run of the book."""
+
+    name: str
+    description: str
+    # --- embedded data -----------------------------------------------------------
+    image_size: int  # square matrix (pixels); readout == phase-encode size
+    fov_mm: float  # field of view of the square matrix
+    num_coils: int
+    snr: float  # mean brain magnitude / noise sd per coil sample in image space
+    contrasts: tuple[str, ...]  # which synthetic contrasts to draw subjects from
+    subjects: dict[str, int]  # subjects per split (split by subject, never by slice)
+    slices_per_subject: int
+    accelerations: tuple[int, ...]  # undersampling factors shown / evaluated
+    center_fraction: float  # fully sampled centre of k-space (fraction of columns)
+    mask_type: str = "equispaced_fraction"  # fastmri.data.subsample mask family
+    # --- E2E VarNet (filled by the VarNet chapter) ---------------------------------
+    varnet: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    # --- poisoning and unlearning (filled by later chapters) -----------------------
+    poison: dict = field(default_factory=dict)
+    unlearn: dict = field(default_factory=dict)
+
+    @property
+    def num_slices(self) -> dict[str, int]:
+        """Number of slices in each split."""
+        return {k: v * self.slices_per_subject for k, v in self.subjects.items()}
+
+    def as_dict(self) -> dict:
+        """A JSON-serialisable copy (for manifests and configuration hashes)."""
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            name="smoke",
+            description="CI plumbing check: tiny images, a few subjects, minutes on 2 cores.",
+            image_size=32,
+            fov_mm=240.0,
+            num_coils=4,
+            snr=40.0,
+            contrasts=("T1w", "T2w"),
+            subjects={"train": 4, "val": 2, "test": 2},
+            slices_per_subject=3,
+            accelerations=(4, 8),
+            center_fraction=0.08,
+            varnet=dict(num_cascades=2, chans=4, sens_chans=2, pools=2, sens_pools=2),
+            train=dict(batch_size=4, epochs=1, lr=1e-3),
+            poison=dict(fraction=0.25, identified_fractions=(0.1, 0.25, 0.5, 1.0)),
+            unlearn=dict(seeds=(0,)),
+        ),
+        Profile(
+            name="cpu",
+            description="Default main job: 64² slices, small VarNet; scientifically meaningful on 2 cores.",
+            image_size=64,
+            fov_mm=240.0,
+            num_coils=4,
+            snr=30.0,
+            contrasts=("T1w", "T2w", "FLAIR"),
+            subjects={"train": 40, "val": 6, "test": 8},
+            slices_per_subject=8,
+            accelerations=(4, 8),
+            center_fraction=0.08,
+            varnet=dict(num_cascades=4, chans=8, sens_chans=4, pools=3, sens_pools=3),
+            train=dict(batch_size=4, epochs=10, lr=1e-3),
+            poison=dict(fraction=0.10, identified_fractions=(0.1, 0.25, 0.5, 1.0)),
+            unlearn=dict(seeds=(0,)),
+        ),
+        Profile(
+            name="gpu",
+            description="Full size: 256² slices, 12 coils, the fastMRI VarNet recipe; needs a GPU.",
+            image_size=256,
+            fov_mm=240.0,
+            num_coils=12,
+            snr=30.0,
+            contrasts=("T1w", "T2w", "FLAIR"),
+            subjects={"train": 200, "val": 20, "test": 30},
+            slices_per_subject=16,
+            accelerations=(4, 8),
+            center_fraction=0.08,
+            varnet=dict(num_cascades=12, chans=18, sens_chans=8, pools=4, sens_pools=4),
+            train=dict(batch_size=1, epochs=50, lr=3e-4),
+            poison=dict(fraction=0.10, identified_fractions=(0.1, 0.25, 0.5, 1.0)),
+            unlearn=dict(seeds=(0, 1, 2)),
+        ),
+    )
+}
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """Return the profile called ``name`` (a :class:`Profile` passes through).
+
+    Raises ``ValueError`` naming the known profiles for an unknown name.
+    """
+    if isinstance(name, Profile):
+        return name
+    try:
+        return PROFILES[name]
+    except (KeyError, TypeError):
+        known = ", ".join(sorted(PROFILES))
+        raise ValueError(f"unknown profile {name!r}: choose one of {known}") from None
+
+
+def profile_table():
+    """The profiles side by side as a pandas DataFrame (one column per profile)."""
+    import pandas as pd
+
+    rows = {}
+    for p in PROFILES.values():
+        n = p.num_slices
+        rows[p.name] = {
+            "image size": f"{p.image_size}²",
+            "coils": p.num_coils,
+            "SNR": p.snr,
+            "contrasts": ", ".join(p.contrasts),
+            "subjects train/val/test": "/".join(str(p.subjects[s]) for s in ("train", "val", "test")),
+            "slices train/val/test": "/".join(str(n[s]) for s in ("train", "val", "test")),
+            "accelerations": ", ".join(f"{a}×" for a in p.accelerations),
+            "VarNet cascades/chans/sens_chans": "{num_cascades}/{chans}/{sens_chans}".format(**p.varnet),
+            "epochs": p.train.get("epochs"),
+        }
+    return pd.DataFrame(rows)
