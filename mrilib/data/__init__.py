@@ -11,7 +11,8 @@ from .coils import birdcage_maps, normalise_maps
 from .embedded import SPLITS, generate_embedded_dataset, generate_subject
 from .h5layout import DataFormatError, ismrmrd_header, read_volume, validate_volume, write_volume
 from .kspace import fft2c, ifft2c, rss, simulate_kspace
-from .loading import make_mask_func, varnet_dataset, volume_files
+from .loading import make_mask_func, undersample, varnet_dataset, volume_files, zero_filled_rss
+from .prepare import data_dir, prepare_dataset
 
 __all__ = [
     "CONTRASTS",
@@ -33,4 +34,8 @@ __all__ = [
     "validate_volume",
     "varnet_dataset",
     "volume_files",
+    "undersample",
+    "zero_filled_rss",
+    "data_dir",
+    "prepare_dataset",
 ]

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar
 
 from ..io import read_json, write_json
 from ..profiles import Profile, get_profile
@@ -122,7 +122,7 @@ def generate_embedded_dataset(
 
     plan = [(split, i) for split in SPLITS for i in range(p.subjects[split])]
     records = []
-    for split, i in tqdm(plan, desc=f"simulating {p.name} subjects", disable=not progress, unit="subject"):
+    for split, i in progress_bar(plan, desc=f"simulating {p.name} subjects", disable=not progress, unit="subject"):
         sseed = _subject_seed(seed, split, i)
         sim = generate_subject(
             sseed,
@@ -163,4 +163,4 @@ def generate_embedded_dataset(
                 f.unlink()
     manifest = dict(config=config, profile=p.name, files=records)
     write_json(manifest_path, manifest)
-    return manifest
+    return read_json(manifest_path)  # the same JSON types as a reused manifest

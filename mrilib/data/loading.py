@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from fastmri.data import SliceDataset
 from fastmri.data.subsample import MaskFunc, create_mask_for_mask_type
 from fastmri.data.transforms import VarNetDataTransform
 
 from .h5layout import DataFormatError, validate_volume
 
-__all__ = ["make_mask_func", "volume_files", "varnet_dataset"]
+__all__ = ["make_mask_func", "volume_files", "varnet_dataset", "undersample", "zero_filled_rss"]
 
 
 def make_mask_func(acceleration: int, center_fraction: float = 0.08, mask_type: str = "equispaced_fraction") -> MaskFunc:
@@ -61,3 +63,21 @@ def varnet_dataset(
             validate_volume(f)
     transform = VarNetDataTransform(make_mask_func(acceleration, center_fraction, mask_type), use_seed=True)
     return SliceDataset(root=split_dir, challenge="multicoil", transform=transform)
+
+
+def undersample(kspace: np.ndarray, acceleration: int, center_fraction: float = 0.08,
+                mask_type: str = "equispaced_fraction", seed: int | tuple = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Apply a fastMRI mask to k-space ``(..., C, H, W)``; returns (masked k-space, 1-D column mask)."""
+    import torch
+    from fastmri.data.transforms import apply_mask, to_tensor
+
+    masked, mask, _ = apply_mask(to_tensor(np.ascontiguousarray(kspace)),
+                                 make_mask_func(acceleration, center_fraction, mask_type), seed=seed)
+    return torch.view_as_complex(masked).numpy(), mask.numpy().reshape(-1)
+
+
+def zero_filled_rss(masked_kspace: np.ndarray) -> np.ndarray:
+    """RSS of the inverse FFT of (masked) multi-coil k-space ``(..., C, H, W)``."""
+    from .kspace import ifft2c, rss
+
+    return rss(ifft2c(masked_kspace))

@@ -1,0 +1,91 @@
+"""ipywidgets browsers that keep working in the static HTML book.
+
+The browsers pre-render their images and switch between them with widgets linked in
+the browser (``jslink``), so they need no running kernel: the published page, with
+the widget state embedded in the executed notebook, is as interactive as JupyterLab.
+
+When the notebooks run in batch (``mrilib.pipeline``), :func:`publish` also writes
+the widgets' state to the folder named by ``MRILIB_WIDGET_STATE_DIR``; the pipeline
+embeds it in the executed notebook's metadata, where jupyter-book finds it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import matplotlib.pyplot as plt
+import ipywidgets as W
+
+__all__ = ["png_image", "image_stack", "slice_coil_browser", "publish", "STATE_DIR_ENV"]
+
+STATE_DIR_ENV = "MRILIB_WIDGET_STATE_DIR"
+
+
+def png_image(img: np.ndarray, cmap: str = "gray", vmin: float | None = None, vmax: float | None = None,
+              width: int = 256) -> W.Image:
+    """A PNG ``ipywidgets.Image`` of a 2-D array (shown ``width`` pixels wide)."""
+    buf = io.BytesIO()
+    plt.imsave(buf, np.asarray(img, dtype=float), cmap=cmap, vmin=vmin, vmax=vmax, format="png")
+    return W.Image(value=buf.getvalue(), format="png", width=width)
+
+
+def image_stack(images: list[W.Widget], selector: W.Widget, trait: str = "value") -> W.Stack:
+    """A ``Stack`` showing ``images[selector.<trait>]``, linked in the browser."""
+    stack = W.Stack(images, selected_index=0)
+    W.jslink((selector, trait), (stack, "selected_index"))
+    return stack
+
+
+def slice_coil_browser(target: np.ndarray, coil_images: np.ndarray, kspace: np.ndarray,
+                       max_slices: int = 8, max_coils: int = 4, width: int = 256) -> W.VBox:
+    """Browse a volume: slice slider, coil slider, and a view (target | coil image | k-space).
+
+    Args:
+        target: RSS images ``(S, H, W)``.
+        coil_images: complex coil images ``(S, C, H, W)``.
+        kspace: complex k-space ``(S, C, H, W)``.
+        max_slices, max_coils: caps on what is pre-rendered (keeps the page small).
+    """
+    s_n = min(len(target), max_slices)
+    c_n = min(coil_images.shape[1], max_coils)
+    slice_slider = W.IntSlider(0, 0, s_n - 1, description="slice")
+    coil_slider = W.IntSlider(0, 0, c_n - 1, description="coil")
+    view = W.ToggleButtons(options=["target (RSS)", "coil image |x_c|", "k-space log|k_c|"], description="view")
+    vmax = float(np.percentile(target[:s_n], 99.5))
+    cmax = float(np.percentile(np.abs(coil_images[:s_n, :c_n]), 99.5))
+    logk = np.log10(np.abs(kspace[:s_n, :c_n]) + 1e-9)
+    klo, khi = float(np.percentile(logk, 5)), float(logk.max())
+
+    def per_coil(s, render):
+        return image_stack([render(s, c) for c in range(c_n)], coil_slider)
+
+    views = [
+        image_stack([png_image(target[s], vmin=0, vmax=vmax, width=width) for s in range(s_n)], slice_slider),
+        image_stack([per_coil(s, lambda s, c: png_image(np.abs(coil_images[s, c]), vmin=0, vmax=cmax, width=width))
+                     for s in range(s_n)], slice_slider),
+        image_stack([per_coil(s, lambda s, c: png_image(logk[s, c], cmap="magma", vmin=klo, vmax=khi, width=width))
+                     for s in range(s_n)], slice_slider),
+    ]
+    return W.VBox([view, slice_slider, coil_slider, image_stack(views, view, "index")])
+
+
+def publish(widget: W.Widget) -> W.Widget:
+    """Return ``widget`` for display, saving the widget state for the static book.
+
+    In batch runs (``MRILIB_WIDGET_STATE_DIR`` set by the pipeline) the state of all
+    live widgets is written there as JSON; interactively this only returns ``widget``.
+    """
+    out_dir = os.environ.get(STATE_DIR_ENV)
+    if out_dir:
+        from ipywidgets.embed import embed_data
+
+        state = embed_data(views=[widget])["manifest_state"]
+        path = Path(out_dir) / f"{uuid.uuid4().hex}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(state))
+    return widget
