@@ -12,7 +12,6 @@ TORCH_SPEC ?= torch==2.13.0
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: setup book notebooks html test test-fast lab bench clean
@@ -45,7 +44,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 bench: $(STAMP)
-	$(BIN)/python bench/simulate.py
+	MPLBACKEND=Agg $(BIN)/python bench/simulate.py
 
 clean:
 	rm -rf _build book/executed runs

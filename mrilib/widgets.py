@@ -84,7 +84,7 @@ def publish(widget: W.Widget) -> W.Widget:
     if out_dir:
         from ipywidgets.embed import embed_data
 
-        state = embed_data(views=[widget])["manifest_state"]
+        state = embed_data(views=[widget])["manager_state"]["state"]
         path = Path(out_dir) / f"{uuid.uuid4().hex}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(state))

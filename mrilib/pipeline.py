@@ -1,0 +1,407 @@
+"""Run the book: execute every notebook with papermill, then build the HTML book.
+
+Usage (what ``make book`` and ``make html`` call)::
+
+    python -m mrilib.pipeline --profile cpu --seed 0
+    python -m mrilib.pipeline --profile smoke --only 01_data 02_varnet
+    python -m mrilib.pipeline --profile cpu --data-root /data/m4raw --dataset m4raw
+    python -m mrilib.pipeline --html-only
+
+Every ``notebooks/NN_*.ipynb`` is executed in file-name order (the table of contents
+plays no part here), from the repository root so that the relative run directory
+``runs/<profile>`` resolves there. Papermill injects ``profile``, ``seed``,
+``run_dir``, ``data_root`` and ``dataset`` into each notebook's ``parameters`` cell.
+Executed copies go to ``book/executed/NN_name.ipynb``, written atomically; wall times
+to ``book/executed/timings.json``. The first failing notebook stops the run with an
+error that names it. Then jupyter-book builds ``_build/html`` with Sphinx warnings
+treated as errors.
+
+All locations can be overridden (``--root``, ``--notebooks-dir``, ``--executed-dir``,
+``--build-dir``), so the tests run the whole pipeline in a temporary copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mrilib.io import write_json
+
+__all__ = [
+    "NOTEBOOK_PATTERN",
+    "NotebookError",
+    "BookBuildError",
+    "find_notebooks",
+    "execute_notebooks",
+    "build_book",
+    "embed_widget_state",
+    "main",
+]
+
+#: Which files of the notebooks directory are chapters: ``01_data.ipynb`` …
+NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
+
+#: matplotlib backend the kernels must use so that figures land in the notebooks.
+#: ``make`` exports ``MPLBACKEND=Agg`` for scripts; ipykernel keeps an inherited value,
+#: which would silently drop every ``plt.show()`` figure from the executed notebooks.
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class NotebookError(RuntimeError):
+    """A notebook failed to execute; the message names it and its partial copy."""
+
+
+class BookBuildError(RuntimeError):
+    """jupyter-book failed (or warned, with warnings treated as errors)."""
+
+
+def find_notebooks(notebooks_dir: str | os.PathLike, only: list[str] | None = None) -> list[Path]:
+    """Return the chapter notebooks ``NN_*.ipynb`` of ``notebooks_dir`` in order.
+
+    ``only`` restricts the list; each entry may be a stem (``01_data``), a file name
+    (``01_data.ipynb``) or the two-digit number (``01``). An entry that matches no
+    notebook raises ``ValueError`` listing the available ones.
+    """
+    notebooks = sorted(Path(notebooks_dir).glob(NOTEBOOK_PATTERN))
+    if only is None:
+        return notebooks
+    chosen = []
+    for want in only:
+        want = Path(want).name.removesuffix(".ipynb")
+        hits = [nb for nb in notebooks if nb.stem == want or nb.stem.split("_", 1)[0] == want]
+        if not hits:
+            names = ", ".join(nb.stem for nb in notebooks) or "none"
+            raise ValueError(f"no notebook {want!r} in {notebooks_dir} (available: {names})")
+        chosen.extend(nb for nb in hits if nb not in chosen)
+    return sorted(chosen)
+
+
+@contextlib.contextmanager
+def _kernel_environment(widget_state_dir: Path):
+    """Temporarily set the environment variables the notebook kernels inherit.
+
+    Besides the inline matplotlib backend, ``MRILIB_BATCH`` makes progress bars plain
+    text (see :mod:`mrilib.progress`) and ``MRILIB_WIDGET_STATE_DIR`` tells
+    :func:`mrilib.widgets.publish` where to save widget state for the static book.
+    """
+    from mrilib.progress import BATCH_ENV
+    from mrilib.widgets import STATE_DIR_ENV
+
+    wanted = {"MPLBACKEND": INLINE_BACKEND, BATCH_ENV: "1", STATE_DIR_ENV: str(widget_state_dir)}
+    saved = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def embed_widget_state(notebook: Path, state_dir: Path) -> int:
+    """Move the widget state files of ``state_dir`` into ``notebook``'s metadata.
+
+    jupyter-book (myst-nb) renders widget views from the notebook-level metadata
+    ``widgets`` -> ``application/vnd.jupyter.widget-state+json``, which papermill does
+    not write. Returns the number of widget models embedded.
+    """
+    import nbformat
+
+    state: dict = {}
+    for f in sorted(state_dir.glob("*.json")):
+        state.update(json.loads(f.read_text()))
+        f.unlink()
+    if not state:
+        return 0
+    nb = nbformat.read(notebook, as_version=4)
+    nb.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {"version_major": 2, "version_minor": 0, "state": state}
+    }
+    nbformat.write(nb, notebook)
+    return len(state)
+
+
+def _load_timings(path: Path, profile: str, seed: int) -> dict:
+    """The timings file's content if it belongs to the same profile and seed, else a new one."""
+    try:
+        old = json.loads(path.read_text())
+        if old.get("profile") == profile and old.get("seed") == seed:
+            return old
+    except (OSError, ValueError):
+        pass
+    return {"profile": profile, "seed": seed, "notebooks": {}}
+
+
+def execute_notebooks(
+    profile: str,
+    seed: int = 0,
+    *,
+    root: str | os.PathLike = ".",
+    notebooks_dir: str | os.PathLike | None = None,
+    executed_dir: str | os.PathLike | None = None,
+    run_dir: str | None = None,
+    data_root: str | None = None,
+    dataset: str = "embedded",
+    only: list[str] | None = None,
+    kernel_name: str = "python3",
+    progress: bool = True,
+) -> dict[str, float]:
+    """Execute the chapter notebooks in order with papermill; return their wall times.
+
+    Parameters
+    ----------
+    profile, seed
+        Injected into every notebook (see :mod:`mrilib.profiles`).
+    root
+        Repository (book) root; the kernels run with it as working directory.
+    notebooks_dir, executed_dir
+        Sources (default ``<root>/notebooks``) and where the executed copies go
+        (default ``<root>/book/executed``).
+    run_dir
+        Injected run directory, default ``runs/<profile>`` (relative to ``root``).
+    data_root, dataset
+        A real dataset's location and format name; ``data_root=None`` means the
+        embedded (simulated) dataset.
+    only
+        Execute only these notebooks (see :func:`find_notebooks`).
+    kernel_name, progress
+        Jupyter kernel, and whether papermill shows a per-cell progress bar.
+
+    Each executed copy is written to a hidden partial file first and moved into place
+    with ``os.replace`` once the notebook succeeded, so ``book/executed/`` never holds
+    a half-executed chapter. On failure the partial copy is kept as
+    ``NN_name.failed.ipynb`` and :class:`NotebookError` is raised naming the notebook,
+    the failing cell and the exception. Wall times (seconds) are printed and merged
+    into ``<executed_dir>/timings.json`` after every notebook.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    root = Path(root).resolve()
+    notebooks_dir = Path(notebooks_dir) if notebooks_dir else root / "notebooks"
+    executed_dir = Path(executed_dir) if executed_dir else root / "book" / "executed"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    notebooks = find_notebooks(notebooks_dir, only)
+    if not notebooks:
+        raise NotebookError(f"no notebooks matching {NOTEBOOK_PATTERN} in {notebooks_dir}")
+
+    parameters = {
+        "profile": profile,
+        "seed": int(seed),
+        "run_dir": run_dir or f"runs/{profile}",
+        "data_root": None if data_root is None else str(data_root),
+        "dataset": dataset,
+    }
+    timings_path = executed_dir / "timings.json"
+    timings = _load_timings(timings_path, profile, int(seed))
+    timings.update(
+        dataset=dataset,
+        data_root=parameters["data_root"],
+        machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+    )
+    print(f"Executing {len(notebooks)} notebook(s) with {parameters}", flush=True)
+    seconds: dict[str, float] = {}
+    state_dir = executed_dir / ".widget-state"
+    shutil.rmtree(state_dir, ignore_errors=True)
+    with _kernel_environment(state_dir):
+        for i, nb in enumerate(notebooks, 1):
+            final = executed_dir / nb.name
+            partial = executed_dir / f".{nb.stem}.partial.ipynb"
+            failed = executed_dir / f"{nb.stem}.failed.ipynb"
+            print(f"[{i}/{len(notebooks)}] {nb.stem} …", flush=True)
+            start = time.perf_counter()
+            try:
+                pm.execute_notebook(
+                    str(nb),
+                    str(partial),
+                    parameters=parameters,
+                    kernel_name=kernel_name,
+                    cwd=str(root),
+                    progress_bar=progress,
+                    log_output=False,
+                )
+            except BaseException as exc:
+                elapsed = time.perf_counter() - start
+                if partial.exists():
+                    os.replace(partial, failed)
+                if isinstance(exc, PapermillExecutionError):
+                    detail = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+                elif isinstance(exc, Exception):
+                    detail = f"{type(exc).__name__}: {exc}"
+                else:  # KeyboardInterrupt, SystemExit: keep the partial copy, re-raise
+                    raise
+                where = f"; partly executed copy: {failed}" if failed.exists() else ""
+                raise NotebookError(
+                    f"notebook {nb.stem} failed after {elapsed:.1f} s ({detail}){where}"
+                ) from exc
+            elapsed = time.perf_counter() - start
+            embed_widget_state(partial, state_dir)
+            os.replace(partial, final)
+            failed.unlink(missing_ok=True)
+            seconds[nb.stem] = round(elapsed, 2)
+            timings["notebooks"][nb.stem] = seconds[nb.stem]
+            timings["total_seconds"] = round(sum(timings["notebooks"].values()), 2)
+            write_json(timings_path, timings)
+            print(f"[{i}/{len(notebooks)}] {nb.stem}: {elapsed:.1f} s", flush=True)
+    print("Wall time per notebook (s): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+    return seconds
+
+
+def _jupyter_book_command() -> list[str]:
+    """The ``jupyter-book`` executable of this environment (next to the interpreter)."""
+    exe = Path(sys.executable).with_name("jupyter-book")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("jupyter-book")
+    if found is None:
+        raise BookBuildError("jupyter-book is not installed in this environment")
+    return [found]
+
+
+def build_book(
+    root: str | os.PathLike = ".",
+    *,
+    build_dir: str | os.PathLike | None = None,
+    warnings_as_errors: bool = True,
+    all_pages: bool = True,
+    quiet: bool = False,
+) -> tuple[Path, list[str]]:
+    """Build the HTML book of ``root`` with jupyter-book; return (html dir, warnings).
+
+    The output goes to ``<build_dir>/_build/html`` (``build_dir`` defaults to
+    ``root``). Notebooks are not executed (``execute_notebooks: "off"``): the book
+    shows the executed copies :func:`execute_notebooks` wrote. With
+    ``warnings_as_errors`` the build runs with ``-W --keep-going`` (every warning is
+    reported, then the build fails). The warnings are printed at the end and returned;
+    a failed build raises :class:`BookBuildError` listing them. ``all_pages`` rebuilds
+    every page (``--all``) so that warnings of unchanged pages are reported again.
+    """
+    root = Path(root).resolve()
+    build_dir = Path(build_dir).resolve() if build_dir else root
+    cmd = _jupyter_book_command() + ["build", str(root), "--path-output", str(build_dir)]
+    if warnings_as_errors:
+        cmd += ["-W", "--keep-going"]
+    if all_pages:
+        cmd += ["--all"]
+    print("Building the book:", " ".join(cmd), flush=True)
+    env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    warnings, lines = [], []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if "WARNING" in line or "ERROR" in line:
+            warnings.append(_ANSI.sub("", line).rstrip())
+        if not quiet:
+            print(line, end="", flush=True)
+    rc = proc.wait()
+    elapsed = time.perf_counter() - start
+    html = build_dir / "_build" / "html"
+    if warnings:
+        print(f"\n{len(warnings)} warning(s) in the book build:", *warnings, sep="\n  ")
+    if rc != 0 or not (html / "index.html").exists():
+        if warnings:
+            detail = "warnings/errors (treated as errors):\n  " + "\n  ".join(warnings)
+        else:
+            detail = "last output:\n" + _ANSI.sub("", "".join(lines[-20:]))
+        raise BookBuildError(f"jupyter-book build failed (exit {rc}) after {elapsed:.1f} s; {detail}")
+    print(f"Book built in {elapsed:.1f} s: {html / 'index.html'}", flush=True)
+    return html, warnings
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``python -m mrilib.pipeline``."""
+    p = argparse.ArgumentParser(
+        prog="python -m mrilib.pipeline",
+        description="Execute the book's notebooks with papermill, then build the HTML book.",
+    )
+    p.add_argument("--profile", default="cpu", help="run profile: smoke, cpu or gpu (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed injected into every notebook (default 0)")
+    p.add_argument("--data-root", default=None, help="directory of a real dataset (default: embedded data)")
+    p.add_argument("--dataset", default="embedded", help="dataset format name (default embedded)")
+    p.add_argument("--run-dir", default=None, help="run directory (default runs/<profile>, relative to --root)")
+    p.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="execute only these notebooks, e.g. 01_data 02")
+    p.add_argument("--html-only", action="store_true", help="skip execution; only build the HTML book")
+    p.add_argument("--no-html", action="store_true", help="only execute the notebooks")
+    p.add_argument("--root", default=".", help="repository root holding _config.yml (default: current dir)")
+    p.add_argument("--notebooks-dir", default=None, help="default <root>/notebooks")
+    p.add_argument("--executed-dir", default=None,
+                   help="default <root>/book/executed (the book shows that folder's copies; see _toc.yml)")
+    p.add_argument("--build-dir", default=None, help="the book goes to <build-dir>/_build/html (default <root>)")
+    p.add_argument("--allow-warnings", action="store_true", help="do not treat Sphinx warnings as errors")
+    p.add_argument("--no-progress", action="store_true", help="hide papermill's per-cell progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit status (0 on success).
+
+    Validates the profile, executes the notebooks (unless ``--html-only``), then
+    builds the book (unless ``--no-html``). Failures print one clear message naming
+    the failing notebook or the build's warnings and return 1.
+    """
+    from mrilib.profiles import get_profile
+
+    args = _parser().parse_args(argv)
+    root = Path(args.root).resolve()
+    if not (root / "_config.yml").exists():
+        print(f"error: {root} has no _config.yml; pass --root REPO_ROOT", file=sys.stderr)
+        return 2
+    try:
+        get_profile(args.profile)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    try:
+        if not args.html_only:
+            execute_notebooks(
+                args.profile,
+                args.seed,
+                root=root,
+                notebooks_dir=args.notebooks_dir,
+                executed_dir=args.executed_dir,
+                run_dir=args.run_dir,
+                data_root=args.data_root,
+                dataset=args.dataset,
+                only=args.only,
+                progress=not args.no_progress,
+            )
+        else:
+            notebooks_dir = Path(args.notebooks_dir) if args.notebooks_dir else root / "notebooks"
+            executed_dir = Path(args.executed_dir) if args.executed_dir else root / "book" / "executed"
+            missing = [nb.stem for nb in find_notebooks(notebooks_dir) if not (executed_dir / nb.name).exists()]
+            if missing:
+                print(
+                    f"warning: not executed yet (no copy in {executed_dir}): {', '.join(missing)}; "
+                    "run `make book` (without --html-only) first",
+                    file=sys.stderr,
+                )
+        if not args.no_html:
+            build_book(root, build_dir=args.build_dir, warnings_as_errors=not args.allow_warnings)
+    except (NotebookError, BookBuildError, ValueError) as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 1
+    print(f"Done in {time.perf_counter() - start:.1f} s.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

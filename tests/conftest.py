@@ -1,0 +1,78 @@
+"""Shared fixtures: the repository root, and one smoke run of the whole book.
+
+``smoke_book`` copies the book's sources (``_config.yml``, ``_toc.yml``, ``book/``
+without ``executed/``, ``notebooks/``) into a temporary directory and runs
+``python -m mrilib.pipeline --profile smoke`` there, exactly as ``make book`` would,
+so nothing touches the repository's ``runs/``, ``book/executed/`` or ``_build/``. It
+runs once per test session and is shared by every test that asks for it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class SmokeBook:
+    """Where the smoke run put things, and how long it took."""
+
+    root: Path  # temporary copy of the book sources (the pipeline's --root)
+    executed: Path  # book/executed/ of the copy
+    html: Path  # _build/html/ of the copy
+    log: str  # the pipeline's combined output
+    seconds: float  # wall time of the whole run (execution + build)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """``test-artifacts/`` (git-ignored): logs and screenshots worth keeping from CI."""
+    path = REPO_ROOT / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def copy_book_sources(dest: Path, src: Path = REPO_ROOT) -> Path:
+    """Copy what the pipeline needs to build the book from ``src`` into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(src / name, dest / name)
+    skip = shutil.ignore_patterns("executed", ".ipynb_checkpoints", "__pycache__")
+    shutil.copytree(src / "book", dest / "book", ignore=skip)
+    shutil.copytree(src / "notebooks", dest / "notebooks", ignore=skip)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory, artifacts_dir) -> SmokeBook:
+    """Execute every notebook at ``--profile smoke`` in a temporary copy and build the book.
+
+    Fails (for every test that uses it) with the tail of the pipeline's output when a
+    notebook or the build fails; the full log is kept in
+    ``test-artifacts/pipeline-smoke.log``.
+    """
+    root = copy_book_sources(tmp_path_factory.mktemp("book"))
+    cmd = [sys.executable, "-m", "mrilib.pipeline", "--profile", "smoke", "--seed", "0",
+           "--root", str(root), "--no-progress"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    log = proc.stdout + proc.stderr
+    (artifacts_dir / "pipeline-smoke.log").write_text(f"$ {' '.join(cmd)}\n{log}")
+    if proc.returncode != 0:
+        pytest.fail(f"smoke run of the book failed (exit {proc.returncode}):\n{log[-6000:]}")
+    return SmokeBook(root, root / "book" / "executed", root / "_build" / "html", log, seconds)

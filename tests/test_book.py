@@ -1,0 +1,300 @@
+"""The book end to end: notebooks executed at ``smoke``, HTML built, offline, rendered.
+
+The expensive part (executing every notebook and building the book) happens once, in
+the session fixture ``smoke_book`` of ``conftest.py``, inside a temporary copy of the
+book sources. The browser test renders the built pages in headless Chromium with every
+host name unresolvable, so it also proves that the pages need no network.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from mrilib import pipeline
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+IMAGE_MIME = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
+CDN_LIBS = re.compile(r"mathjax|require|jupyter-widgets|html-manager|embed-amd", re.I)
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def toc_files(root: Path = REPO_ROOT) -> list[str]:
+    """Every ``file:`` of ``_toc.yml`` (root first), without suffix."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return files
+
+
+def toc_chapters(root: Path = REPO_ROOT) -> list[str]:
+    """Stems of the executed notebooks the table of contents lists (``01_data`` …)."""
+    return [f.split("/")[-1] for f in toc_files(root) if f.startswith("book/executed/")]
+
+
+def source_notebooks(root: Path = REPO_ROOT) -> list[Path]:
+    """The chapter notebooks the pipeline executes."""
+    return pipeline.find_notebooks(root / "notebooks")
+
+
+class _Tags(HTMLParser):
+    """Collects the attributes of every ``<img>`` and ``<script>`` of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.imgs: list[dict] = []
+        self.scripts: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.imgs.append(dict(attrs))
+        elif tag == "script":
+            self.scripts.append(dict(attrs))
+
+
+def parse_tags(page: Path) -> _Tags:
+    """Parse ``page`` and return its ``<img>`` and ``<script>`` attributes."""
+    tags = _Tags()
+    tags.feed(page.read_text(encoding="utf-8"))
+    return tags
+
+
+def resolves(page: Path, src: str) -> bool:
+    """Whether ``src`` (as found in ``page``) is inline data or an existing local file."""
+    if src.startswith("data:"):
+        return True
+    path = src.split("?", 1)[0].split("#", 1)[0]
+    return (page.parent / path).resolve().is_file()
+
+
+def image_outputs(nb) -> int:
+    """Number of image outputs (PNG, JPEG, SVG, GIF) in an executed notebook."""
+    return sum(
+        any(m in out.get("data", {}) for m in IMAGE_MIME)
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+    )
+
+
+# --- fast checks (no notebook execution) ----------------------------------------------
+
+
+def test_find_notebooks_order_and_selection(tmp_path):
+    """Chapters are NN_*.ipynb in name order; --only accepts stems, names and numbers."""
+    for name in ("02_b.ipynb", "01_a.ipynb", "10_c.ipynb", "README.md", "1_x.ipynb", "scratch.ipynb"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in pipeline.find_notebooks(tmp_path)] == ["01_a.ipynb", "02_b.ipynb", "10_c.ipynb"]
+    assert [p.stem for p in pipeline.find_notebooks(tmp_path, ["10", "01_a.ipynb", "02_b"])] == ["01_a", "02_b", "10_c"]
+    with pytest.raises(ValueError, match="available: 01_a, 02_b, 10_c"):
+        pipeline.find_notebooks(tmp_path, ["03_missing"])
+
+
+def test_unknown_profile_is_refused(capsys):
+    """A typo in --profile fails before anything runs, naming the known profiles."""
+    assert pipeline.main(["--profile", "nope", "--root", str(REPO_ROOT)]) == 2
+    assert "smoke" in capsys.readouterr().err
+
+
+def test_toc_lists_every_notebook():
+    """Every notebooks/NN_name.ipynb appears in _toc.yml as book/executed/NN_name, in order."""
+    chapters = toc_chapters()
+    assert chapters == [nb.stem for nb in source_notebooks()]
+    for f in toc_files():
+        if not f.startswith("book/executed/"):
+            assert (REPO_ROOT / f"{f}.md").exists(), f"_toc.yml lists {f}, which does not exist"
+
+
+def test_vendored_files_exist():
+    """The files _config.yml points Sphinx and myst-nb at are vendored, with licences."""
+    config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text())["sphinx"]["config"]
+    vendor = REPO_ROOT / config["html_static_path"][0]
+    assert vendor == REPO_ROOT / "book" / "_vendor"
+    for rel in [config["mathjax_path"], *config["nb_ipywidgets_js"]]:
+        assert "://" not in rel and (vendor / rel).is_file(), rel
+    for lic in ("mathjax/LICENSE", "html-manager/LICENSE", "README.md"):
+        assert (vendor / lic).is_file()
+    assert not (REPO_ROOT / "_static").exists(), "a top-level _static/ makes jupyter-book add every vendored JS file to every page"
+
+
+@pytest.mark.notebook
+def test_failing_notebook_is_named(tmp_path):
+    """A failing notebook stops the run with its name; its partial copy is kept, no final copy."""
+    shutil.copy2(REPO_ROOT / "_config.yml", tmp_path / "_config.yml")
+    (tmp_path / "notebooks").mkdir()
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("profile = 'cpu'\nseed = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("raise RuntimeError('boom ' + profile)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "notebooks" / "07_broken.ipynb")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mrilib.pipeline", "--profile", "smoke", "--root", str(tmp_path), "--no-html", "--no-progress"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert "notebook 07_broken failed" in proc.stderr and "RuntimeError: boom smoke" in proc.stderr
+    executed = tmp_path / "book" / "executed"
+    assert (executed / "07_broken.failed.ipynb").exists()
+    assert not (executed / "07_broken.ipynb").exists()
+    assert not list(executed.glob(".*.partial.ipynb"))
+
+
+# --- the smoke run of the whole book ----------------------------------------------------
+
+
+@pytest.mark.notebook
+def test_every_notebook_executed(smoke_book):
+    """Every chapter notebook ran to the end: all code cells executed, no error output."""
+    notebooks = source_notebooks(smoke_book.root)
+    assert notebooks, "no notebooks/NN_*.ipynb to execute"
+    timings = json.loads((smoke_book.executed / "timings.json").read_text())
+    assert timings["profile"] == "smoke"
+    for source in notebooks:
+        executed = smoke_book.executed / source.name
+        assert executed.exists(), f"{source.stem} was not executed"
+        nb = nbformat.read(executed, as_version=4)
+        assert not nb.metadata.get("papermill", {}).get("exception"), source.stem
+        assert nb.metadata["papermill"]["parameters"]["profile"] == "smoke"
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code" or not cell.source.strip():
+                continue
+            assert cell.execution_count is not None, f"{source.stem}: cell {i} did not run"
+            errors = [o for o in cell.outputs if o.output_type == "error"]
+            assert not errors, f"{source.stem}: cell {i} raised {errors[0].ename}: {errors[0].evalue}"
+        assert timings["notebooks"][source.stem] > 0
+    # the run stayed inside the temporary copy
+    assert (smoke_book.root / "runs" / "smoke").is_dir()
+
+
+@pytest.mark.notebook
+def test_book_pages_and_figures(smoke_book):
+    """index.html and every page of the toc exist; each chapter shows its notebook's figures."""
+    html = smoke_book.html
+    assert (html / "index.html").is_file()
+    for f in toc_files(smoke_book.root):
+        assert (html / f"{f}.html").is_file(), f"{f}.html was not built"
+    for stem in toc_chapters(smoke_book.root):
+        page = html / "book" / "executed" / f"{stem}.html"
+        nb = nbformat.read(smoke_book.executed / f"{stem}.ipynb", as_version=4)
+        imgs = parse_tags(page).imgs
+        missing = [i.get("src", "")[:80] for i in imgs if not resolves(page, i.get("src", ""))]
+        assert not missing, f"{stem}.html: images that do not resolve: {missing}"
+        assert len(imgs) >= image_outputs(nb), f"{stem}.html has fewer <img> than the notebook has figures"
+        assert image_outputs(nb) > 0, f"{stem}: no figure in the executed notebook"
+
+
+@pytest.mark.notebook
+def test_no_cdn_scripts(smoke_book):
+    """No page loads a script from the network; MathJax/require/widgets come from _static/."""
+    html = smoke_book.html
+    pages = sorted(p for p in html.rglob("*.html") if p.relative_to(html).parts[0] != "_static")
+    assert pages
+    seen = set()
+    for page in pages:
+        for script in parse_tags(page).scripts:
+            src = script.get("src")
+            if not src:
+                continue
+            assert not re.match(r"(https?:)?//", src), f"{page.name} loads {src}"
+            assert resolves(page, src), f"{page.name}: {src} is missing"
+            if CDN_LIBS.search(src):
+                seen.add(src.split("?")[0].split("_static/")[-1])
+    assert "mathjax/tex-chtml.js" in seen
+    text = "\n".join(p.read_text(encoding="utf-8") for p in pages)
+    if "application/vnd.jupyter.widget-state+json" in text:
+        assert {"requirejs/require.js", "html-manager/embed-amd.js"} <= seen
+    assert not re.search(r"cdn\.jsdelivr\.net|cdnjs\.cloudflare\.com", text)
+
+
+# --- headless browser -----------------------------------------------------------------
+
+#: Injected into a copy of a page: after load, records on <body> how many images there
+#: are, which failed to decode, and the MathJax version that ran.
+_CHECK_SCRIPT = """
+<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  imgs.forEach(function (i) { i.loading = 'eager'; });
+  Promise.all(imgs.map(function (i) {
+    return i.decode().then(function () { return null; },
+                           function () { return (i.getAttribute('src') || '').slice(0, 80); });
+  })).then(function (bad) {
+    document.body.setAttribute('data-check-images', String(imgs.length));
+    document.body.setAttribute('data-check-broken', bad.filter(Boolean).join(' | '));
+    document.body.setAttribute('data-check-mathjax', (window.MathJax && MathJax.version) || 'none');
+  });
+});
+</script>
+"""
+
+
+def _chromium() -> str | None:
+    """Path of a Chromium executable, if one is installed."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _run_chromium(browser: str, url: str, profile_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Render ``url`` headless, offline (no host name resolves), and return the result."""
+    cmd = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+        f"--user-data-dir={profile_dir}", "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--virtual-time-budget=20000", "--window-size=1280,6000", *extra, url,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.notebook
+@pytest.mark.browser
+@pytest.mark.parametrize("page", toc_files())
+def test_pages_render_offline_in_chromium(smoke_book, page, tmp_path, artifacts_dir):
+    """Each page renders from file:// with no network: images decode, math is typeset.
+
+    A screenshot of every page is saved to test-artifacts/.
+    """
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not on PATH (.ci/run installs Debian's chromium); browser check skipped")
+    original = smoke_book.html / f"{page}.html"
+    checked = original.with_name(original.stem + ".browsercheck.html")
+    checked.write_text(original.read_text(encoding="utf-8").replace("</body>", _CHECK_SCRIPT + "</body>"))
+
+    proc = _run_chromium(browser, checked.as_uri(), tmp_path / "profile", "--dump-dom")
+    dom = proc.stdout
+    assert "<body" in dom, f"chromium produced no DOM (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    count = re.search(r'data-check-images="(\d+)"', dom)
+    assert count, "the page's load event never fired"
+    assert int(count.group(1)) >= len(parse_tags(original).imgs)
+    broken = re.search(r'data-check-broken="([^"]*)"', dom).group(1)
+    assert broken == "", f"images that did not load: {broken}"
+    if 'class="math notranslate nohighlight"' in original.read_text(encoding="utf-8"):
+        assert re.search(r'data-check-mathjax="3\.', dom), "MathJax 3 did not load"
+        assert "<mjx-container" in dom, "MathJax rendered nothing"
+        assert "<mjx-merror" not in dom, "MathJax reported a TeX error (unknown macro or extension?)"
+        raw = re.findall(r'class="math notranslate nohighlight">\s*\\[(\[]', dom)
+        assert not raw, f"{len(raw)} math element(s) left untypeset"
+
+    shot = artifacts_dir / f"{page.replace('/', '__')}.png"
+    proc = _run_chromium(browser, original.as_uri(), tmp_path / "profile2", f"--screenshot={shot}")
+    assert shot.is_file() and shot.stat().st_size > 10_000, f"no screenshot: {proc.stderr[-2000:]}"
