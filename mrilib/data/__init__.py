@@ -13,6 +13,9 @@ from .h5layout import DataFormatError, ismrmrd_header, read_volume, validate_vol
 from .kspace import fft2c, ifft2c, rss, simulate_kspace
 from .loading import make_mask_func, undersample, varnet_dataset, volume_files, zero_filled_rss
 from .prepare import data_dir, prepare_dataset
+from .datasets import DATASETS, RealDataset, dataset_table, open_dataset, parse_dataset_spec
+from .formats import SliceSample, VolumeRef
+from .artefacts import PairedImageDataset, metal_corrupt, motion_corrupt, sample_motion
 
 __all__ = [
     "CONTRASTS",
@@ -38,4 +41,15 @@ __all__ = [
     "zero_filled_rss",
     "data_dir",
     "prepare_dataset",
+    "DATASETS",
+    "RealDataset",
+    "dataset_table",
+    "open_dataset",
+    "parse_dataset_spec",
+    "SliceSample",
+    "VolumeRef",
+    "PairedImageDataset",
+    "metal_corrupt",
+    "motion_corrupt",
+    "sample_motion",
 ]

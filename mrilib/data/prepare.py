@@ -36,12 +36,23 @@ def prepare_dataset(
         run_dir: the run directory (``runs/<profile>`` by default in the notebooks).
         seed: dataset seed.
         data_root: folder of a real dataset; ``None`` for the embedded data.
-        dataset: the real dataset's name when ``data_root`` is given.
+        dataset: the real dataset's name when ``data_root`` is given (``m4raw``,
+            ``fastmri``, ``skmtea``, ``cmrxrecon``, ``brats``, ``paired``), optionally
+            with reader options: ``"m4raw:average_repetitions=true"``. The real data are
+            converted by :func:`mrilib.data.convert.prepare_real_dataset` into the same
+            layout and manifest as the embedded data (see the book's "Real datasets").
         progress: show progress bars.
     """
     p = get_profile(profile)
-    if data_root is None:
+    if data_root is None or not str(data_root).strip():
         if dataset not in (None, "embedded"):
             raise ValueError(f"dataset={dataset!r} needs a data_root (the folder holding it)")
         return generate_embedded_dataset(p, data_dir(run_dir), seed=seed, progress=progress)
-    raise NotImplementedError("real datasets are not wired in yet")
+    if dataset in (None, "", "embedded"):
+        raise ValueError(
+            f"data_root={str(data_root)!r} needs the dataset's name: one of m4raw, fastmri, skmtea, "
+            "cmrxrecon, brats, paired (optionally with options, e.g. 'm4raw:average_repetitions=true')"
+        )
+    from .convert import prepare_real_dataset
+
+    return prepare_real_dataset(p, data_dir(run_dir), seed, data_root, dataset, progress=progress)
