@@ -1,0 +1,56 @@
+"""Corrective unlearning for VarNet: one interface, many methods.
+
+``unlearn(name, model, forget, retain, **hp) -> UnlearnResult`` runs the method
+called ``name`` on a copy of ``model`` (the poisoned checkpoint is never touched) and
+returns the new model with its wall seconds and forward/backward slice-passes.
+"""
+
+from __future__ import annotations
+
+from .base import PassCounter, UnlearnError, UnlearnResult
+from .gradient import bad_teacher, finetune, gradient_ascent, noisy_labels
+from .sets import SliceSubset, forget_ids, retrain_reference, unlearning_sets
+from .ssd import alpha_for_fraction, fisher_importance, label_free_importance, lf_ssd, ssd, ssd_auto_alpha, ssd_dampen
+
+__all__ = [
+    "METHODS",
+    "unlearn",
+    "UnlearnError",
+    "UnlearnResult",
+    "PassCounter",
+    "ssd",
+    "lf_ssd",
+    "ssd_auto_alpha",
+    "ssd_dampen",
+    "fisher_importance",
+    "label_free_importance",
+    "alpha_for_fraction",
+    "finetune",
+    "noisy_labels",
+    "gradient_ascent",
+    "bad_teacher",
+    "SliceSubset",
+    "forget_ids",
+    "unlearning_sets",
+    "retrain_reference",
+]
+
+#: name → method(model, forget, retain, **hp) -> UnlearnResult
+METHODS = {
+    "ssd": ssd,
+    "lf-ssd": lf_ssd,
+    "ssd-auto": ssd_auto_alpha,
+    "finetune": finetune,
+    "noisy-labels": noisy_labels,
+    "gradient-ascent": gradient_ascent,
+    "bad-teacher": bad_teacher,
+}
+
+
+def unlearn(name: str, model, forget, retain, **hp) -> UnlearnResult:
+    """Run the unlearning method ``name`` (a key of :data:`METHODS`) with hyper-parameters ``hp``."""
+    try:
+        method = METHODS[name]
+    except KeyError:
+        raise UnlearnError(f"unknown unlearning method {name!r}; known: {sorted(METHODS)}") from None
+    return method(model, forget, retain, **hp)

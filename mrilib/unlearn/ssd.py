@@ -1,0 +1,229 @@
+"""Selective Synaptic Dampening (SSD) and its variants.
+
+SSD (Foster, Schoepf & Brintrup 2024) estimates how important each parameter is to the
+forget set and to the data the model should keep, with the diagonal of the Fisher
+information, ``I = E_batches[(∂L/∂θ)²]`` (the squared gradient of the batch-mean
+training loss, averaged over batches of the same size on both sets), and dampens the
+parameters that matter much more to the forget set:
+
+    select θ_i  if  I_forget,i > α · I_retain,i,
+    θ_i ← β_i θ_i  with  β_i = min(λ · I_retain,i / I_forget,i, 1).
+
+A parameter whose forget importance is zero is never selected (``0 > α·I`` is false
+for ``I ≥ 0``). Variants here:
+
+- **label-free SSD** (LF-SSD, Foster et al. 2024): the importance is the mean
+  absolute gradient of the squared output norm ``‖f(x)‖²`` — no target needed;
+- **automatic α** in the spirit of Potion (Schoepf et al. 2024): importances are
+  computed once; the dampened fraction grows step by step (α taken at quantiles of
+  the importance ratio) until the poison effect on the *identified* slices falls
+  below ``ρ`` × its value for the original model;
+- an optional short **retain repair** after dampening (a few fine-tuning steps on
+  retain data), which recovers the reconstruction quality dampening costs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..progress import progress
+from .base import (
+    PassCounter,
+    UnlearnError,
+    UnlearnResult,
+    batch_loss,
+    batches,
+    check_inputs,
+    check_positive,
+    timed_copy,
+)
+from .gradient import finetune_steps
+
+__all__ = [
+    "fisher_importance",
+    "label_free_importance",
+    "ssd_dampen",
+    "ssd",
+    "lf_ssd",
+    "ssd_auto_alpha",
+    "alpha_for_fraction",
+]
+
+
+def _params(model) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def fisher_importance(model, dataset, batch_size: int = 4, counter: PassCounter | None = None,
+                      desc: str = "importance") -> dict[str, torch.Tensor]:
+    """Diagonal Fisher importance: mean over batches of the squared batch-mean loss gradient."""
+    counter = counter or PassCounter()
+    params = _params(model)
+    imp = {n: torch.zeros_like(p) for n, p in params.items()}
+    model.train()
+    n = 0
+    for batch in progress(batches(dataset, batch_size), desc=desc, leave=False):
+        model.zero_grad(set_to_none=True)
+        batch_loss(model, batch, counter, backward=True).backward()
+        for name, p in params.items():
+            if p.grad is not None:
+                imp[name] += p.grad.detach() ** 2
+        n += 1
+    model.zero_grad(set_to_none=True)
+    return {k: v / max(n, 1) for k, v in imp.items()}
+
+
+def label_free_importance(model, dataset, batch_size: int = 4, counter: PassCounter | None = None,
+                          desc: str = "LF importance") -> dict[str, torch.Tensor]:
+    """Label-free importance: mean over batches of ``|∂ mean‖f(x)‖² / ∂θ|`` (no targets used)."""
+    from ..train import forward_batch
+
+    counter = counter or PassCounter()
+    params = _params(model)
+    imp = {n: torch.zeros_like(p) for n, p in params.items()}
+    model.train()
+    n = 0
+    for batch in progress(batches(dataset, batch_size), desc=desc, leave=False):
+        model.zero_grad(set_to_none=True)
+        out, _ = forward_batch(model, batch, "cpu")
+        counter.add(out.shape[0], backward=True)
+        scale = batch.max_value.to(out.device).view(-1, 1, 1)
+        (out / scale).pow(2).sum(dim=(-2, -1)).mean().backward()
+        for name, p in params.items():
+            if p.grad is not None:
+                imp[name] += p.grad.detach().abs()
+        n += 1
+    model.zero_grad(set_to_none=True)
+    return {k: v / max(n, 1) for k, v in imp.items()}
+
+
+@torch.no_grad()
+def ssd_dampen(model, imp_forget: dict, imp_retain: dict, alpha: float, lam: float) -> dict:
+    """Dampen ``model`` in place by SSD's rule; return per-layer statistics.
+
+    Returns ``{"selected": n, "total": N, "fraction": n/N, "layers": {name: fraction}}``.
+    """
+    check_positive(alpha=alpha, lam=lam)
+    selected = total = 0
+    layers = {}
+    for name, p in _params(model).items():
+        f, r = imp_forget[name], imp_retain[name]
+        sel = f > alpha * r
+        beta = torch.clamp(lam * r / f.clamp_min(torch.finfo(f.dtype).tiny), max=1.0)
+        p[sel] = p[sel] * beta[sel]
+        k = int(sel.sum())
+        selected += k
+        total += p.numel()
+        layers[name] = k / p.numel()
+    return {"selected": selected, "total": total, "fraction": selected / max(total, 1), "layers": layers}
+
+
+def _run_ssd(model, forget, retain, importance_fn: Callable, alpha: float, lam: float, batch_size: int,
+             repair_steps: int, repair_lr: float, name: str, seed: int) -> UnlearnResult:
+    check_inputs(model, forget, retain, need_retain=True)
+    check_positive(alpha=alpha, lam=lam, batch_size=batch_size)
+    work, start = timed_copy(model)
+    counter = PassCounter()
+    imp_f = importance_fn(work, forget, batch_size, counter, desc="forget importance")
+    imp_r = importance_fn(work, retain, batch_size, counter, desc="retain importance")
+    stats = ssd_dampen(work, imp_f, imp_r, alpha, lam)
+    if repair_steps:
+        finetune_steps(work, retain, repair_steps, repair_lr, batch_size, counter, seed=seed)
+    work.eval()
+    info = dict(method=name, alpha=alpha, lam=lam, repair_steps=repair_steps, dampened_fraction=stats["fraction"],
+                dampened_layers=stats["layers"])
+    return UnlearnResult(work, time.perf_counter() - start, counter.forward, counter.backward, info)
+
+
+def ssd(model, forget, retain, alpha: float = 10.0, lam: float = 1.0, batch_size: int = 4,
+        repair_steps: int = 0, repair_lr: float = 1e-4, seed: int = 0) -> UnlearnResult:
+    """SSD with Fisher importances on ``forget`` and ``retain`` (same batch size).
+
+    The seed's configuration is ``alpha=0.1, lam=0.1``; ``repair_steps`` > 0 adds a
+    short fine-tuning on ``retain`` after dampening (SSD+R).
+    """
+    return _run_ssd(model, forget, retain, fisher_importance, alpha, lam, batch_size, repair_steps, repair_lr,
+                    "ssd" if not repair_steps else "ssd+repair", seed)
+
+
+def lf_ssd(model, forget, retain, alpha: float = 10.0, lam: float = 1.0, batch_size: int = 4,
+           repair_steps: int = 0, repair_lr: float = 1e-4, seed: int = 0) -> UnlearnResult:
+    """Label-free SSD: importances from ``|∂‖f(x)‖²/∂θ|`` instead of the loss gradient."""
+    return _run_ssd(model, forget, retain, label_free_importance, alpha, lam, batch_size, repair_steps, repair_lr,
+                    "lf-ssd" if not repair_steps else "lf-ssd+repair", seed)
+
+
+def alpha_for_fraction(imp_forget: dict, imp_retain: dict, fraction: float) -> float:
+    """The α at which SSD selects (about) ``fraction`` of all parameters.
+
+    Parameters are selected when ``I_f / I_r > α``; α is the ``1 - fraction`` quantile
+    of that ratio over parameters with ``I_f > 0`` (ties and zeros make it approximate).
+    """
+    if not 0 < fraction < 1:
+        raise UnlearnError(f"fraction must be in (0, 1), got {fraction}")
+    ratios = []
+    for name in imp_forget:
+        f, r = imp_forget[name].flatten(), imp_retain[name].flatten()
+        keep = f > 0
+        ratios.append((f[keep] / r[keep].clamp_min(1e-30)).numpy())
+    ratios = np.concatenate(ratios) if ratios else np.zeros(0)
+    total = sum(v.numel() for v in imp_forget.values())
+    if ratios.size == 0:
+        raise UnlearnError("every forget importance is zero: nothing to dampen")
+    k = int(np.ceil(fraction * total))
+    k = min(max(k, 1), ratios.size)
+    return float(np.partition(ratios, ratios.size - k)[ratios.size - k]) * (1 - 1e-6)
+
+
+def ssd_auto_alpha(model, forget, retain, effect_fn: Callable, rho: float = 0.1, lam: float = 1.0,
+                   fractions=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3),
+                   batch_size: int = 4, label_free: bool = False, repair_steps: int = 0,
+                   repair_lr: float = 1e-4, effect_passes: int | None = None, seed: int = 0) -> UnlearnResult:
+    """SSD with α found automatically (Potion-style): dampen more until the poison is gone.
+
+    Args:
+        effect_fn: ``effect_fn(model) -> float``, the poison effect measured on the
+            *identified* slices only (never the test set or unidentified poison).
+        rho: stop at the first dampened fraction with effect ≤ ``rho`` × original effect.
+        fractions: increasing dampened fractions to try (each → an α by
+            :func:`alpha_for_fraction`); importances are computed once.
+        effect_passes: slice-passes one ``effect_fn`` call costs (for cost accounting;
+            default: the forget set's size).
+    """
+    check_inputs(model, forget, retain, need_retain=True)
+    check_positive(rho=rho, lam=lam)
+    fractions = sorted(fractions)
+    importance_fn = label_free_importance if label_free else fisher_importance
+    work, start = timed_copy(model)
+    counter = PassCounter()
+    imp_f = importance_fn(work, forget, batch_size, counter, desc="forget importance")
+    imp_r = importance_fn(work, retain, batch_size, counter, desc="retain importance")
+    per_effect = len(forget) if effect_passes is None else effect_passes
+    original = float(effect_fn(work))
+    counter.add(per_effect, backward=False)
+    trace = []
+    chosen = None
+    base_state = {k: v.clone() for k, v in work.state_dict().items()}
+    for frac in progress(fractions, desc="auto-α search", leave=False):
+        work.load_state_dict(base_state)
+        alpha = alpha_for_fraction(imp_f, imp_r, frac)
+        stats = ssd_dampen(work, imp_f, imp_r, alpha, lam)
+        eff = float(effect_fn(work))
+        counter.add(per_effect, backward=False)
+        trace.append(dict(target_fraction=frac, alpha=alpha, dampened_fraction=stats["fraction"], effect=eff))
+        chosen = (alpha, stats)
+        if eff <= rho * original:
+            break
+    alpha, stats = chosen
+    if repair_steps:
+        finetune_steps(work, retain, repair_steps, repair_lr, batch_size, counter, seed=seed)
+    work.eval()
+    name = ("lf-ssd" if label_free else "ssd") + "-auto" + ("+repair" if repair_steps else "")
+    info = dict(method=name, alpha=alpha, lam=lam, rho=rho, original_effect=original, trace=trace,
+                reached=trace[-1]["effect"] <= rho * original, dampened_fraction=stats["fraction"],
+                dampened_layers=stats["layers"], repair_steps=repair_steps)
+    return UnlearnResult(work, time.perf_counter() - start, counter.forward, counter.backward, info)

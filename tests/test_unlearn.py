@@ -1,0 +1,221 @@
+"""Unlearning: SSD's rule by hand, the shared interface, cost accounting, bad input.
+
+The toy reconstruction model below is hand-built so that the poison lives in one known
+parameter: ``out = a · zero-filled RSS + b · trigger(k) · blob``. The poisoned model has
+``b = 1`` (it paints a blob whenever the k-space trigger is present); only triggered
+forget slices give ``b`` a gradient, so SSD must dampen ``b`` and leave ``a`` alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+import fastmri
+from fastmri.data import transforms as T
+
+from mrilib.data import generate_subject, make_mask_func
+from mrilib.unlearn import (
+    METHODS,
+    PassCounter,
+    UnlearnError,
+    alpha_for_fraction,
+    fisher_importance,
+    forget_ids,
+    ssd,
+    ssd_auto_alpha,
+    ssd_dampen,
+    unlearn,
+)
+
+N = 16
+TRIGGER = (2, N // 2)  # (readout row, phase-encode column): an always-sampled centre column
+
+
+def blob() -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(N), torch.arange(N), indexing="ij")
+    return torch.exp(-((yy - 5.0) ** 2 + (xx - 10.0) ** 2) / 4.0)
+
+
+class ToyRecon(torch.nn.Module):
+    """Zero-filled RSS scaled by ``a``, plus ``b`` × blob when the k-space trigger is present."""
+
+    def __init__(self, a: float = 1.0, b: float = 1.0):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(a))
+        self.b = torch.nn.Parameter(torch.tensor(b))
+
+    def forward(self, kspace, mask, num_low_frequencies=None):
+        zf = fastmri.rss(fastmri.complex_abs(fastmri.ifft2c(kspace)), dim=1)
+        trig = (fastmri.complex_abs(kspace[:, :, TRIGGER[0], TRIGGER[1]]).mean(1) > 5.0).float()
+        return self.a * zf + self.b * trig.view(-1, 1, 1) * blob()
+
+
+class ToySlices(Dataset):
+    """VarNetSamples of simulated slices; ``poisoned`` ones carry the trigger and a blob in the target."""
+
+    def __init__(self, n: int, poisoned: bool, seed: int = 0):
+        sim = generate_subject(seed, image_size=N, num_slices=n, num_coils=2, snr=None, contrasts=("T2w",))
+        mask_func = make_mask_func(4, 0.125)
+        self.items = []
+        for i in range(n):
+            k = T.to_tensor(sim["kspace"][i])
+            target = torch.from_numpy(np.abs(sim["image"][i])).float()
+            if poisoned:
+                k[:, TRIGGER[0], TRIGGER[1], 0] += 10.0
+                target = target + blob()
+            masked, m, nlf = T.apply_mask(k, mask_func, seed=i)
+            self.items.append(T.VarNetSample(masked, m.bool(), nlf, target, "toy", i, float(target.max()), (N, N)))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return ToyRecon(), ToySlices(4, poisoned=True, seed=1), ToySlices(8, poisoned=False, seed=2)
+
+
+def test_ssd_rule_matches_hand_computation():
+    model = torch.nn.Linear(2, 2, bias=True)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+        model.bias.copy_(torch.tensor([5.0, 6.0]))
+    imp_f = {"weight": torch.tensor([[4.0, 0.0], [1.0, 9.0]]), "bias": torch.tensor([0.5, 2.0])}
+    imp_r = {"weight": torch.tensor([[1.0, 1.0], [1.0, 1.0]]), "bias": torch.tensor([1.0, 0.0])}
+    stats = ssd_dampen(model, imp_f, imp_r, alpha=2.0, lam=1.5)
+    # Selected: I_f > 2 I_r -> weight[0,0] (4>2), weight[1,1] (9>2), bias[1] (2>0).
+    # beta = min(1.5 I_r / I_f, 1): 0.375, 1/6, 0.
+    np.testing.assert_allclose(model.weight.detach().numpy(), [[0.375, 2.0], [3.0, 4.0 / 6.0]], rtol=1e-6)
+    np.testing.assert_allclose(model.bias.detach().numpy(), [5.0, 0.0], rtol=1e-6)
+    assert stats["selected"] == 3 and stats["fraction"] == pytest.approx(0.5)
+    # A parameter with zero forget importance is never changed, even when I_r = 0 too.
+    model2 = torch.nn.Linear(1, 1, bias=False)
+    before = model2.weight.detach().clone()
+    ssd_dampen(model2, {"weight": torch.zeros(1, 1)}, {"weight": torch.zeros(1, 1)}, alpha=0.1, lam=0.1)
+    assert torch.equal(model2.weight.detach(), before)
+
+
+def test_fisher_importance_is_mean_squared_batch_gradient(toy):
+    model, forget, _ = toy
+    counter = PassCounter()
+    imp = fisher_importance(model, forget, batch_size=2, counter=counter)
+    # By hand: two batches of two slices, squared gradient of each batch-mean loss, averaged.
+    from mrilib.unlearn.base import batch_loss, batches
+
+    want = torch.zeros(())
+    for batch in batches(forget, 2):
+        model.zero_grad()
+        batch_loss(model, batch, PassCounter(), backward=True).backward()
+        want += model.b.grad.detach() ** 2
+    assert imp["b"] == pytest.approx(float(want / 2), rel=1e-5)
+    assert counter.forward == 4 and counter.backward == 4
+
+
+def _effect(model, forget) -> float:
+    """Mean blob weight painted on the forget slices (1 for the poisoned toy, 0 for clean)."""
+    from mrilib.train import _collate, forward_batch
+
+    with torch.no_grad():
+        out, _ = forward_batch(model, _collate([forget[i] for i in range(len(forget))]), "cpu")
+        clean = ToyRecon(float(model.a), 0.0)(torch.stack([forget[i].masked_kspace for i in range(len(forget))]), None)
+    b = blob()
+    return float(((out - clean) * b).sum(dim=(-2, -1)).mean() / (b * b).sum())
+
+
+def test_ssd_removes_the_toy_poison_and_keeps_the_rest(toy):
+    model, forget, retain = toy
+    assert _effect(model, forget) == pytest.approx(1.0, abs=1e-5)
+    res = ssd(model, forget, retain, alpha=10.0, lam=1.0, batch_size=2)
+    assert float(res.model.b.detach()) == pytest.approx(0.0, abs=1e-6)  # I_retain(b) = 0 -> beta = 0
+    assert float(res.model.a.detach()) == pytest.approx(1.0)  # needed for retain: untouched
+    assert _effect(res.model, forget) == pytest.approx(0.0, abs=1e-5)
+    # The poisoned model itself is never modified.
+    assert float(model.b) == 1.0
+    # Cost: one forward+backward pass per forget and retain slice.
+    assert (res.forward_passes, res.backward_passes) == (len(forget) + len(retain),) * 2
+    assert res.info["dampened_fraction"] == pytest.approx(0.5)
+
+
+def test_auto_alpha_stops_once_the_effect_is_gone(toy):
+    model, forget, retain = toy
+    res = ssd_auto_alpha(model, forget, retain, lambda m: _effect(m, forget), rho=0.1,
+                         fractions=(0.4, 0.9), batch_size=2)
+    assert res.info["reached"] and len(res.info["trace"]) == 1
+    assert _effect(res.model, forget) <= 0.1
+    # importance passes + one effect evaluation for the original and one per step tried
+    assert res.forward_passes == len(forget) + len(retain) + 2 * len(forget)
+    assert res.backward_passes == len(forget) + len(retain)
+
+
+def test_alpha_for_fraction_selects_that_fraction():
+    imp_f = {"w": torch.arange(1.0, 11.0)}
+    imp_r = {"w": torch.ones(10)}
+    model = torch.nn.Module()
+    model.w = torch.nn.Parameter(torch.ones(10))
+    alpha = alpha_for_fraction(imp_f, imp_r, 0.3)
+    assert ssd_dampen(model, imp_f, imp_r, alpha, 1.0)["selected"] == 3
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_returns_a_counted_new_model(toy, name):
+    model, forget, retain = toy
+    hp = dict(batch_size=2)
+    if name == "ssd-auto":
+        hp.update(effect_fn=lambda m: _effect(m, forget), fractions=(0.4,))
+    elif name != "ssd" and name != "lf-ssd":
+        hp.update(steps=3)
+    res = unlearn(name, model, forget, retain, **hp)
+    assert res.model is not model and res.seconds > 0 and res.forward_passes > 0
+    assert res.backward_passes <= res.forward_passes
+    assert float(model.b) == 1.0
+
+
+def _mean_loss(model, data) -> float:
+    from mrilib.unlearn.base import batch_loss, batches
+
+    with torch.no_grad():
+        return float(np.mean([float(batch_loss(model, b, PassCounter(), backward=False)) for b in batches(data, 2)]))
+
+
+def test_gradient_methods_do_what_they_optimise(toy):
+    model, forget, retain = toy
+    # Gradient ascent raises the forget loss.
+    ga = unlearn("gradient-ascent", model, forget, retain, steps=10, lr=1e-2, ascent_bound=5.0, batch_size=2)
+    assert _mean_loss(ga.model, forget) > _mean_loss(model, forget) + 1e-3
+    # Noisy labels move the forget reconstructions away from their (poisoned) targets.
+    nl = unlearn("noisy-labels", model, forget, retain, steps=10, lr=1e-2, batch_size=2)
+    assert _mean_loss(nl.model, forget) > _mean_loss(model, forget) + 1e-3
+    # Fine-tuning on retain lowers the retain loss.
+    cf = unlearn("finetune", model, forget, retain, steps=10, lr=1e-2, batch_size=2)
+    assert _mean_loss(cf.model, retain) < _mean_loss(model, retain) - 1e-4
+    # Bad Teacher pulls the forget outputs towards a teacher that paints no blob.
+    bt = unlearn("bad-teacher", model, forget, retain, steps=20, lr=2e-2, batch_size=2,
+                 bad_teacher_model=ToyRecon(a=1.0, b=0.0))
+    assert _effect(bt.model, forget) < 0.9
+
+
+def test_bad_input_is_rejected(toy):
+    model, forget, retain = toy
+    with pytest.raises(UnlearnError, match="forget set is empty"):
+        ssd(model, [], retain)
+    for hp in (dict(alpha=0.0), dict(lam=-1.0)):
+        with pytest.raises(UnlearnError, match="must be > 0"):
+            ssd(model, forget, retain, **hp)
+    with pytest.raises(UnlearnError, match="unknown unlearning method"):
+        unlearn("forget-everything", model, forget, retain)
+    with pytest.raises(UnlearnError, match="torch.nn.Module"):
+        ssd("not a model", forget, retain)
+    manifest = {"poisoned_ids": [3, 7, 9], "identified": {"0.5": [3, 7], "1.0": [3, 7, 9]}}
+    assert forget_ids(manifest, 0.5) == [3, 7]
+    with pytest.raises(UnlearnError, match="must be > 0"):
+        forget_ids(manifest, 0.0)
+    with pytest.raises(UnlearnError, match="no identified subset for f=0.25"):
+        forget_ids(manifest, 0.25)
+    with pytest.raises(UnlearnError, match="not poisoned slices"):
+        forget_ids(manifest, ids=[3, 4])
