@@ -3,7 +3,8 @@
 Interactively (JupyterLab, a terminal) this is ``tqdm.auto``: a widget bar in a
 notebook. In batch runs of the book (``MRILIB_BATCH`` set by ``mrilib.pipeline``),
 widget bars would leave state-less widgets in the published HTML, so a plain text
-bar is used instead, updated at most every few seconds.
+bar is used instead, updated at most every few seconds; nested bars (``leave=False``)
+are hidden there.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ def progress(iterable=None, **kwargs):
     if os.environ.get(BATCH_ENV):
         from tqdm.std import tqdm
 
+        if kwargs.get("leave") is False:  # nested bars would fill the published page
+            kwargs["disable"] = True
         kwargs.setdefault("mininterval", 5.0)
         kwargs.setdefault("ascii", True)
     else:

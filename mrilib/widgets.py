@@ -21,7 +21,7 @@ import numpy as np
 import matplotlib.pyplot as plt
 import ipywidgets as W
 
-__all__ = ["png_image", "image_stack", "slice_coil_browser", "publish", "STATE_DIR_ENV"]
+__all__ = ["png_image", "image_stack", "slice_coil_browser", "comparison_browser", "publish", "STATE_DIR_ENV"]
 
 STATE_DIR_ENV = "MRILIB_WIDGET_STATE_DIR"
 
@@ -89,3 +89,30 @@ def publish(widget: W.Widget) -> W.Widget:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(state))
     return widget
+
+
+def comparison_browser(panels: dict, titles: list[str] | None = None, max_slices: int = 6, width: int = 220) -> W.VBox:
+    """Browse models × slices × views (reconstruction | error | null-space map), all in the browser.
+
+    Args:
+        panels: ``{model: {"recon": (N,h,w), "error": (N,h,w), "nullspace": (N,h,w)}}``
+            (:func:`mrilib.evaluation.qualitative_panels`).
+        titles: a caption per slice.
+    """
+    models = list(panels)
+    views = [v for v in ("recon", "error", "nullspace") if v in panels[models[0]]]
+    n = min(len(panels[models[0]][views[0]]), max_slices)
+    model_sel = W.Dropdown(options=models, description="model")
+    slice_sel = W.IntSlider(0, 0, n - 1, description="slice")
+    view_sel = W.ToggleButtons(options=["reconstruction", "|error|", "null-space map"][: len(views)], description="view")
+    ranges = {v: float(np.percentile(np.concatenate([panels[m][v][:n].ravel() for m in models]), 99.5)) or 1.0
+              for v in views}
+    cmaps = {"recon": "gray", "error": "inferno", "nullspace": "magma"}
+
+    def views_of(m, s):
+        return image_stack([png_image(panels[m][v][s], cmap=cmaps[v], vmin=0, vmax=ranges[v], width=width)
+                            for v in views], view_sel, "index")
+
+    per_model = [image_stack([views_of(m, s) for s in range(n)], slice_sel) for m in models]
+    caption = W.HTML("<br>".join(f"slice {i}: {t}" for i, t in enumerate((titles or [])[:n])))
+    return W.VBox([W.HBox([model_sel, slice_sel]), view_sel, image_stack(per_model, model_sel, "index"), caption])

@@ -27,6 +27,7 @@ from mrilib.unlearn import (
     ssd,
     ssd_auto_alpha,
     ssd_dampen,
+    ssd_tuned,
     unlearn,
 )
 
@@ -153,6 +154,16 @@ def test_auto_alpha_stops_once_the_effect_is_gone(toy):
     assert res.backward_passes == len(forget) + len(retain)
 
 
+def test_tuned_ssd_picks_the_grid_point_that_heals_within_tolerance(toy):
+    model, forget, retain = toy
+    res = ssd_tuned(model, forget, retain, lambda m: _effect(m, forget), lambda m: -_mean_loss(m, retain),
+                    alphas=(1.0, 10.0), batch_size=2)
+    assert res.info["within_tolerance"] and _effect(res.model, forget) == pytest.approx(0.0, abs=1e-5)
+    assert len(res.info["trace"]) == 2
+    # importances (fwd+bwd on forget and retain) + 3 scorings of the forget set
+    assert res.forward_passes == len(forget) + len(retain) + 3 * len(forget)
+
+
 def test_alpha_for_fraction_selects_that_fraction():
     imp_f = {"w": torch.arange(1.0, 11.0)}
     imp_r = {"w": torch.ones(10)}
@@ -168,6 +179,8 @@ def test_every_method_returns_a_counted_new_model(toy, name):
     hp = dict(batch_size=2)
     if name == "ssd-auto":
         hp.update(effect_fn=lambda m: _effect(m, forget), fractions=(0.4,))
+    elif name == "ssd-tuned":
+        hp.update(effect_fn=lambda m: _effect(m, forget), utility_fn=lambda m: -_mean_loss(m, retain), alphas=(1.0, 10.0))
     elif name != "ssd" and name != "lf-ssd":
         hp.update(steps=3)
     res = unlearn(name, model, forget, retain, **hp)

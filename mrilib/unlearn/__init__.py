@@ -10,7 +10,16 @@ from __future__ import annotations
 from .base import PassCounter, UnlearnError, UnlearnResult
 from .gradient import bad_teacher, finetune, gradient_ascent, noisy_labels
 from .sets import SliceSubset, forget_ids, retrain_reference, unlearning_sets
-from .ssd import alpha_for_fraction, fisher_importance, label_free_importance, lf_ssd, ssd, ssd_auto_alpha, ssd_dampen
+from .ssd import (
+    alpha_for_fraction,
+    fisher_importance,
+    label_free_importance,
+    lf_ssd,
+    ssd,
+    ssd_auto_alpha,
+    ssd_dampen,
+    ssd_tuned,
+)
 
 __all__ = [
     "METHODS",
@@ -21,6 +30,7 @@ __all__ = [
     "ssd",
     "lf_ssd",
     "ssd_auto_alpha",
+    "ssd_tuned",
     "ssd_dampen",
     "fisher_importance",
     "label_free_importance",
@@ -40,6 +50,7 @@ METHODS = {
     "ssd": ssd,
     "lf-ssd": lf_ssd,
     "ssd-auto": ssd_auto_alpha,
+    "ssd-tuned": ssd_tuned,
     "finetune": finetune,
     "noisy-labels": noisy_labels,
     "gradient-ascent": gradient_ascent,

@@ -18,6 +18,9 @@ for ``I ≥ 0``). Variants here:
   computed once; the dampened fraction grows step by step (α taken at quantiles of
   the importance ratio) until the poison effect on the *identified* slices falls
   below ``ρ`` × its value for the original model;
+- **tuned SSD**: importances computed once, then a grid of (α, λ) scored on held-out
+  clean data (utility) and on the identified slices (poison effect) only — never on
+  the test set or the unidentified poison;
 - an optional short **retain repair** after dampening (a few fine-tuning steps on
   retain data), which recovers the reconstruction quality dampening costs.
 """
@@ -51,6 +54,7 @@ __all__ = [
     "lf_ssd",
     "ssd_auto_alpha",
     "alpha_for_fraction",
+    "ssd_tuned",
 ]
 
 
@@ -197,11 +201,9 @@ def ssd_auto_alpha(model, forget, retain, effect_fn: Callable, rho: float = 0.1,
     check_inputs(model, forget, retain, need_retain=True)
     check_positive(rho=rho, lam=lam)
     fractions = sorted(fractions)
-    importance_fn = label_free_importance if label_free else fisher_importance
     work, start = timed_copy(model)
     counter = PassCounter()
-    imp_f = importance_fn(work, forget, batch_size, counter, desc="forget importance")
-    imp_r = importance_fn(work, retain, batch_size, counter, desc="retain importance")
+    imp_f, imp_r = _importances(work, forget, retain, label_free, batch_size, counter)
     per_effect = len(forget) if effect_passes is None else effect_passes
     original = float(effect_fn(work))
     counter.add(per_effect, backward=False)
@@ -225,5 +227,64 @@ def ssd_auto_alpha(model, forget, retain, effect_fn: Callable, rho: float = 0.1,
     name = ("lf-ssd" if label_free else "ssd") + "-auto" + ("+repair" if repair_steps else "")
     info = dict(method=name, alpha=alpha, lam=lam, rho=rho, original_effect=original, trace=trace,
                 reached=trace[-1]["effect"] <= rho * original, dampened_fraction=stats["fraction"],
+                dampened_layers=stats["layers"], repair_steps=repair_steps)
+    return UnlearnResult(work, time.perf_counter() - start, counter.forward, counter.backward, info)
+
+
+def _importances(work, forget, retain, label_free: bool, batch_size: int, counter: PassCounter):
+    """Forget and retain importances (Fisher, or label-free) of ``work``."""
+    fn = label_free_importance if label_free else fisher_importance
+    return (fn(work, forget, batch_size, counter, desc="forget importance"),
+            fn(work, retain, batch_size, counter, desc="retain importance"))
+
+
+def ssd_tuned(model, forget, retain, effect_fn: Callable, utility_fn: Callable,
+              alphas=(1.0, 2.0, 5.0, 10.0, 30.0, 100.0), lams=(1.0,), tolerance: float = 0.01,
+              batch_size: int = 4, label_free: bool = False, repair_steps: int = 0, repair_lr: float = 1e-4,
+              effect_passes: int | None = None, utility_passes: int = 0, seed: int = 0) -> UnlearnResult:
+    """SSD with (α, λ) chosen on held-out data and the identified slices.
+
+    Importances are computed once; every grid point dampens a fresh copy and is scored
+    by ``effect_fn(model)`` (poison effect on the identified slices) and
+    ``utility_fn(model)`` (e.g. SSIM on the clean validation split). The chosen point
+    has the lowest effect among those whose utility is within ``tolerance`` of the
+    original model's; if none is, the one that loses least utility. The search's
+    evaluations count in the cost (``effect_passes``/``utility_passes`` slice-passes each).
+    """
+    check_inputs(model, forget, retain, need_retain=True)
+    for a in alphas:
+        check_positive(alpha=a)
+    for lam in lams:
+        check_positive(lam=lam)
+    work, start = timed_copy(model)
+    counter = PassCounter()
+    imp_f, imp_r = _importances(work, forget, retain, label_free, batch_size, counter)
+    per_effect = len(forget) if effect_passes is None else effect_passes
+
+    def score(m):
+        e, u = float(effect_fn(m)), float(utility_fn(m))
+        counter.add(per_effect + utility_passes, backward=False)
+        return e, u
+
+    e0, u0 = score(work)
+    base_state = {k: v.clone() for k, v in work.state_dict().items()}
+    trace = []
+    for alpha in progress(alphas, desc="SSD grid", leave=False):
+        for lam in lams:
+            work.load_state_dict(base_state)
+            stats = ssd_dampen(work, imp_f, imp_r, alpha, lam)
+            e, u = score(work)
+            trace.append(dict(alpha=alpha, lam=lam, effect=e, utility=u, dampened_fraction=stats["fraction"]))
+    ok = [t for t in trace if u0 - t["utility"] <= tolerance]
+    best = (min(ok, key=lambda t: (t["effect"], t["dampened_fraction"])) if ok
+            else max(trace, key=lambda t: t["utility"]))
+    work.load_state_dict(base_state)
+    stats = ssd_dampen(work, imp_f, imp_r, best["alpha"], best["lam"])
+    if repair_steps:
+        finetune_steps(work, retain, repair_steps, repair_lr, batch_size, counter, seed=seed)
+    work.eval()
+    name = ("lf-ssd" if label_free else "ssd") + "-tuned" + ("+repair" if repair_steps else "")
+    info = dict(method=name, alpha=best["alpha"], lam=best["lam"], tolerance=tolerance, original_effect=e0,
+                original_utility=u0, within_tolerance=bool(ok), trace=trace, dampened_fraction=stats["fraction"],
                 dampened_layers=stats["layers"], repair_steps=repair_steps)
     return UnlearnResult(work, time.perf_counter() - start, counter.forward, counter.backward, info)

@@ -1,0 +1,191 @@
+"""The evaluation chapter: every model side by side, from the artefacts earlier chapters wrote.
+
+Nothing here trains: it reads ``<run_dir>/metrics/*.csv|json`` and the stored models,
+aggregates over seeds (mean ± sd), computes null-space hallucination maps (Bhadra et al.
+2021) and the artefact-robustness table, and raises an error naming the notebook that
+makes a missing artefact.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+__all__ = [
+    "MissingArtefactError",
+    "require",
+    "load_unlearning_table",
+    "aggregate",
+    "mean_sd",
+    "headline_table",
+    "nullspace_map",
+    "qualitative_panels",
+    "artefact_robustness",
+]
+
+#: metrics of the main table, in order
+MAIN_METRICS = ("SSIM", "PSNR", "NMSE", "poison effect", "success rate", "healed", "forget SSIM vs clean",
+                "forget SSIM vs poisoned", "time vs oracle", "passes vs oracle")
+
+
+class MissingArtefactError(FileNotFoundError):
+    """An artefact of an earlier chapter is missing; the message names the notebook that makes it."""
+
+
+def require(path: str | os.PathLike, notebook: str) -> Path:
+    """Return ``path`` if it exists, else raise :class:`MissingArtefactError` naming ``notebook``."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingArtefactError(f"{path} is missing: run notebooks/{notebook}.ipynb first "
+                                   f"(e.g. `python -m mrilib.pipeline --only {notebook}`)")
+    return path
+
+
+def load_unlearning_table(run_dir: str | os.PathLike, variant: str = "cyclegan-cyst") -> pd.DataFrame:
+    """The per-run results table written by the unlearning chapter."""
+    return pd.read_csv(require(Path(run_dir) / "metrics" / f"unlearning_{variant}.csv", "05_unlearning"))
+
+
+def mean_sd(values, digits: int = 4) -> str:
+    """``"mean ± sd"`` of the finite values (sd with ddof=1; ``± 0`` for a single value; ``–`` for none)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return "–"
+    sd = v.std(ddof=1) if len(v) > 1 else 0.0
+    return f"{v.mean():.{digits}f} ± {sd:.{digits}f}"
+
+
+def aggregate(df: pd.DataFrame, by=("method", "f"), metrics=MAIN_METRICS) -> pd.DataFrame:
+    """Mean and standard deviation (ddof=1) over seeds of each metric, per ``by`` group.
+
+    Returns a frame with columns ``<metric> mean``, ``<metric> sd`` and ``n`` (seeds);
+    rows without a fraction (reference models) form their own group.
+    """
+    d = df.copy()
+    d["f"] = d["f"].fillna(-1.0)
+    metrics = [m for m in metrics if m in d]
+    g = d.groupby(list(by), sort=False)[metrics]
+    out = g.mean().add_suffix(" mean").join(g.std(ddof=1).add_suffix(" sd")).join(g.size().rename("n"))
+    out = out.reset_index()
+    out["f"] = out["f"].replace(-1.0, np.nan)
+    return out
+
+
+def formatted(agg: pd.DataFrame, metrics=MAIN_METRICS, digits: int = 4) -> pd.DataFrame:
+    """``aggregate`` output as ``mean ± sd`` strings, indexed by method and f."""
+    out = agg[["method", "f"]].copy()
+    for m in metrics:
+        if f"{m} mean" in agg:
+            out[m] = [("–" if not np.isfinite(mu) else f"{mu:.{digits}f}" + ("" if not np.isfinite(sd) else f" ± {sd:.{digits}f}"))
+                      for mu, sd in zip(agg[f"{m} mean"], agg[f"{m} sd"])]
+    return out.set_index(["method", "f"])
+
+
+def headline_table(df: pd.DataFrame, seed_reported: dict | None = None) -> pd.DataFrame:
+    """The seed study's headline table in our terms: original model, SSD on the forget set, SSD on retain.
+
+    Rows: the poisoned ("original") model; the seed's SSD configuration (α=0.1, λ=0.1),
+    evaluated on the forget set (forget SSIM against the poisoned targets it was
+    trained on: lower = forgotten) and on retained data (clean-test SSIM); and tuned SSD.
+    ``seed_reported`` adds the numbers the seed reported, where known.
+    """
+    rows = {}
+    for label, name in (("original (poisoned) model", "poisoned"), ("SSD, seed's α=0.1, λ=0.1", "SSD (seed: α=0.1, λ=0.1)"),
+                        ("SSD tuned", "SSD tuned")):
+        r = df[df["method"] == name]
+        if not len(r):
+            continue
+        rows[label] = {"forget set: SSIM vs poisoned targets": mean_sd(r["forget SSIM vs poisoned"]),
+                       "forget set: SSIM vs clean targets": mean_sd(r["forget SSIM vs clean"]),
+                       "retain/test: clean-test SSIM": mean_sd(r["SSIM"]),
+                       "poison success rate": mean_sd(r["success rate"], 3)}
+    out = pd.DataFrame(rows).T
+    if seed_reported:
+        out["seed's reported value"] = pd.Series(seed_reported)
+    return out
+
+
+def nullspace_map(recon: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Null-space hallucination map ``|(I − H⁺H)(x̂ − x)|`` (Bhadra et al. 2021).
+
+    With the single-coil Cartesian model ``H = M F`` (``M`` the column mask, ``F`` the
+    centred orthonormal FFT), ``H⁺H = F⁻¹ M F`` and the null-space part of the error is
+    the part living on *unsampled* k-space columns: what the measurements cannot
+    confirm or refute. (With coil sensitivities the null space is smaller; this
+    coil-free version is the usual, conservative display.)
+    """
+    from .data.kspace import fft2c, ifft2c
+
+    err = np.asarray(recon, np.complex64) - np.asarray(target, np.complex64)
+    m = np.asarray(mask, bool).reshape(1, -1)
+    k = fft2c(err)
+    k[..., m[0]] = 0
+    return np.abs(ifft2c(k))
+
+
+@torch.no_grad()
+def qualitative_panels(models: dict, samples: list, targets: np.ndarray) -> dict:
+    """Reconstruction, |error| and null-space map of each model on each sample.
+
+    Returns ``{model: {"recon": (N,h,w), "error": ..., "nullspace": ...}}``.
+    """
+    from .poison.effect import reconstruct
+
+    out = {}
+    for name, model in models.items():
+        rec = reconstruct(model, samples)
+        ns = np.stack([nullspace_map(r, t, s.mask.numpy().reshape(-1)[: r.shape[-1]]) for r, t, s in
+                       zip(rec, targets, samples)])
+        out[name] = {"recon": rec, "error": np.abs(rec - targets), "nullspace": ns}
+    return out
+
+
+def artefact_robustness(models: dict, split_dir: str | os.PathLike, profile, max_slices: int = 16, seed: int = 0) -> pd.DataFrame:
+    """Clean-test SSIM of each model on clean, motion- and metal-corrupted inputs (4× or the profile's first R).
+
+    The corruption is simulated on the fully sampled k-space (``mrilib.data.artefacts``),
+    then undersampled with the same fastMRI mask; the reference stays the clean target,
+    so the drop measures how much each model propagates the artefact.
+    """
+    from fastmri.data.transforms import VarNetSample, apply_mask, to_tensor
+
+    from .data.artefacts import metal_corrupt, motion_corrupt
+    from .data.h5layout import read_volume
+    from .data.loading import make_mask_func, volume_files
+    from .metrics import ssim
+    from .poison.effect import reconstruct
+    from .profiles import get_profile
+
+    p = get_profile(profile)
+    acc = int(p.accelerations[0])
+    mask_func = make_mask_func(acc, p.center_fraction, p.mask_type)
+    variants = {"clean": lambda k, i: k,
+                "motion": lambda k, i: motion_corrupt(k, seed=seed + i, fraction=0.3, max_shift=2.0, max_angle=2.0),
+                "metal": lambda k, i: metal_corrupt(k, seed=seed + i, radius=max(1.5, p.image_size / 40))}
+    samples = {v: [] for v in variants}
+    targets, vmax = [], []
+    for f in volume_files(split_dir):
+        vol = read_volume(f, keys=("kspace", "reconstruction_rss"))
+        for s in range(len(vol["kspace"])):
+            if len(targets) >= max_slices:
+                break
+            i = len(targets)
+            targets.append(vol["reconstruction_rss"][s])
+            vmax.append(float(vol["attrs"]["max"]))
+            for v, corrupt in variants.items():
+                k = to_tensor(np.ascontiguousarray(corrupt(vol["kspace"][s], i)))
+                masked, m, nlf = apply_mask(k, mask_func, seed=tuple(map(ord, f.name)))
+                samples[v].append(VarNetSample(masked, m.bool(), nlf, torch.from_numpy(targets[-1]), f.name, s,
+                                               vmax[-1], targets[-1].shape))
+    rows = []
+    for name, model in models.items():
+        for v in variants:
+            rec = reconstruct(model, samples[v])
+            vals = [ssim(t, r, mx) for t, r, mx in zip(targets, rec, vmax)]
+            rows.append(dict(model=name, input=v, ssim=float(np.mean(vals)), sd=float(np.std(vals, ddof=1))))
+    return pd.DataFrame(rows).pivot(index="model", columns="input", values="ssim")[list(variants)]

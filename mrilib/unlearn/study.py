@@ -1,0 +1,323 @@
+"""The unlearning study: which runs, the defender's selection signals, cached results.
+
+A *run* is one method with its hyper-parameters at one identified fraction ``f`` and
+seed. :func:`plan_runs` lists them from the profile (``Profile.unlearn``);
+:func:`run_or_load` executes one (or loads it when ``<out_dir>/<label>/result.json``
+exists for the same poisoned model and configuration), saves the unlearnt weights
+(``model.pt``, atomically) and the result: cost (wall seconds, slice-passes) and the
+evaluation the caller supplies (poison effect, utility, forget-set SSIM).
+
+The defender's signals, used to *select* hyper-parameters (tuned SSD, automatic α), see
+only what a defender has: the identified slices and held-out clean data.
+
+- :func:`identified_effect`: the lesion classifier's mean lesion probability on the
+  reconstructions of the identified (poisoned, triggered) inputs;
+- :func:`validation_utility`: mean SSIM on the clean validation split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..io import atomic_path, read_json, write_json
+from ..profiles import Profile, get_profile
+from . import METHODS, UnlearnError, unlearn
+
+__all__ = ["Run", "plan_runs", "identified_effect", "validation_utility", "model_digest", "run_or_load",
+           "load_unlearnt", "DEFAULT_PLAN", "reference_cost", "healed", "results_table", "PoisonedRun", "load_poisoned_run"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One unlearning run: method, hyper-parameters, identified fraction, seed."""
+
+    key: str  # short ascii id, e.g. "ssd-tuned"
+    name: str  # label in tables, e.g. "SSD (seed: α=0.1, λ=0.1)"
+    method: str  # key of mrilib.unlearn.METHODS
+    fraction: float
+    seed: int = 0
+    hp: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """A file-system-safe unique label."""
+        return f"{self.key}-f{self.fraction:g}-s{self.seed}"
+
+
+#: The methods of the study: (key, table name, method, hyper-parameters, runs at every f?).
+#: ``steps`` scale with the profile (``Profile.unlearn["steps"]``).
+DEFAULT_PLAN = (
+    ("ssd-seed", "SSD (seed: α=0.1, λ=0.1)", "ssd", dict(alpha=0.1, lam=0.1), False),
+    ("ssd-tuned", "SSD tuned", "ssd-tuned", dict(), True),
+    ("ssd-tuned-repair", "SSD tuned + repair", "ssd-tuned", dict(repair="steps/4"), True),
+    ("lf-ssd-tuned", "LF-SSD tuned", "ssd-tuned", dict(label_free=True), False),
+    ("ssd-auto", "SSD auto-α", "ssd-auto", dict(rho=0.25), True),
+    ("bad-teacher", "Bad Teacher", "bad-teacher", dict(steps="steps"), False),
+    ("nl", "Noisy labels", "noisy-labels", dict(steps="steps"), False),
+    ("nl-ft", "Noisy labels + FT", "noisy-labels", dict(steps="steps", retain_weight=1.0), False),
+    ("ga", "Gradient ascent", "gradient-ascent", dict(steps="steps"), False),
+    ("ga-ft", "Gradient ascent + FT", "gradient-ascent", dict(steps="steps", retain_weight=1.0), False),
+    ("cf", "Fine-tune (CF)", "finetune", dict(steps="steps"), True),
+)
+
+
+def plan_runs(profile: Profile | str, plan=DEFAULT_PLAN) -> list[Run]:
+    """Every run of the study for ``profile``.
+
+    Methods marked "every f" run at each identified fraction of the profile, the
+    others at its main fraction only (``Profile.unlearn["main_fraction"]``); each for
+    every seed. Symbolic step counts (``"steps"``, ``"steps/4"``) are resolved from
+    ``Profile.unlearn["steps"]``.
+    """
+    p = get_profile(profile)
+    u = p.unlearn
+    steps = int(u.get("steps", 50))
+    fractions = [float(f) for f in u.get("fractions", p.poison.get("identified_fractions", (0.25,)))]
+    main = float(u.get("main_fraction", 0.25))
+    runs = []
+    for key, name, method, hp, every_f in plan:
+        if method not in METHODS:
+            raise UnlearnError(f"plan names unknown method {method!r}")
+        hp = dict(hp)
+        for k, v in list(hp.items()):
+            if v == "steps":
+                hp[k] = steps
+            elif v == "steps/4":
+                hp[k] = max(1, steps // 4)
+        if "repair" in hp:
+            hp["repair_steps"] = hp.pop("repair")
+        hp.setdefault("batch_size", int(u.get("batch_size", p.train.get("batch_size", 4))))
+        if method == "ssd-tuned" and "alphas" in u:
+            hp.setdefault("alphas", tuple(u["alphas"]))
+        for seed in u.get("seeds", (0,)):
+            for f in (fractions if every_f else [main]):
+                runs.append(Run(key, name, method, f, int(seed), {**hp, "seed": int(seed)}))
+    return runs
+
+
+@torch.no_grad()
+def _reconstruct(model, dataset, batch_size: int = 8) -> np.ndarray:
+    """Reconstructions ``(N, h, w)`` of a dataset of VarNetSamples (fixed masks of epoch 0)."""
+    from ..train import forward_batch
+    from .base import batches
+
+    model.eval()
+    out = [forward_batch(model, b, "cpu")[0].numpy() for b in batches(dataset, batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0, 0), np.float32)
+
+
+def identified_effect(classifier, forget) -> Callable[[torch.nn.Module], float]:
+    """``effect_fn(model)``: mean lesion probability on reconstructions of the identified inputs."""
+    from ..poison.classifier import lesion_scores
+
+    def effect(model) -> float:
+        return float(np.mean(lesion_scores(classifier, _reconstruct(model, forget))["lesion"]))
+
+    return effect
+
+
+def validation_utility(val_dir: str | os.PathLike, profile: Profile | str,
+                       max_slices: int | None = None) -> tuple[Callable[[torch.nn.Module], float], int]:
+    """``(utility_fn, slices)``: mean SSIM on the clean validation split at the first acceleration.
+
+    The validation samples (fixed masks, seeded by file name) are read once and kept in memory.
+    """
+    from ..data.loading import varnet_dataset
+    from ..metrics import ssim
+
+    p = get_profile(profile)
+    ds = varnet_dataset(val_dir, p.accelerations[0], p.center_fraction, p.mask_type)
+    samples = [ds[i] for i in range(min(len(ds), max_slices or len(ds)))]
+
+    def utility(model) -> float:
+        recon = _reconstruct(model, samples)
+        return float(np.mean([ssim(s.target.numpy(), r, float(s.max_value)) for s, r in zip(samples, recon)]))
+
+    return utility, len(samples)
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights (identifies the poisoned model a run started from)."""
+    h = hashlib.blake2b(digest_size=12)
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _identity(run: Run, poisoned_digest: str) -> dict:
+    hp = {k: v for k, v in run.hp.items() if not callable(v)}
+    return read_json_roundtrip(dict(run=asdict(run) | {"hp": hp}, poisoned=poisoned_digest))
+
+
+def read_json_roundtrip(obj):
+    """``obj`` as it reads back from JSON (tuples → lists), for comparisons with stored files."""
+    import json
+
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
+def run_or_load(run: Run, poisoned: torch.nn.Module, sets: Callable, evaluate: Callable, out_dir: str | os.PathLike,
+                signals: Callable | None = None, poisoned_digest: str | None = None) -> dict:
+    """Execute ``run`` (or load its stored result) and return the result record.
+
+    Args:
+        run: the run.
+        poisoned: the poisoned model (never modified).
+        sets: ``sets(fraction) -> (forget, retain)``.
+        evaluate: ``evaluate(model, label) -> dict`` of metrics (test poison effect, utility…).
+        out_dir: ``<run_dir>/unlearn/<variant>``; the run goes to ``out_dir/<label>/``.
+        signals: ``signals(forget) -> dict`` of extra keyword arguments the method needs
+            (``effect_fn``, ``utility_fn``, pass counts) — only for methods that select
+            hyper-parameters.
+        poisoned_digest: :func:`model_digest` of ``poisoned`` (computed if not given).
+    """
+    folder = Path(out_dir) / run.label
+    ident = _identity(run, poisoned_digest or model_digest(poisoned))
+    result_path = folder / "result.json"
+    if result_path.exists():
+        old = read_json(result_path)
+        if old.get("identity") == ident and (folder / "model.pt").exists():
+            return old
+    forget, retain = sets(run.fraction)
+    hp = dict(run.hp)
+    if run.method in ("ssd-tuned", "ssd-auto") and signals is not None:
+        hp.update(signals(forget))
+        if run.method == "ssd-auto":
+            hp.pop("utility_fn", None), hp.pop("utility_passes", None)
+    res = unlearn(run.method, poisoned, forget, retain, **hp)
+    t0 = time.perf_counter()
+    metrics = evaluate(res.model, run.label)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "model.pt") as tmp:
+        torch.save(res.model.state_dict(), tmp)
+    info = {k: v for k, v in res.info.items() if k != "dampened_layers"}
+    record = dict(identity=ident, name=run.name, method=run.method, label=run.label, fraction=run.fraction,
+                  seed=run.seed, cost=dict(seconds=res.seconds, forward_passes=res.forward_passes,
+                                           backward_passes=res.backward_passes, passes=res.passes),
+                  info=info, dampened_layers=res.info.get("dampened_layers"), metrics=metrics,
+                  eval_seconds=time.perf_counter() - t0, forget_size=len(forget), retain_size=len(retain))
+    write_json(result_path, record)
+    return read_json(result_path)
+
+
+def load_unlearnt(out_dir: str | os.PathLike, label: str, like: torch.nn.Module) -> torch.nn.Module:
+    """The unlearnt model of run ``label`` (weights loaded safely into a copy of ``like``)."""
+    import copy
+
+    path = Path(out_dir) / label / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no unlearnt model at {path}: run notebooks/05_unlearning.ipynb first")
+    model = copy.deepcopy(like).cpu()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def reference_cost(history: dict) -> dict:
+    """Cost of a (re)training run from its ``history.json``, in the units of unlearning runs.
+
+    One training step of one slice is a forward and a backward pass; validation adds
+    forward passes.
+    """
+    fwd = int(history["train_slice_passes"]) + int(history.get("val_slice_passes", 0))
+    bwd = int(history["train_slice_passes"])
+    return dict(seconds=float(history["wall_s"]), forward_passes=fwd, backward_passes=bwd, passes=fwd + bwd)
+
+
+def healed(effect: float, effect_poisoned: float, effect_oracle: float) -> float:
+    """Share of the poison effect removed, relative to retraining: 1 = as good as ``oracle``, 0 = as ``poisoned``."""
+    denom = effect_poisoned - effect_oracle
+    if not np.isfinite(denom) or abs(denom) < 1e-12:
+        return float("nan")
+    return float((effect_poisoned - effect) / denom)
+
+
+def results_table(records: list[dict], references: dict[str, dict], oracle_cost: dict):
+    """One row per run (and per reference model): utility, poison effect, healed, forget SSIM, cost.
+
+    Args:
+        records: results of :func:`run_or_load`.
+        references: ``{"poisoned": metrics, "oracle": metrics, "clean": metrics, "rewod f=…": metrics}``
+            (metrics as the evaluation returns them), each optionally with a ``cost`` key.
+        oracle_cost: :func:`reference_cost` of the oracle's training.
+    """
+    import pandas as pd
+
+    e_p = references["poisoned"]["effect"]["mean"]
+    e_o = references["oracle"]["effect"]["mean"]
+
+    def row(name, f, seed, m, cost):
+        fg = m.get("forget") or {}
+        return {
+            "method": name, "f": f, "seed": seed,
+            "SSIM": m["clean_test"]["ssim"]["mean"], "PSNR": m["clean_test"]["psnr"]["mean"],
+            "NMSE": m["clean_test"]["nmse"]["mean"],
+            "poison effect": m["effect"]["mean"], "success rate": m["success_rate"],
+            "healed": healed(m["effect"]["mean"], e_p, e_o),
+            "forget SSIM vs clean": (fg.get("ssim_vs_clean") or {}).get("mean", np.nan),
+            "forget SSIM vs poisoned": (fg.get("ssim_vs_poisoned") or {}).get("mean", np.nan),
+            "seconds": cost.get("seconds", np.nan) if cost else np.nan,
+            "passes": cost.get("passes", np.nan) if cost else np.nan,
+            "time vs oracle": (cost["seconds"] / oracle_cost["seconds"]) if cost else np.nan,
+            "passes vs oracle": (cost["passes"] / oracle_cost["passes"]) if cost else np.nan,
+        }
+
+    rows = [row(name, np.nan, np.nan, m, m.get("cost")) for name, m in references.items()]
+    rows += [row(r["name"], r["fraction"], r["seed"], r["metrics"], r["cost"]) for r in records]
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class PoisonedRun:
+    """What the unlearning and evaluation chapters load from the poisoning chapter."""
+
+    variant: str
+    manifest: dict
+    poisoned: torch.nn.Module
+    clean: torch.nn.Module
+    classifier: object
+    generator: object
+    evaluate: Callable  # evaluate(model, name) -> metrics dict (also written to metrics/poison_<name>.json)
+    train_dir: Path
+
+
+def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, variant: str = "cyclegan-cyst") -> PoisonedRun:
+    """Load the manifest, ``clean`` and ``poisoned`` models, lesion classifier and CycleGAN of a run.
+
+    Missing artefacts raise errors that name the notebook that makes them.
+    """
+    from ..poison.build import load_manifest, poison_dir, poisoned_model_dir
+    from ..poison.classifier import classifier_dir, load_classifier
+    from ..poison.cyclegan import cyclegan_dir, load_cyclegan
+    from ..poison.effect import load_test_slices, poison_effect
+    from ..poison.triggers import Trigger
+    from ..train import CheckpointNotFoundError, load_model
+
+    p = get_profile(profile)
+    run_dir = Path(run_dir)
+    manifest = load_manifest(run_dir, variant)
+    try:
+        poisoned, _ = load_model(poisoned_model_dir(run_dir, variant))
+        clean, _ = load_model(run_dir / "models" / "clean")
+    except CheckpointNotFoundError as err:
+        raise FileNotFoundError(f"{err} — run notebooks/02_varnet.ipynb and 03_poison_cyclegan.ipynb first") from None
+    classifier, _ = load_classifier(classifier_dir(run_dir))
+    gan, _ = load_cyclegan(cyclegan_dir(run_dir))
+    acc = int(p.accelerations[0])
+    test = load_test_slices(run_dir / "data" / "test", Trigger.from_dict(manifest.get("trigger")), acc,
+                            p.center_fraction, p.mask_type)
+
+    def evaluate(model, name: str) -> dict:
+        return poison_effect(model, name, run_dir, manifest, classifier, gan, acceleration=acc,
+                             center_fraction=p.center_fraction, mask_type=p.mask_type, test=test)["metrics"]
+
+    train_dir = poison_dir(run_dir, variant) / manifest.get("data_dir", "data") / "train"
+    return PoisonedRun(variant, manifest, poisoned, clean, classifier, gan, evaluate, train_dir)

@@ -1,0 +1,119 @@
+"""Figures of the unlearning chapter: importance ratios, dampened layers, sweeps, trade-offs, cost."""
+
+from __future__ import annotations
+
+import numpy as np
+import matplotlib.pyplot as plt
+
+__all__ = ["importance_ratio_hist", "dampened_layers", "sweep_plot", "tradeoff_scatter", "cost_bars", "qualitative_grid"]
+
+
+def importance_ratio_hist(imp_forget: dict, imp_retain: dict, alphas: dict[str, float] | None = None):
+    """Histogram of log10(I_forget / I_retain) over all parameters, with SSD's thresholds α marked."""
+    r = []
+    for k in imp_forget:
+        f, q = imp_forget[k].flatten().numpy(), imp_retain[k].flatten().numpy()
+        keep = (f > 0) & (q > 0)
+        r.append(np.log10(f[keep] / q[keep]))
+    r = np.concatenate(r)
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.hist(r, bins=120, color="0.4")
+    ax.set_yscale("log")
+    for i, (name, a) in enumerate((alphas or {}).items()):
+        ax.axvline(np.log10(a), color=f"C{i}", ls="--", label=f"{name}: α = {a:g} ({100 * np.mean(r > np.log10(a)):.2f} % selected)")
+    ax.set_xlabel("log10( I_forget / I_retain )  per parameter")
+    ax.set_ylabel("parameters")
+    ax.set_title("SSD importance ratios (parameters right of α are dampened)", fontsize=10)
+    if alphas:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def dampened_layers(layers: dict[str, float], top: int = 20, title: str = "Where SSD dampens"):
+    """Bar chart of the fraction of each parameter tensor that SSD dampened (largest ``top``)."""
+    items = sorted(layers.items(), key=lambda kv: -kv[1])[:top]
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(items) + 1.2))
+    names = [k.replace("cascades.", "c").replace(".model.", ".").replace("sens_net.", "sens.") for k, _ in items]
+    ax.barh(range(len(items)), [100 * v for _, v in items], color="C3")
+    ax.set_yticks(range(len(items)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of the tensor's parameters dampened (%)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_plot(df, methods=None, metrics=("healed", "SSIM")):
+    """``metric`` versus identified fraction f, one line per method (mean over seeds)."""
+    d = df.dropna(subset=["f"])
+    methods = methods or sorted(d.loc[d.groupby("method")["f"].transform("nunique") > 1, "method"].unique())
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for i, m in enumerate(methods):
+            g = d[d["method"] == m].groupby("f")[metric].agg(["mean", "std"]).reset_index()
+            ax.errorbar(g["f"], g["mean"], yerr=g["std"].fillna(0), marker="o", capsize=3, label=m, color=f"C{i}")
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(d["f"].unique()), [f"{f:g}" for f in sorted(d["f"].unique())])
+        ax.set_xlabel("identified fraction f of the poisoned slices")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{metric} vs f", fontsize=10)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff_scatter(df, ref_rows=("poisoned", "oracle", "clean")):
+    """Utility (clean-test SSIM) against forgetting (poison healed), one point per method."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    runs = df.dropna(subset=["f"])
+    for i, (m, g) in enumerate(runs.groupby("method")):
+        ax.scatter(g["healed"], g["SSIM"], label=m, color=f"C{i % 10}", marker="os^vD<>"[i // 10 % 7])
+    for name in ref_rows:
+        r = df[df["method"] == name]
+        if len(r):
+            ax.scatter(r["healed"], r["SSIM"], marker="*", s=160, color="k")
+            ax.annotate(name, (float(r["healed"].iloc[0]), float(r["SSIM"].iloc[0])), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("poison healed (0 = poisoned model, 1 = oracle retraining)")
+    ax.set_ylabel("clean-test SSIM")
+    ax.set_title("Utility versus forgetting", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def cost_bars(df, column: str = "time vs oracle"):
+    """Cost of each method relative to oracle retraining (log scale), mean over runs."""
+    g = df.dropna(subset=[column]).groupby("method")[column].mean().sort_values()
+    fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(g) + 1.3))
+    ax.barh(range(len(g)), g.values, color="C0")
+    ax.set_yticks(range(len(g)), g.index, fontsize=8)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xlabel(f"{column} (1 = retraining from scratch)")
+    ax.set_title("Cost relative to retraining", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def qualitative_grid(panels: dict, index: int, target: np.ndarray, title: str = ""):
+    """One slice: each model's reconstruction, |error| and null-space map (rows = models)."""
+    models = list(panels)
+    fig, axes = plt.subplots(len(models), 3, figsize=(7.2, 2.3 * len(models) + 0.5), squeeze=False)
+    vmax = float(np.percentile(target, 99.5))
+    emax = max(float(np.percentile(panels[m]["error"][index], 99.5)) for m in models) or 1.0
+    for r, m in enumerate(models):
+        for c, (key, cmap, lim) in enumerate((("recon", "gray", vmax), ("error", "inferno", emax),
+                                               ("nullspace", "magma", emax))):
+            im = axes[r, c].imshow(panels[m][key][index], cmap=cmap, vmin=0, vmax=lim)
+            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(m, fontsize=8)
+    for c, t in enumerate(("reconstruction", "|error| vs clean target", "null-space map |(I−H⁺H)(x̂−x)|")):
+        axes[0, c].set_title(t, fontsize=8)
+    fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), fraction=0.03).set_label("|error| (a.u.)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
