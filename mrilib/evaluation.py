@@ -86,14 +86,17 @@ def formatted(agg: pd.DataFrame, metrics=MAIN_METRICS, digits: int = 4) -> pd.Da
     return out.set_index(["method", "f"])
 
 
-def headline_table(df: pd.DataFrame, seed_reported: dict | None = None) -> pd.DataFrame:
+def headline_table(df: pd.DataFrame, fraction: float | None = None, seed_reported: dict | None = None) -> pd.DataFrame:
     """The seed study's headline table in our terms: original model, SSD on the forget set, SSD on retain.
 
     Rows: the poisoned ("original") model; the seed's SSD configuration (α=0.1, λ=0.1),
     evaluated on the forget set (forget SSIM against the poisoned targets it was
     trained on: lower = forgotten) and on retained data (clean-test SSIM); and tuned SSD.
+    ``fraction`` keeps the runs at that identified fraction (reference rows always stay);
     ``seed_reported`` adds the numbers the seed reported, where known.
     """
+    if fraction is not None:
+        df = df[df["f"].isna() | np.isclose(df["f"].fillna(-1.0), fraction)]
     rows = {}
     for label, name in (("original (poisoned) model", "poisoned"), ("SSD, seed's α=0.1, λ=0.1", "SSD (seed: α=0.1, λ=0.1)"),
                         ("SSD tuned", "SSD tuned")):
