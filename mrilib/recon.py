@@ -173,20 +173,24 @@ class CGSense:
         self._cache: dict[str, torch.Tensor] = {}
         self.__name__ = f"CG-SENSE ({maps} maps)"
 
-    def true_maps(self, fname: str) -> torch.Tensor:
-        """The ``sens_maps`` of volume ``fname`` as ``(C, H, W, 2)``; a clear error if absent."""
+    def true_maps(self, fname: str, slice_num: int = 0) -> torch.Tensor:
+        """The ``sens_maps`` of volume ``fname`` as ``(C, H, W, 2)``; a clear error if absent.
+
+        Maps stored per slice (``(S, C, H, W)``, e.g. SKM-TEA's) are indexed by ``slice_num``.
+        """
         if fname not in self._cache:
             path = self.split_dir / fname
             with h5py.File(path, "r") as f:
                 if "sens_maps" not in f:
                     raise KeyError(f"{path}: no 'sens_maps' dataset (only the embedded data has true maps; use maps='acs')")
                 self._cache[fname] = _real_view(f["sens_maps"][()])
-        return self._cache[fname]
+        maps = self._cache[fname]
+        return maps[int(slice_num)] if maps.dim() == 5 else maps
 
     def __call__(self, sample) -> torch.Tensor:
         """Magnitude of the CG-SENSE image of ``sample``, cropped to the target."""
         if self.maps == "true":
-            maps = self.true_maps(sample.fname)
+            maps = self.true_maps(sample.fname, sample.slice_num)
         else:
             nlf = sample.num_low_frequencies or 0
             if not nlf:
@@ -194,6 +198,17 @@ class CGSense:
             maps = acs_maps(sample.masked_kspace, nlf)
         x = cg_sense(sample.masked_kspace, sample.mask, maps, self.lam, self.iters)
         return crop_to(fastmri.complex_abs(x), _crop_shape(sample)).float()
+
+
+def has_true_maps(split_dir: str | os.PathLike) -> bool:
+    """Whether every volume of ``split_dir`` stores coil maps (``sens_maps``) for ``CGSense(maps="true")``."""
+    from .data.loading import volume_files
+
+    for path in volume_files(split_dir):
+        with h5py.File(path, "r") as f:
+            if "sens_maps" not in f:
+                return False
+    return True
 
 
 @torch.no_grad()
