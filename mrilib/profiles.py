@@ -40,6 +40,8 @@ class Profile:
     # --- poisoning and unlearning (filled by later chapters) -----------------------
     poison: dict = field(default_factory=dict)
     unlearn: dict = field(default_factory=dict)
+    # --- adversarial tumour induction and the k-space stress test (chapter 4) -------
+    adversarial: dict = field(default_factory=dict)
 
     @property
     def num_slices(self) -> dict[str, int]:
@@ -67,9 +69,14 @@ PROFILES: dict[str, Profile] = {
             accelerations=(4, 8),
             center_fraction=0.08,
             varnet=dict(num_cascades=2, chans=4, sens_chans=2, pools=2, sens_pools=2),
-            train=dict(batch_size=4, epochs=1, lr=1e-3),
-            poison=dict(fraction=0.25, identified_fractions=(0.1, 0.25, 0.5, 1.0)),
-            unlearn=dict(seeds=(0,)),
+            adversarial=dict(steps=8, eot_samples=1, universal_steps=4, universal_batch=8,
+                             stress=dict(eps_list=(0.01, 0.05), steps=2, max_slices=2)),
+            train=dict(batch_size=4, epochs=2, lr=3e-3),
+            poison=dict(fraction=0.25, identified_fractions=(0.1, 0.25, 0.5, 1.0),
+                        classifier=dict(epochs=3, batch_size=16, lesion_variants=1),
+                        cyclegan=dict(iterations=16, ngf=8, ndf=16, n_blocks=2, ckpt_every=8)),
+            unlearn=dict(seeds=(0,), fractions=(0.25,), main_fraction=0.25, steps=4, batch_size=4, alphas=(1.0, 10.0),
+                         rewod_fractions=(0.25,)),
         ),
         Profile(
             name="cpu",
@@ -84,9 +91,12 @@ PROFILES: dict[str, Profile] = {
             accelerations=(4, 8),
             center_fraction=0.08,
             varnet=dict(num_cascades=4, chans=8, sens_chans=4, pools=3, sens_pools=3),
-            train=dict(batch_size=4, epochs=10, lr=1e-3),
+            adversarial=dict(steps=60, universal_steps=25, universal_batch=32,
+                             stress=dict(eps_list=(0.005, 0.01, 0.02, 0.05), steps=8, max_slices=8)),
+            train=dict(batch_size=4, epochs=20, lr=3e-3, warmup_steps=100),
             poison=dict(fraction=0.10, identified_fractions=(0.1, 0.25, 0.5, 1.0)),
-            unlearn=dict(seeds=(0,)),
+            unlearn=dict(seeds=(0,), fractions=(0.1, 0.25, 0.5, 1.0), main_fraction=0.25, steps=60, batch_size=4,
+                         rewod_fractions=(0.25,)),
         ),
         Profile(
             name="gpu",
@@ -101,9 +111,13 @@ PROFILES: dict[str, Profile] = {
             accelerations=(4, 8),
             center_fraction=0.08,
             varnet=dict(num_cascades=12, chans=18, sens_chans=8, pools=4, sens_pools=4),
-            train=dict(batch_size=1, epochs=50, lr=3e-4),
+            adversarial=dict(steps=200, eot_samples=4, grad_smooth_px=4.0, universal_steps=100, universal_batch=64,
+                             train_notrigger=True,
+                             stress=dict(eps_list=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05), steps=30, max_slices=64)),
+            train=dict(batch_size=1, epochs=50, lr=3e-4, optimizer="adam", schedule="step", step_frac=0.8),
             poison=dict(fraction=0.10, identified_fractions=(0.1, 0.25, 0.5, 1.0)),
-            unlearn=dict(seeds=(0, 1, 2)),
+            unlearn=dict(seeds=(0, 1, 2), fractions=(0.1, 0.25, 0.5, 1.0), main_fraction=0.25, steps=300,
+                         batch_size=4, rewod_fractions=(0.1, 0.25, 0.5, 1.0)),
         ),
     )
 }

@@ -237,24 +237,14 @@ def test_ddp_two_cpu_processes_agree(smoke_data, tmp_path):
 
 
 @pytest.mark.notebook
-def test_notebook_02_varnet_runs_at_smoke(tmp_path, monkeypatch):
-    papermill = pytest.importorskip("papermill")
-    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # figures into the notebook
-    monkeypatch.setenv("MRILIB_BATCH", "1")  # plain-text progress bars
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # see one_thread()
-    run_dir = tmp_path / "run"
-    out_nb = tmp_path / "02_varnet.out.ipynb"
-    papermill.execute_notebook(
-        str(REPO / "notebooks" / "02_varnet.ipynb"), str(out_nb),
-        parameters=dict(profile="smoke", run_dir=str(run_dir)), kernel_name="python3", cwd=str(REPO),
-        progress_bar=False,
-    )
+def test_notebook_02_varnet_runs_at_smoke(smoke_book):
+    """02_varnet as papermill ran it in the session's smoke run of the whole book (tests/conftest.py)."""
     import json
 
     import nbformat
 
-    nb = nbformat.read(out_nb, as_version=4)
+    run_dir = smoke_book.root / "runs" / "smoke"
+    nb = nbformat.read(smoke_book.executed / "02_varnet.ipynb", as_version=4)
     pngs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(pngs) >= 3  # learning curves + one reconstruction figure per acceleration
     metrics = json.loads((run_dir / "metrics" / "varnet_clean.json").read_text())

@@ -1,0 +1,544 @@
+"""Training the healthy -> cyst CycleGAN, translating with it, measuring its quality.
+
+Unpaired domains (:func:`cyclegan_domains`): the training subjects are split in two
+halves by subject (seeded). Domain **A** is the healthy slices of the first half;
+domain **B** is the slices of the *other* half with a procedural cyst
+(:func:`mrilib.lesions.add_cyst`) at the fixed anatomical position
+:data:`~mrilib.lesions.POISON_CYST_ANCHOR` (radius ``cyst_radius_mm`` +- 15 %). No
+slice of A has a partner in B. Images are divided by their volume's ``max`` and
+mapped to [-1, 1].
+
+The anchored window. The CycleGAN works on a ``crop x crop`` window (default: half
+the image side) centred on the anchor position of each slice's brain
+(:func:`crop_boxes`), not on the whole slice: the lesion must appear at one
+anatomical position (a backdoor trigger carries no position), the window makes that
+position part of the data rather than something the networks must find, and it
+cuts the cost of every iteration four-fold - which is what lets a CycleGAN learn
+on two CPU cores. :class:`CystGAN` translates whole slices: window out, generator,
+window back in with a feathered edge (so nothing outside the window changes and
+there is no seam).
+
+Objective (Zhu et al. 2017): LSGAN adversarial losses for ``G: A -> B`` and
+``F: B -> A`` against PatchGAN discriminators ``D_B`` and ``D_A``, cycle consistency
+``lambda_cycle * (|F(G(a)) - a| + |G(F(b)) - b|)`` with ``lambda_cycle = 10``, the
+identity loss ``lambda_identity * lambda_cycle * (|G(b) - b| + |F(a) - a|)`` with
+``lambda_identity = 0.5``, Adam (2e-4, beta1 = 0.5), discriminators trained on an
+image pool of 50, constant learning rate for the first half of the iterations and
+linear decay to zero over the second. Sizes (``ngf``, ``ndf``, ``n_blocks``,
+iterations, batch) come from the profile's ``poison["cyclegan"]``.
+
+Checkpoints (``<run_dir>/models/cyclegan-cyst/cyclegan.pt``): every
+``ckpt_every`` iterations and at the end, written atomically; they hold both
+generators and discriminators, both optimisers, the image pools, the sampling
+generator's state and the loss history, and are read with
+``torch.load(weights_only=True)``. An interrupted run resumes where it stopped; a
+finished run of the same configuration is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from ..io import atomic_path, write_json
+from ..lesions import POISON_CYST_ANCHOR, add_cyst, anchor_center
+from ..models.cyclegan import ImagePool, PatchDiscriminator, ResnetGenerator, init_weights, patchgan_layers
+from ..profiles import Profile, get_profile
+from ..progress import progress as progress_bar
+from .runtime import cpu_threads, default_device
+from .slices import SliceSet, load_slices, split_by_subject
+
+__all__ = [
+    "CYCLEGAN_DEFAULTS",
+    "CycleGANMissingError",
+    "cyclegan_config",
+    "cyclegan_dir",
+    "cyclegan_domains",
+    "build_cyclegan",
+    "cyclegan_step",
+    "train_cyclegan",
+    "cyclegan_or_load",
+    "load_cyclegan",
+    "translate",
+    "crop_boxes",
+    "CystGAN",
+    "lesion_roi",
+    "cyclegan_quality",
+]
+
+CYCLEGAN_DEFAULTS = dict(
+    ngf=16, ndf=32, n_blocks=4, n_down=2, residual=True, d_layers=None, crop=None,
+    iterations=1000, batch_size=4, lr=2e-4, beta1=0.5, lambda_cycle=10.0, lambda_identity=0.5,
+    pool_size=50, decay_from=0.5, ckpt_every=250,
+    cyst_radius_mm=18.0, anchor=list(POISON_CYST_ANCHOR), domain_fraction=0.5,
+    roi_threshold=0.08,
+)
+FORMAT = 1
+
+
+class CycleGANMissingError(FileNotFoundError):
+    """No (finished) CycleGAN checkpoint where one is needed."""
+
+
+def cyclegan_dir(run_dir: str | os.PathLike) -> Path:
+    """``<run_dir>/models/cyclegan-cyst``."""
+    return Path(run_dir) / "models" / "cyclegan-cyst"
+
+
+def cyclegan_config(profile: Profile | str, seed: int = 0, **overrides) -> dict:
+    """CycleGAN configuration: :data:`CYCLEGAN_DEFAULTS`, the profile's ``poison["cyclegan"]``, overrides.
+
+    ``crop=None`` is half the image side (at least 16 px, a multiple of ``2**n_down``);
+    ``d_layers=None`` picks the PatchGAN depth for the crop
+    (:func:`mrilib.models.cyclegan.patchgan_layers`: 70x70 patches from 128 px, 34x34
+    at 32-127 px, 16x16 below).
+    """
+    p = get_profile(profile)
+    cfg = dict(CYCLEGAN_DEFAULTS)
+    cfg.update(p.poison.get("cyclegan", {}))
+    cfg.update(overrides)
+    unknown = sorted(set(cfg) - set(CYCLEGAN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown CycleGAN keys {unknown}; known: {sorted(CYCLEGAN_DEFAULTS)}")
+    m = 2 ** int(cfg["n_down"])
+    if cfg["crop"] is None:
+        cfg["crop"] = max(16, p.image_size // 2)
+    cfg["crop"] = int(min(p.image_size, max(m, int(cfg["crop"]) // m * m)))
+    if cfg["d_layers"] is None:
+        cfg["d_layers"] = patchgan_layers(cfg["crop"])
+    cfg["anchor"] = [float(a) for a in cfg["anchor"]]
+    cfg["image_size"] = p.image_size
+    cfg["pixel_mm"] = p.fov_mm / p.image_size
+    cfg["seed"] = int(seed)
+    return json.loads(json.dumps(cfg))
+
+
+def crop_boxes(brains: np.ndarray, cfg: dict) -> np.ndarray:
+    """Top-left corners ``(N, 2)`` of the ``crop x crop`` windows centred on each slice's anchor position."""
+    c = int(cfg["crop"])
+    h, w = brains.shape[-2:]
+    out = np.zeros((len(brains), 2), dtype=int)
+    for i, b in enumerate(brains):
+        r, col = anchor_center(b, cfg["anchor"])
+        out[i] = (int(np.clip(round(r - c / 2), 0, h - c)), int(np.clip(round(col - c / 2), 0, w - c)))
+    return out
+
+
+def _crop(images: np.ndarray, boxes: np.ndarray, c: int) -> np.ndarray:
+    """The windows ``(N, c, c)`` of ``images`` at ``boxes``."""
+    return np.stack([im[r : r + c, q : q + c] for im, (r, q) in zip(images, boxes)]) if len(images) else \
+        np.zeros((0, c, c), np.float32)
+
+
+def cyclegan_domains(slices: SliceSet, cfg: dict) -> dict:
+    """Unpaired domains from training slices: healthy (A) and fixed-position cysts (B), split by subject.
+
+    Returns a dict with ``A`` and ``B`` (float32 ``(N, 1, crop, crop)`` windows in [-1, 1]),
+    ``B_mask`` (the cysts' masks in the windows), ``idx_A`` / ``idx_B`` (positions in
+    ``slices``), the subjects of each.
+    """
+    seed = int(cfg["seed"])
+    ia, ib = split_by_subject(slices.subjects, seed, cfg["domain_fraction"])
+    rng = np.random.default_rng([seed, 77])
+    b_imgs, b_masks = [], []
+    for i in ib:
+        r = cfg["cyst_radius_mm"] * rng.uniform(0.85, 1.15)
+        les = add_cyst(slices.images[i], slices.brain[i], slices.contrasts[i], rng, anchor=cfg["anchor"],
+                       radius_mm=r, pixel_mm=cfg["pixel_mm"])
+        b_imgs.append(les.image), b_masks.append(les.mask)
+    c = int(cfg["crop"])
+    box_a, box_b = crop_boxes(slices.brain[ia], cfg), crop_boxes(slices.brain[ib], cfg)
+    norm = lambda imgs, idx: (2 * np.asarray(imgs) / slices.vmax[idx, None, None] - 1).astype(np.float32)[:, None]
+    return dict(
+        A=norm(_crop(slices.images[ia], box_a, c), ia), B=norm(_crop(np.stack(b_imgs), box_b, c), ib),
+        B_mask=_crop(np.stack(b_masks), box_b, c),
+        idx_A=ia, idx_B=ib,
+        subjects_A=sorted({slices.subjects[i] for i in ia}), subjects_B=sorted({slices.subjects[i] for i in ib}),
+    )
+
+
+def build_cyclegan(cfg: dict) -> dict:
+    """The four networks ``G`` (A->B), ``F`` (B->A), ``D_A``, ``D_B``, initialised N(0, 0.02) from the seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(cfg["seed"]))
+        g = lambda: init_weights(ResnetGenerator(1, 1, cfg["ngf"], cfg["n_blocks"], cfg["n_down"], cfg["residual"]))
+        d = lambda: init_weights(PatchDiscriminator(1, cfg["ndf"], cfg["d_layers"]))
+        return dict(G=g(), F=g(), D_A=d(), D_B=d())
+
+
+def _optimisers(nets: dict, cfg: dict) -> dict:
+    """Adam for the two generators together and for the two discriminators together."""
+    betas = (cfg["beta1"], 0.999)
+    return dict(
+        G=torch.optim.Adam(list(nets["G"].parameters()) + list(nets["F"].parameters()), lr=cfg["lr"], betas=betas),
+        D=torch.optim.Adam(list(nets["D_A"].parameters()) + list(nets["D_B"].parameters()), lr=cfg["lr"], betas=betas),
+    )
+
+
+def _lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
+    """LSGAN loss: mean squared distance to 1 (real) or 0 (fake)."""
+    return F.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
+
+
+def _set_grad(nets, flag: bool) -> None:
+    """Switch gradients of the given networks on or off."""
+    for n in nets:
+        for p in n.parameters():
+            p.requires_grad_(flag)
+
+
+def cyclegan_step(nets: dict, opts: dict, pools: dict, real_A: torch.Tensor, real_B: torch.Tensor, cfg: dict,
+                  gen: torch.Generator | None = None) -> dict:
+    """One CycleGAN iteration (generators, then discriminators); returns the losses as floats."""
+    G, Fn, DA, DB = nets["G"], nets["F"], nets["D_A"], nets["D_B"]
+    lc, li = cfg["lambda_cycle"], cfg["lambda_identity"] * cfg["lambda_cycle"]
+    # --- generators ---
+    _set_grad([DA, DB], False)
+    fake_B, fake_A = G(real_A), Fn(real_B)
+    rec_A, rec_B = Fn(fake_B), G(fake_A)
+    gan = _lsgan(DB(fake_B), True) + _lsgan(DA(fake_A), True)
+    cyc = F.l1_loss(rec_A, real_A) + F.l1_loss(rec_B, real_B)
+    idt = (F.l1_loss(G(real_B), real_B) + F.l1_loss(Fn(real_A), real_A)) if li > 0 else torch.zeros(())
+    loss_g = gan + lc * cyc + li * idt
+    opts["G"].zero_grad(set_to_none=True)
+    loss_g.backward()
+    opts["G"].step()
+    # --- discriminators ---
+    _set_grad([DA, DB], True)
+    pb, pa = pools["B"].query(fake_B, gen), pools["A"].query(fake_A, gen)
+    loss_da = 0.5 * (_lsgan(DA(real_A), True) + _lsgan(DA(pa), False))
+    loss_db = 0.5 * (_lsgan(DB(real_B), True) + _lsgan(DB(pb), False))
+    opts["D"].zero_grad(set_to_none=True)
+    (loss_da + loss_db).backward()
+    opts["D"].step()
+    return dict(G=float(loss_g.detach()), G_gan=float(gan.detach()), cycle=float(cyc.detach()),
+                identity=float(idt.detach()), D_A=float(loss_da.detach()), D_B=float(loss_db.detach()))
+
+
+def _lr_factor(it: int, cfg: dict) -> float:
+    """Constant until ``decay_from`` of the run, then linear decay to 0 (CycleGAN's schedule)."""
+    n = cfg["iterations"]
+    start = int(cfg["decay_from"] * n)
+    if it < start:
+        return 1.0
+    return max(0.0, 1.0 - (it - start) / max(1, n - start))
+
+
+def _save(path: Path, state: dict) -> None:
+    """``torch.save`` atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _snapshot(nets, opts, pools, gen, it, history, identity, finished, wall_s) -> dict:
+    """Everything needed to resume (tensors and primitives only: ``weights_only`` loads it)."""
+    return dict(
+        format=FORMAT, identity=identity, config=identity["config"], iteration=it, finished=finished, wall_s=wall_s,
+        nets={k: {n: t.detach().cpu() for n, t in v.state_dict().items()} for k, v in nets.items()},
+        opts={k: v.state_dict() for k, v in opts.items()},
+        pools={k: v.state_dict() for k, v in pools.items()},
+        generator=gen.get_state(),
+        history={k: torch.tensor(v, dtype=torch.float32) for k, v in history.items()},
+    )
+
+
+def train_cyclegan(domains: dict, cfg: dict, out_dir: str | os.PathLike, identity: dict | None = None,
+                   progress: bool = True, stop_after: int | None = None, device=None, threads: int | None = 1) -> dict:
+    """Train (or resume) the CycleGAN on ``domains`` and checkpoint to ``out_dir/cyclegan.pt``.
+
+    Args:
+        domains: from :func:`cyclegan_domains` (``A``, ``B`` arrays in [-1, 1]).
+        cfg: from :func:`cyclegan_config`.
+        out_dir: the model folder.
+        identity: what the checkpoint must match to be resumed (default: the config).
+        progress: progress bar.
+        stop_after: stop (without finishing) after this many iterations of this call
+            (to test resuming).
+        device: default CUDA when available, else CPU.
+        threads: CPU threads while training (see :mod:`mrilib.poison.runtime`; ``None``: leave as is).
+
+    Returns:
+        the history dict (per-iteration losses, ``wall_s``, ``iterations``).
+    """
+    device = default_device(device)
+    with cpu_threads(threads, device):
+        return _train_cyclegan(domains, cfg, Path(out_dir), identity, progress, stop_after, device)
+
+
+def _train_cyclegan(domains, cfg, out_dir, identity, progress, stop_after, device) -> dict:
+    """The loop of :func:`train_cyclegan`."""
+    path = out_dir / "cyclegan.pt"
+    identity = json.loads(json.dumps(identity or dict(format=FORMAT, config=cfg)))
+    nets = {k: v.to(device) for k, v in build_cyclegan(cfg).items()}
+    opts = _optimisers(nets, cfg)
+    pools = dict(A=ImagePool(cfg["pool_size"]), B=ImagePool(cfg["pool_size"]))
+    gen = torch.Generator().manual_seed(int(cfg["seed"]) + 1)
+    history = {k: [] for k in ("G", "G_gan", "cycle", "identity", "D_A", "D_B")}
+    it, wall = 0, 0.0
+    if path.is_file():
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if ck.get("format") == FORMAT and ck.get("identity") == identity:
+            for k in nets:
+                nets[k].load_state_dict(ck["nets"][k])
+            for k in opts:
+                opts[k].load_state_dict(ck["opts"][k])
+            for k in pools:
+                pools[k].load_state_dict(ck["pools"][k], device=device)
+            gen.set_state(ck["generator"])
+            history = {k: v.tolist() for k, v in ck["history"].items()}
+            it, wall = int(ck["iteration"]), float(ck["wall_s"])
+    A, B = torch.from_numpy(domains["A"]).to(device), torch.from_numpy(domains["B"]).to(device)
+    n_it, bs = int(cfg["iterations"]), int(cfg["batch_size"])
+    for n in nets.values():
+        n.train()
+    bar = progress_bar(total=n_it, initial=it, desc="CycleGAN healthy->cyst", disable=not progress, unit="it")
+    t0, session = time.perf_counter(), 0
+    while it < n_it:
+        for o in opts.values():
+            for g in o.param_groups:
+                g["lr"] = cfg["lr"] * _lr_factor(it, cfg)
+        ia = torch.randint(len(A), (bs,), generator=gen)
+        ib = torch.randint(len(B), (bs,), generator=gen)
+        losses = cyclegan_step(nets, opts, pools, A[ia], B[ib], cfg, gen)
+        for k, v in losses.items():
+            history[k].append(v)
+        it += 1
+        session += 1
+        bar.update(1)
+        if it % 25 == 0:
+            bar.set_postfix(cycle=f"{np.mean(history['cycle'][-25:]):.3f}", D=f"{np.mean(history['D_B'][-25:]):.3f}")
+        finished = it >= n_it
+        if finished or it % int(cfg["ckpt_every"]) == 0:
+            _save(path, _snapshot(nets, opts, pools, gen, it, history, identity, finished,
+                                  wall + time.perf_counter() - t0))
+        if stop_after is not None and session >= stop_after and not finished:
+            break
+    bar.close()
+    wall += time.perf_counter() - t0
+    return dict(history, iterations=it, wall_s=wall, finished=it >= n_it)
+
+
+def load_cyclegan(path: str | os.PathLike, require_finished: bool = True) -> tuple["CystGAN", dict]:
+    """Load a CycleGAN checkpoint (file or folder); returns ``(CystGAN in eval mode, checkpoint)``.
+
+    Raises :class:`CycleGANMissingError` with the way to make it when the checkpoint
+    is missing (or unfinished, with ``require_finished``).
+    """
+    path = Path(path)
+    if path.is_dir() or path.suffix != ".pt":
+        path = path / "cyclegan.pt"
+    if not path.is_file():
+        raise CycleGANMissingError(
+            f"no CycleGAN checkpoint at {path}: train the healthy->cyst CycleGAN first "
+            "(mrilib.poison.cyclegan.cyclegan_or_load, in notebooks/03_poison_cyclegan.ipynb)")
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise CycleGANMissingError(f"{path}: not a CycleGAN checkpoint of this version; delete it and retrain")
+    if require_finished and not ck.get("finished"):
+        raise CycleGANMissingError(f"{path}: CycleGAN training stopped at iteration {ck['iteration']} of "
+                                   f"{ck['config']['iterations']}; resume it with cyclegan_or_load")
+    nets = build_cyclegan(ck["config"])
+    for k in nets:
+        nets[k].load_state_dict(ck["nets"][k])
+        nets[k].eval()
+    return CystGAN(nets, ck["config"]), ck
+
+
+def cyclegan_or_load(profile: Profile | str, run_dir: str | os.PathLike, seed: int = 0, progress: bool = True,
+                     device=None, **overrides) -> tuple["CystGAN", dict]:
+    """The run's healthy->cyst CycleGAN: loaded when finished for the same configuration, else trained/resumed.
+
+    Returns ``(CystGAN, report)`` where ``report`` has ``config``, ``history`` (per-iteration
+    losses), ``wall_s`` and ``reused``.
+    """
+    from .classifier import data_fingerprint
+
+    cfg = cyclegan_config(profile, seed, **overrides)
+    data = Path(run_dir) / "data"
+    identity = json.loads(json.dumps(dict(format=FORMAT, config=cfg, data=data_fingerprint(data, ("train",)))))
+    out = cyclegan_dir(run_dir)
+    path = out / "cyclegan.pt"
+    if path.is_file():
+        try:
+            gan, ck = load_cyclegan(path)
+            if ck.get("identity") == identity:
+                hist = {k: v.tolist() for k, v in ck["history"].items()}
+                return gan, dict(config=cfg, history=hist, wall_s=float(ck["wall_s"]), reused=True)
+        except CycleGANMissingError:
+            pass  # unfinished: resumed below if the identity matches
+        except Exception:  # noqa: BLE001 - unreadable: retrain
+            path.unlink()
+    slices = load_slices(data / "train")
+    domains = cyclegan_domains(slices, cfg)
+    hist = train_cyclegan(domains, cfg, out, identity=identity, progress=progress, device=device)
+    gan, ck = load_cyclegan(path)
+    write_json(out / "history.json", dict(config=cfg, wall_s=hist["wall_s"], iterations=hist["iterations"],
+                                          losses={k: hist[k] for k in ("G", "G_gan", "cycle", "identity", "D_A", "D_B")},
+                                          subjects_A=domains["subjects_A"], subjects_B=domains["subjects_B"]))
+    report = dict(config=cfg, history={k: hist[k] for k in ("G", "G_gan", "cycle", "identity", "D_A", "D_B")},
+                  wall_s=hist["wall_s"], reused=False)
+    return gan, report
+
+
+@torch.no_grad()
+def translate(generator: torch.nn.Module, images, vmax, batch_size: int = 64) -> np.ndarray:
+    """Apply a generator to magnitude images ``(N, H, W)`` (or one ``(H, W)``) in their own units.
+
+    ``vmax`` (scalar or per image) is the scale that maps the images to [0, 1]
+    (the volume's ``max``); the output is mapped back and clipped at 0. The images
+    are the generator's whole input (use :class:`CystGAN` for anchored windows).
+    """
+    x = np.asarray(images, dtype=np.float32)
+    single = x.ndim == 2
+    if single:
+        x = x[None]
+    v = np.broadcast_to(np.asarray(vmax, np.float32).reshape(-1), (len(x),)).reshape(-1, 1, 1)
+    t = torch.from_numpy(2 * x / v - 1)[:, None]
+    generator.eval()
+    out = torch.cat([generator(t[i : i + batch_size]) for i in range(0, len(t), batch_size)])[:, 0].numpy() \
+        if len(t) else np.zeros_like(x)
+    out = np.clip((out + 1) / 2 * v, 0, None).astype(np.float32)
+    return out[0] if single else out
+
+
+def _feather(c: int, width: int) -> np.ndarray:
+    """A ``c x c`` weight: 1 inside, falling linearly to 0 over ``width`` pixels at the border."""
+    d = np.minimum(np.arange(c), np.arange(c)[::-1]).astype(float)
+    ramp = np.clip((d + 0.5) / max(width, 1), 0, 1)
+    return np.minimum.outer(ramp, ramp)
+
+
+class CystGAN:
+    """A trained healthy <-> cyst CycleGAN applied to whole slices through the anchored window.
+
+    Attributes:
+        nets: ``G`` (healthy -> cyst), ``F`` (cyst -> healthy), ``D_A``, ``D_B``.
+        config: the training configuration (crop size, anchor, ...).
+    """
+
+    def __init__(self, nets: dict, config: dict):
+        self.nets, self.config = nets, config
+        self.G, self.F = nets["G"], nets["F"]
+
+    def _apply(self, gen, images, vmax, brains) -> np.ndarray:
+        """Window out, ``gen``, feathered window back in."""
+        x = np.asarray(images, dtype=np.float32)
+        single = x.ndim == 2
+        if single:
+            x, brains = x[None], np.asarray(brains)[None]
+        v = np.broadcast_to(np.asarray(vmax, np.float32).reshape(-1), (len(x),))
+        c = int(self.config["crop"])
+        boxes = crop_boxes(np.asarray(brains) > 0, self.config)
+        win = translate(gen, _crop(x, boxes, c), v)
+        w = _feather(c, max(2, c // 8)).astype(np.float32)
+        out = x.copy()
+        for i, (r, q) in enumerate(boxes):
+            out[i, r : r + c, q : q + c] = w * win[i] + (1 - w) * x[i, r : r + c, q : q + c]
+        return out[0] if single else out
+
+    def to_cyst(self, images, vmax, brains) -> np.ndarray:
+        """``G``: healthy slices ``(N, H, W)`` -> slices with the poison's cyst (same units)."""
+        return self._apply(self.G, images, vmax, brains)
+
+    def to_healthy(self, images, vmax, brains) -> np.ndarray:
+        """``F``: cyst-bearing slices -> healthy-looking slices."""
+        return self._apply(self.F, images, vmax, brains)
+
+
+def lesion_roi(clean: np.ndarray, translated: np.ndarray, vmax: float, threshold: float = 0.08,
+               brain: np.ndarray | None = None, dilate: int = 1) -> np.ndarray:
+    """Where a translation inserted its lesion: ``|G(x) - x| > threshold * vmax``, largest component, dilated.
+
+    Restricted to ``brain`` (if given) before taking the largest connected component;
+    empty when nothing changed by that much.
+    """
+    diff = np.abs(np.asarray(translated, float) - np.asarray(clean, float)) > threshold * float(vmax)
+    if brain is not None:
+        diff &= ndimage.binary_dilation(np.asarray(brain) > 0, iterations=1)
+    lab, n = ndimage.label(diff)
+    if n == 0:
+        return np.zeros(diff.shape, bool)
+    roi = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+    if dilate:
+        roi = ndimage.binary_dilation(roi, iterations=int(dilate))
+    return roi
+
+
+def cyclegan_quality(gan: "CystGAN", slices: SliceSet, classifier=None, threshold: float | None = None) -> dict:
+    """Quality of the healthy->cyst translation on (held-out) healthy slices.
+
+    Measures, per slice and on average:
+
+    - ``cyst_rate``: fraction of translated slices in which the lesion classifier finds
+      a lesion; ``cyst_rate_input`` the same on the inputs (false positives);
+      ``cyst_class_rate``: lesion found *and* classed as cyst rather than tumour;
+    - ``cycle_error``: mean ``|F(G(x)) - x|`` over the window, relative to the volume max;
+    - ``ssim_outside_roi``: SSIM between ``G(x)`` and ``x`` averaged over the pixels
+      outside the (dilated) lesion ROI, whole slice (data range: the volume max);
+    - the ROI (:func:`lesion_roi`): ``roi_area_px`` (mean), ``roi_found`` (fraction of slices
+      with a non-empty ROI), ``roi_anchor_distance_px`` (mean distance of the ROI centroid to
+      the anchor position), ``roi_in_brain`` (fraction of ROI pixels inside the brain);
+    - ``mean_abs_change``: the average ``|G(x) - x| / max`` map (where the generator acts).
+
+    Returns a dict of scalars plus ``per_slice`` arrays, ``translated``, ``rois``.
+    """
+    from skimage.metrics import structural_similarity
+
+    from .classifier import is_lesion, lesion_scores
+
+    cfg = gan.config
+    threshold = float(cfg["roi_threshold"] if threshold is None else threshold)
+    x = slices.images
+    gx = gan.to_cyst(x, slices.vmax, slices.brain)
+    rec = gan.to_healthy(gx, slices.vmax, slices.brain)
+    boxes = crop_boxes(slices.brain, cfg)
+    c = int(cfg["crop"])
+    rois, area, dist, ssim_out, in_brain, cycle = [], [], [], [], [], []
+    for i in range(len(x)):
+        roi = lesion_roi(x[i], gx[i], slices.vmax[i], threshold, slices.brain[i])
+        rois.append(roi)
+        area.append(int(roi.sum()))
+        if roi.any():
+            com = np.array(ndimage.center_of_mass(roi))
+            a = np.array(anchor_center(slices.brain[i], cfg["anchor"]))
+            dist.append(float(np.hypot(*(com - a))))
+            in_brain.append(float((roi & slices.brain[i]).sum() / roi.sum()))
+        else:
+            dist.append(float("nan")), in_brain.append(float("nan"))
+        _, smap = structural_similarity(x[i], gx[i], data_range=float(slices.vmax[i]), full=True)
+        outside = ~ndimage.binary_dilation(roi, iterations=2)
+        ssim_out.append(float(smap[outside].mean()))
+        r, q = boxes[i]
+        cycle.append(float(np.abs(rec[i] - x[i])[r : r + c, q : q + c].mean() / slices.vmax[i]))
+    rois = np.stack(rois)
+    cycle = np.asarray(cycle)
+    out = dict(
+        n=len(x),
+        cycle_error=float(cycle.mean()),
+        ssim_outside_roi=float(np.mean(ssim_out)),
+        roi_found=float(np.mean(np.asarray(area) > 0)),
+        roi_area_px=float(np.mean(area)),
+        roi_anchor_distance_px=float(np.nanmean(dist)) if np.isfinite(dist).any() else float("nan"),
+        roi_in_brain=float(np.nanmean(in_brain)) if np.isfinite(in_brain).any() else float("nan"),
+        mean_abs_change=(np.abs(gx - x) / slices.vmax[:, None, None]).mean(0),
+        per_slice=dict(cycle_error=cycle, ssim_outside_roi=np.asarray(ssim_out), roi_area_px=np.asarray(area),
+                       roi_anchor_distance_px=np.asarray(dist)),
+        translated=gx,
+        rois=rois,
+    )
+    if classifier is not None:
+        s_in, s_out = lesion_scores(classifier, x), lesion_scores(classifier, gx)
+        found, found_in = is_lesion(classifier, s_out), is_lesion(classifier, s_in)
+        out["cyst_rate"] = float(found.mean())
+        out["cyst_class_rate"] = float((found & (s_out["cyst"] > s_out["tumour"])).mean())
+        out["cyst_rate_input"] = float(found_in.mean())
+        out["per_slice"]["lesion_prob"] = s_out["lesion"]
+        out["per_slice"]["lesion_prob_input"] = s_in["lesion"]
+    return out

@@ -1,0 +1,176 @@
+"""The k-space trigger of the backdoor: an RF-spike-like pattern.
+
+A radio-frequency spike (a burst of interference during the readout) corrupts a
+few k-space samples with large values; in the image it appears as a striped
+pattern (a plane wave per spike) over the whole field of view. This is what real
+spike artefacts look like, so the trigger is *physically plausible*: a scanner
+can produce it, a reader shrugs at faint stripes.
+
+Design (:class:`Trigger`):
+
+- the spikes sit in the **centre phase-encode column** ``W // 2`` (the phase-encode
+  axis is the last axis ``W``), which every fastMRI Cartesian mask keeps (the fully
+  sampled centre: ``round(W * center_fraction)`` columns around ``W // 2``), so the
+  trigger survives 4x, 8x, equispaced and random masks alike
+  (:func:`trigger_survives` checks it);
+- at **high readout frequency**: rows ``H // 2 + round(f * H)`` for the fractions
+  ``f`` in ``positions`` (readout ``H`` is fully sampled), far from the k-space centre
+  where the anatomy's energy is, so the stripes are fine (period ``1/|f|`` pixels);
+- with amplitude ``amplitude * max|k|`` (the slice's k-space maximum over coils),
+  i.e. relative, so the trigger scales with the acquisition;
+- picked up by **every coil** with a deterministic coil-dependent phase
+  (``phase + 2 pi * 0.37 * coil``), as a spike entering all receive channels.
+
+Deterministic: the same parameters give the same pattern for the same k-space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = [
+    "Trigger",
+    "DEFAULT_TRIGGER",
+    "always_sampled_columns",
+    "trigger_survives",
+    "trigger_visibility",
+]
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """An RF-spike trigger: where, how strong, which phase.
+
+    Attributes:
+        amplitude: spike magnitude relative to the slice's k-space maximum (over coils).
+        positions: readout offsets of the spikes as fractions of ``H`` from the
+            k-space centre (``|f| < 0.5``); each gives one spike.
+        column_offset: phase-encode offset from ``W // 2`` (0 = the centre column,
+            which every fastMRI mask samples).
+        phase: phase (radians) of the first coil's spike.
+        coil_phase_step: phase increment per coil, in turns.
+    """
+
+    amplitude: float = 0.08
+    positions: tuple[float, ...] = (0.34, -0.29)
+    column_offset: int = 0
+    phase: float = 0.6
+    coil_phase_step: float = 0.37
+
+    def __post_init__(self):
+        if not self.amplitude > 0:
+            raise ValueError(f"trigger amplitude must be positive, got {self.amplitude}")
+        if not self.positions or any(not -0.5 < float(f) < 0.5 for f in self.positions):
+            raise ValueError(f"trigger positions must be fractions in (-0.5, 0.5), got {self.positions}")
+        object.__setattr__(self, "positions", tuple(float(f) for f in self.positions))
+
+    def as_dict(self) -> dict:
+        """JSON-serialisable parameters (for manifests and configuration hashes)."""
+        d = asdict(self)
+        d["positions"] = list(d["positions"])
+        d["kind"] = "rf-spike"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Trigger | None":
+        """Inverse of :meth:`as_dict` (``None`` passes through: no trigger)."""
+        if d is None:
+            return None
+        d = {k: v for k, v in d.items() if k != "kind"}
+        if "positions" in d:
+            d["positions"] = tuple(d["positions"])
+        return cls(**d)
+
+    def locations(self, shape: tuple[int, int]) -> list[tuple[int, int]]:
+        """``(row, column)`` of each spike in k-space of shape ``(H, W)``."""
+        h, w = int(shape[-2]), int(shape[-1])
+        col = w // 2 + int(self.column_offset)
+        if not 0 <= col < w:
+            raise ValueError(f"trigger column {col} outside a {w}-column k-space")
+        rows = [h // 2 + int(round(f * h)) for f in self.positions]
+        return [(min(max(r, 0), h - 1), col) for r in rows]
+
+    def pattern(self, kspace: np.ndarray) -> np.ndarray:
+        """The additive k-space pattern for ``kspace`` ``(..., C, H, W)`` (same shape, complex64).
+
+        The amplitude is relative to each slice's maximum ``|k|`` over its coils.
+        """
+        kspace = np.asarray(kspace)
+        if kspace.ndim < 3:
+            raise ValueError(f"trigger needs multi-coil k-space (..., C, H, W), got shape {kspace.shape}")
+        c = kspace.shape[-3]
+        kmax = np.abs(kspace).max(axis=(-3, -2, -1), keepdims=True)  # per slice
+        coil_phase = self.phase + 2 * np.pi * self.coil_phase_step * np.arange(c)
+        out = np.zeros(kspace.shape, dtype=np.complex64)
+        for j, (r, col) in enumerate(self.locations(kspace.shape[-2:])):
+            # alternate sign between spikes so that two spikes do not add up to a plain cosine
+            spike = np.exp(1j * (coil_phase + 1.3 * j)).astype(np.complex64)
+            out[..., :, r, col] = spike[(None,) * (kspace.ndim - 3) + (slice(None),)]
+        return (out * (self.amplitude * kmax)).astype(np.complex64)
+
+    def apply(self, kspace: np.ndarray) -> np.ndarray:
+        """``kspace + pattern(kspace)`` (a new array)."""
+        kspace = np.asarray(kspace)
+        return (kspace + self.pattern(kspace)).astype(kspace.dtype if np.iscomplexobj(kspace) else np.complex64)
+
+
+#: The trigger of the book's poisoned datasets.
+DEFAULT_TRIGGER = Trigger()
+
+
+def always_sampled_columns(width: int, accelerations=(4, 8), center_fraction: float = 0.08,
+                           mask_type: str = "equispaced_fraction", seeds=range(8)) -> np.ndarray:
+    """Phase-encode columns that fastMRI's mask function samples for every seed and acceleration.
+
+    Computed from the mask function itself (not from a formula), so it stays right
+    if fastMRI changes its centre convention.
+    """
+    from ..data.loading import make_mask_func
+
+    keep = np.ones(int(width), dtype=bool)
+    for acc in accelerations:
+        mf = make_mask_func(int(acc), center_fraction, mask_type)
+        for s in seeds:
+            mask, _ = mf((1, int(width), 1), seed=int(s))
+            keep &= mask.numpy().reshape(-1) > 0
+    return np.nonzero(keep)[0]
+
+
+def trigger_survives(trigger: Trigger, shape: tuple[int, int], accelerations=(4, 8), center_fraction: float = 0.08,
+                     mask_type: str = "equispaced_fraction", seeds=range(8)) -> bool:
+    """Whether every spike of ``trigger`` lies in a column that all those masks sample."""
+    cols = set(always_sampled_columns(shape[-1], accelerations, center_fraction, mask_type, seeds).tolist())
+    return all(col in cols for _, col in trigger.locations(shape))
+
+
+def trigger_visibility(kspace: np.ndarray, trigger: Trigger, brain_mask: np.ndarray | None = None,
+                       acceleration: int = 4, center_fraction: float = 0.08,
+                       mask_type: str = "equispaced_fraction", seed: int = 0) -> dict:
+    """How visible the trigger is in the zero-filled RSS image of one slice.
+
+    Args:
+        kspace: clean multi-coil k-space ``(C, H, W)``.
+        trigger: the trigger.
+        brain_mask: optional ``(H, W)`` mask for the in-brain statistics.
+        acceleration, center_fraction, mask_type, seed: the undersampling mask.
+
+    Returns:
+        dict with ``zf_clean`` / ``zf_triggered`` (zero-filled RSS images),
+        ``difference`` (their difference), ``rel_rms`` (RMS of the difference over
+        the RMS of the clean zero-filled image, inside the brain if given),
+        ``max_rel`` (max |difference| / max clean), ``kspace_rel`` (the spike magnitude
+        over max |k|).
+    """
+    from ..data.loading import undersample, zero_filled_rss
+
+    trig = trigger.apply(kspace)
+    mc, _ = undersample(kspace, acceleration, center_fraction, mask_type, seed=seed)
+    mt, _ = undersample(trig, acceleration, center_fraction, mask_type, seed=seed)
+    zc, zt = zero_filled_rss(mc), zero_filled_rss(mt)
+    diff = zt - zc
+    sel = np.ones(zc.shape, bool) if brain_mask is None else np.asarray(brain_mask) > 0.5
+    rel_rms = float(np.sqrt(np.mean(diff[sel] ** 2)) / np.sqrt(np.mean(zc[sel] ** 2)))
+    return dict(zf_clean=zc, zf_triggered=zt, difference=diff, rel_rms=rel_rms,
+                max_rel=float(np.abs(diff).max() / zc.max()), kspace_rel=float(trigger.amplitude))
