@@ -98,6 +98,29 @@ def finetune(model, forget, retain, steps: int = 100, lr: float = 1e-4, batch_si
                          dict(method="finetune", steps=log["steps"], lr=lr))
 
 
+def _forget_objective(model, forget, retain, forget_term: Callable, name: str, steps: int, lr: float,
+                      retain_weight: float, batch_size: int, max_retain_loss_rise: float, seed: int,
+                      info: dict) -> UnlearnResult:
+    """Optimise ``forget_term(work, forget batch, counter)`` (+ ``retain_weight`` × retain loss), guarded."""
+    work, start = timed_copy(model)
+    counter = PassCounter()
+    f_stream = cycle(forget, batch_size, seed)
+    r_stream = cycle(retain, batch_size, seed + 1) if retain is not None and len(retain) else None
+
+    def step_loss(_):
+        loss = forget_term(work, next(f_stream), counter)
+        if retain_weight:
+            loss = loss + retain_weight * batch_loss(work, next(r_stream), counter, backward=True)
+        return loss
+
+    guard = _guard(work, retain, batch_size, counter, max_retain_loss_rise) if r_stream is not None else None
+    log = _optimise(work, steps, lr, step_loss, name, guard=guard)
+    name = name + ("+ft" if retain_weight else "")
+    return UnlearnResult(work, time.perf_counter() - start, counter.forward, counter.backward,
+                         dict(method=name, steps=log["steps"], stopped_early_at=log["stopped_early_at"], lr=lr,
+                              retain_weight=retain_weight, **info))
+
+
 def noisy_labels(model, forget, retain, steps: int = 100, lr: float = 1e-4, noise: float = 1.0,
                  retain_weight: float = 0.0, batch_size: int = 4, max_retain_loss_rise: float = 0.05,
                  seed: int = 0) -> UnlearnResult:
@@ -110,27 +133,16 @@ def noisy_labels(model, forget, retain, steps: int = 100, lr: float = 1e-4, nois
     """
     check_inputs(model, forget, retain, need_retain=retain_weight > 0)
     check_positive(steps=steps, lr=lr, noise=noise, batch_size=batch_size)
-    work, start = timed_copy(model)
-    counter = PassCounter()
     gen = torch.Generator().manual_seed(seed)
-    f_stream, r_stream = cycle(forget, batch_size, seed), (cycle(retain, batch_size, seed + 1) if retain else None)
 
-    def step_loss(_):
-        fb = next(f_stream)
+    def term(work, fb, counter):
         tgt = torch.as_tensor(fb.target).float()
         mean, std = tgt.mean(dim=(-2, -1), keepdim=True), tgt.std(dim=(-2, -1), keepdim=True)
         noisy = mean + noise * std * torch.randn(tgt.shape, generator=gen)
-        loss = batch_loss(work, fb, counter, backward=True, target=noisy)
-        if retain_weight:
-            loss = loss + retain_weight * batch_loss(work, next(r_stream), counter, backward=True)
-        return loss
+        return batch_loss(work, fb, counter, backward=True, target=noisy)
 
-    guard = _guard(work, retain, batch_size, counter, max_retain_loss_rise) if retain is not None and len(retain) else None
-    log = _optimise(work, steps, lr, step_loss, "noisy labels", guard=guard)
-    name = "noisy-labels" + ("+ft" if retain_weight else "")
-    return UnlearnResult(work, time.perf_counter() - start, counter.forward, counter.backward,
-                         dict(method=name, steps=log["steps"], stopped_early_at=log["stopped_early_at"], lr=lr,
-                              noise=noise, retain_weight=retain_weight))
+    return _forget_objective(model, forget, retain, term, "noisy-labels", steps, lr, retain_weight, batch_size,
+                             max_retain_loss_rise, seed, dict(noise=noise))
 
 
 def gradient_ascent(model, forget, retain, steps: int = 50, lr: float = 1e-5, ascent_bound: float = 0.5,
@@ -143,22 +155,12 @@ def gradient_ascent(model, forget, retain, steps: int = 50, lr: float = 1e-5, as
     """
     check_inputs(model, forget, retain, need_retain=retain_weight > 0)
     check_positive(steps=steps, lr=lr, ascent_bound=ascent_bound, batch_size=batch_size)
-    work, start = timed_copy(model)
-    counter = PassCounter()
-    f_stream, r_stream = cycle(forget, batch_size, seed), (cycle(retain, batch_size, seed + 1) if retain else None)
 
-    def step_loss(_):
-        loss = -torch.clamp(batch_loss(work, next(f_stream), counter, backward=True), max=ascent_bound)
-        if retain_weight:
-            loss = loss + retain_weight * batch_loss(work, next(r_stream), counter, backward=True)
-        return loss
+    def term(work, fb, counter):
+        return -torch.clamp(batch_loss(work, fb, counter, backward=True), max=ascent_bound)
 
-    guard = _guard(work, retain, batch_size, counter, max_retain_loss_rise) if retain is not None and len(retain) else None
-    log = _optimise(work, steps, lr, step_loss, "gradient ascent", guard=guard)
-    name = "gradient-ascent" + ("+ft" if retain_weight else "")
-    return UnlearnResult(work, time.perf_counter() - start, counter.forward, counter.backward,
-                         dict(method=name, steps=log["steps"], stopped_early_at=log["stopped_early_at"], lr=lr,
-                              ascent_bound=ascent_bound, retain_weight=retain_weight))
+    return _forget_objective(model, forget, retain, term, "gradient-ascent", steps, lr, retain_weight, batch_size,
+                             max_retain_loss_rise, seed, dict(ascent_bound=ascent_bound))
 
 
 def bad_teacher(model, forget, retain, steps: int = 100, lr: float = 1e-4, batch_size: int = 4,
