@@ -236,12 +236,19 @@ _CHECK_SCRIPT = """
 window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
   imgs.forEach(function (i) { i.loading = 'eager'; });
-  Promise.all(imgs.map(function (i) {
-    return i.decode().then(function () { return null; },
-                           function () { return (i.getAttribute('src') || '').slice(0, 80); });
-  })).then(function (bad) {
+  function settle(i) {  // resolves once the image loaded or failed (or after 10 s)
+    return new Promise(function (resolve) {
+      if (i.complete) { resolve(); return; }
+      i.addEventListener('load', resolve);
+      i.addEventListener('error', resolve);
+      setTimeout(resolve, 10000);
+    });
+  }
+  Promise.all(imgs.map(settle)).then(function () {
+    var bad = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
+                  .map(function (i) { return (i.getAttribute('src') || '').slice(0, 80); });
     document.body.setAttribute('data-check-images', String(imgs.length));
-    document.body.setAttribute('data-check-broken', bad.filter(Boolean).join(' | '));
+    document.body.setAttribute('data-check-broken', bad.join(' | '));
     document.body.setAttribute('data-check-mathjax', (window.MathJax && MathJax.version) || 'none');
   });
 });
