@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup book notebooks html test test-fast lab bench clean
+.PHONY: setup book notebooks html results test test-fast lab bench clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ book: $(STAMP)
 ## Only rebuild the HTML from the already executed notebooks.
 html: $(STAMP)
 	$(BIN)/python -m mrilib.pipeline --profile $(PROFILE) --html-only
+
+## Regenerate the README's results section (table + figure) from the PROFILE run.
+results: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m mrilib.report --profile $(PROFILE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

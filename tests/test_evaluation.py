@@ -61,3 +61,41 @@ def test_nullspace_map_keeps_only_unsampled_columns():
     k[:, ~mask] = rng.standard_normal((16, (~mask).sum()))
     err_null = ifft2c(k)
     np.testing.assert_allclose(ev.nullspace_map(target + err_null, target, mask), np.abs(err_null), atol=1e-5)
+
+
+def _unlearning_csv(run_dir):
+    """A hand-made unlearning table: two references and two seeds of one method at f=0.25, one at f=0.5."""
+    df = pd.DataFrame({
+        "method": ["poisoned", "oracle", "SSD tuned", "SSD tuned", "SSD tuned"],
+        "f": [np.nan, np.nan, 0.25, 0.25, 0.5],
+        "seed": [np.nan, np.nan, 0, 1, 0],
+        "SSIM": [0.80, 0.81, 0.78, 0.76, 0.5],
+        "PSNR": [30.0, 31.0, 29.0, 28.0, 20.0],
+        "poison effect": [0.9, 0.1, 0.2, 0.4, 0.0],
+        "success rate": [0.95, 0.0, 0.1, 0.3, 0.0],
+        "healed": [0.0, 1.0, 0.875, 0.625, 1.0],
+        "time vs oracle": [np.nan, 1.0, 0.02, 0.04, 0.03],
+    })
+    (run_dir / "metrics").mkdir(parents=True)
+    df.to_csv(run_dir / "metrics" / "unlearning_cyclegan-cyst.csv", index=False)
+
+
+def test_readme_results_section_is_generated_from_the_table(tmp_path):
+    from mrilib import report
+
+    run_dir = tmp_path / "runs" / "cpu"
+    _unlearning_csv(run_dir)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n{report.START}\nold text\n{report.END}\nafter\n")
+    body = report.update_readme(readme, run_dir, "cpu")
+    text = readme.read_text()
+    assert "old text" not in text and text.startswith("# Title\n\nbefore\n") and text.endswith(f"{report.END}\nafter\n")
+    assert body in text and (tmp_path / "book" / "figures" / "results_cpu.png").stat().st_size > 1000
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in body.splitlines() if line.startswith("| ") and "model / method" not in line}
+    # the f=0.25 runs are averaged over the two seeds: SSIM (0.78+0.76)/2, healed (0.875+0.625)/2; f=0.5 is left out
+    assert rows["SSD tuned"] == ["0.7700", "28.50", "0.300", "0.20", "0.75", "0.030"]
+    assert rows["poisoned"][0] == "0.8000" and rows["poisoned"][-1] == "–"
+    assert list(rows) == ["poisoned", "oracle", "SSD tuned"]
+    with pytest.raises(ValueError, match="markers"):
+        report.replace_section("no markers here", "x")
