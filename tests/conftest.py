@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository root, and one smoke run of the whole book.
+"""Shared fixtures: the repository root, one smoke run of the whole book, and the
+small helpers of the model tests (``one_thread``, ``smoke_data``).
 
 ``smoke_book`` copies the book's sources (``_config.yml``, ``_toc.yml``, ``book/``
 without ``executed/``, ``notebooks/``) into a temporary directory and runs
@@ -76,3 +77,28 @@ def smoke_book(tmp_path_factory, artifacts_dir) -> SmokeBook:
     if proc.returncode != 0:
         pytest.fail(f"smoke run of the book failed (exit {proc.returncode}):\n{log[-6000:]}")
     return SmokeBook(root, root / "book" / "executed", root / "_build" / "html", log, seconds)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: these models are tiny, and on a shared 2-core machine a second
+    OpenMP thread that waits for a busy core makes each step many times slower.
+
+    Opt in per module with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory) -> Path:
+    """The smoke profile's embedded dataset (32², 4 coils; ~2 s), generated once per test module."""
+    from mrilib.data import generate_embedded_dataset
+
+    root = tmp_path_factory.mktemp("smoke") / "data"
+    generate_embedded_dataset("smoke", root, seed=0, progress=False)
+    return root

@@ -10,25 +10,11 @@ import pytest
 import torch
 
 from mrilib import metrics as M
-from mrilib.data import generate_embedded_dataset
 from mrilib.recon import zero_filled
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these models are tiny, and on a shared 2-core machine a second
-    OpenMP thread that waits for a busy core makes each step many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def smoke_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smoke") / "data"
-    generate_embedded_dataset("smoke", root, seed=0, progress=False)
-    return root
+# one_thread and smoke_data: tests/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(seed=0, shape=(2, 24, 24)):

@@ -8,33 +8,20 @@ import torch
 
 import fastmri
 from fastmri.data import transforms as T
-from mrilib.data import generate_embedded_dataset, generate_subject, varnet_dataset
+from mrilib.data import generate_subject, varnet_dataset
 from mrilib.metrics import evaluate_split
 from mrilib.models.varnet import build_varnet
 from mrilib.recon import CGSense, acs_maps, cg_sense, conjugate_gradient, varnet_reconstruct, zero_filled
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these models are tiny, and on a shared 2-core machine a second
-    OpenMP thread that waits for a busy core makes each step many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one_thread and smoke_data: tests/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def noise_free():
     """One noise-free 32² subject (image, maps, k-space)."""
     return generate_subject(7, image_size=32, num_slices=1, num_coils=4, snr=None, contrasts=("T1w",))
-
-
-@pytest.fixture(scope="module")
-def smoke_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smoke") / "data"
-    generate_embedded_dataset("smoke", root, seed=0, progress=False)
-    return root
 
 
 def _mask(width: int, every: int, centre: int = 4) -> torch.Tensor:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from mrilib.data import generate_embedded_dataset
 from mrilib.models.varnet import build_varnet, count_parameters
 from mrilib.train import (
     CheckpointError,
@@ -34,22 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = dict(num_cascades=2, chans=4, sens_chans=2, pools=2, sens_pools=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these models are tiny, and on a shared 2-core machine a second
-    OpenMP thread that waits for a busy core makes each step many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def smoke_data(tmp_path_factory) -> Path:
-    """The smoke profile's embedded dataset (32², 4 coils; ~2 s)."""
-    root = tmp_path_factory.mktemp("smoke") / "data"
-    generate_embedded_dataset("smoke", root, seed=0, progress=False)
-    return root
+# one_thread and smoke_data: tests/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(**train):

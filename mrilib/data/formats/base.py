@@ -187,6 +187,17 @@ class DataFormat:
         """Yield the requested slices (default: all) of ``ref`` as :class:`SliceSample`."""
         raise NotImplementedError
 
+    def slice_metadata(self, ref: VolumeRef, index: int, **extra) -> dict:
+        """A slice's ``metadata``: this reader, ``ref``'s file, patient and contrast, the slice ``index``, then ``extra``."""
+        return dict(
+            dataset=self.name,
+            file=str(ref.path),
+            slice=index,
+            patient_id=ref.patient_id,
+            contrast=ref.contrast,
+            **extra,
+        )
+
     def source_files(self, root: Path) -> list[Path]:
         """Files whose names and sizes identify the dataset's content (for cache keys)."""
         files: list[Path] = []
@@ -225,6 +236,18 @@ def require_complex(ds, path) -> None:
     """Raise :class:`DataFormatError` unless ``ds`` has a complex dtype."""
     if ds.dtype.kind != "c":
         raise DataFormatError(f"{path}: {ds.name.lstrip('/')!r} must be complex, got dtype {ds.dtype}")
+
+
+def select_slices(slices: Sequence[int] | None, num_slices: int, path) -> list[int]:
+    """The slice indices to read: ``slices`` as ints, or all ``num_slices`` when ``None``.
+
+    Raises :class:`IndexError` naming ``path`` and the indices outside ``0..num_slices-1``.
+    """
+    idx = list(range(num_slices)) if slices is None else [int(i) for i in slices]
+    bad = [i for i in idx if not 0 <= i < num_slices]
+    if bad:
+        raise IndexError(f"{path}: slices {bad} out of range 0..{num_slices - 1}")
+    return idx
 
 
 def check_finite(x: np.ndarray, path, what: str) -> np.ndarray:
@@ -289,6 +312,30 @@ def parse_ismrmrd_header(xml, path) -> dict:
         pe_limits=lims,
         field_strength_t=float(fs.text) if fs is not None and fs.text else None,
     )
+
+
+def fastmri_layout(f: h5py.File, path) -> tuple[tuple[int, int, int, int], dict]:
+    """Check the ``kspace`` and header of a fastMRI-style HDF5 file (fastMRI, M4RAW); return its shape and header.
+
+    ``kspace`` must be complex of rank 4 ``(slices, coils, readout, phase)`` and
+    ``ismrmrd_header`` parseable (see :func:`parse_ismrmrd_header`); otherwise
+    :class:`DataFormatError` naming ``path``.
+    """
+    ks = require_dataset(f, "kspace", path)
+    require_rank(ks, 4, path, "(slices, coils, readout, phase)")
+    require_complex(ks, path)
+    hdr = parse_ismrmrd_header(require_dataset(f, "ismrmrd_header", path)[()], path)
+    return tuple(ks.shape), hdr
+
+
+def check_rss_slices(f: h5py.File, path, num_slices: int) -> None:
+    """Where ``f`` holds ``reconstruction_rss``: :class:`DataFormatError` naming ``path`` unless it
+    has rank 3 ``(slices, H, W)`` and ``num_slices`` slices, as ``kspace`` has."""
+    if "reconstruction_rss" in f:
+        rec = f["reconstruction_rss"]
+        require_rank(rec, 3, path, "(slices, H, W)")
+        if rec.shape[0] != num_slices:
+            raise DataFormatError(f"{path}: 'reconstruction_rss' has {rec.shape[0]} slices, 'kspace' has {num_slices}")
 
 
 def header_acquired(hdr: dict, width: int) -> tuple[int, int] | None:

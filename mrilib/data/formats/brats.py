@@ -35,7 +35,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..resample import resample_image, resample_labels, resample_mask
-from .base import DataFormat, DataFormatError, SliceSample, VolumeRef, normalise_contrast, stable_seed
+from .base import DataFormat, DataFormatError, SliceSample, VolumeRef, normalise_contrast, select_slices, stable_seed
 from .m4raw import _as_list
 from .simulate import simulate_slice, smooth_phase, subject_coil_maps, volume_sigma
 
@@ -162,10 +162,7 @@ class BraTS(DataFormat):
                 raise DataFormatError(f"{ref.files[1]}: shape {seg_raw.shape} differs from {ref.files[0]} {vol.shape}")
             seg = unify_labels(seg_raw, ref.info["label_scheme"], ref.files[1])
         n = vol.shape[2]
-        idx = list(range(n)) if slices is None else [int(i) for i in slices]
-        bad = [i for i in idx if not 0 <= i < n]
-        if bad:
-            raise IndexError(f"{ref.path}: slices {bad} out of range 0..{n - 1}")
+        idx = select_slices(slices, n, ref.path)
         brain = vol > 0
         scale = float(np.percentile(vol[brain], 99.5)) if brain.any() else float(vol.max() or 1.0)
         vol = vol / (scale or 1.0)
@@ -174,6 +171,16 @@ class BraTS(DataFormat):
         maps = subject_coil_maps(int(self.options["num_coils"]), size, seed)
         phase = smooth_phase(size, seed) if self.options["phase"] else None
         sigma = volume_sigma(vol, self.options["snr"], brain)
+        meta = dict(
+            acquisition=f"AX{ref.contrast.upper()}",
+            modality=ref.info.get("modality"),
+            anatomy="brain",
+            label_scheme=ref.info.get("label_scheme"),
+            noise_sigma=sigma,
+            intensity_scale=1.0 / (scale or 1.0),
+            simulated=True,
+            fov_mm=(float(max(vol.shape[0], vol.shape[1], size)),) * 2,  # 1 mm voxels
+        )
         for z in idx:
             mag = np.abs(resample_image(np.rot90(vol[:, :, z]), size))
             bmask = resample_mask(np.rot90(brain[:, :, z]), size)
@@ -189,19 +196,5 @@ class BraTS(DataFormat):
                 image=image,
                 sens_maps=maps,
                 masks=masks,
-                metadata=dict(
-                    dataset=self.name,
-                    file=str(ref.path),
-                    slice=z,
-                    patient_id=ref.patient_id,
-                    contrast=ref.contrast,
-                    acquisition=f"AX{ref.contrast.upper()}",
-                    modality=ref.info.get("modality"),
-                    anatomy="brain",
-                    label_scheme=ref.info.get("label_scheme"),
-                    noise_sigma=sigma,
-                    intensity_scale=1.0 / (scale or 1.0),
-                    simulated=True,
-                    fov_mm=(float(max(vol.shape[0], vol.shape[1], size)),) * 2,  # 1 mm voxels
-                ),
+                metadata=self.slice_metadata(ref, z, **meta),
             )

@@ -30,7 +30,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..resample import acquired_columns
-from .base import DataFormat, DataFormatError, SliceSample, VolumeRef, check_finite, open_h5, require_dataset
+from .base import DataFormat, DataFormatError, SliceSample, VolumeRef, check_finite, open_h5, require_dataset, select_slices
 from .m4raw import _as_list
 
 __all__ = ["CMRxRecon", "CMRX_SPLITS", "validate_cmrx_file", "mat_complex"]
@@ -133,12 +133,15 @@ class CMRxRecon(DataFormat):
         info = validate_cmrx_file(ref.path)
         t, z = info["frames"], info["slices"]
         n = t * z
-        idx = list(range(n)) if slices is None else [int(i) for i in slices]
-        bad = [i for i in idx if not 0 <= i < n]
-        if bad:
-            raise IndexError(f"{ref.path}: slices {bad} out of range 0..{n - 1}")
+        idx = select_slices(slices, n, ref.path)
         ovs = self.options["readout_oversampling"]
         keep = int(round(info["kx"] / float(ovs))) if ovs and float(ovs) > 1 else None
+        meta = dict(
+            acquisition=re.sub(r"\W", "_", ref.contrast.upper()),
+            modality=ref.info.get("modality"),
+            anatomy="heart",
+            field_strength_t=3.0,
+        )
         with open_h5(ref.path) as f:
             ds = f["kspace_full"]
 
@@ -155,17 +158,5 @@ class CMRxRecon(DataFormat):
                     kspace=k,
                     acquired=acquired,
                     readout_keep=keep,
-                    metadata=dict(
-                        dataset=self.name,
-                        file=str(ref.path),
-                        slice=i,
-                        slice_position=zi,
-                        frame=ti,
-                        patient_id=ref.patient_id,
-                        contrast=ref.contrast,
-                        acquisition=re.sub(r"\W", "_", ref.contrast.upper()),
-                        modality=ref.info.get("modality"),
-                        anatomy="heart",
-                        field_strength_t=3.0,
-                    ),
+                    metadata=self.slice_metadata(ref, i, slice_position=zi, frame=ti, **meta),
                 )

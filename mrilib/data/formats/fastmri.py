@@ -37,13 +37,14 @@ from .base import (
     SliceSample,
     VolumeRef,
     check_finite,
+    check_rss_slices,
+    fastmri_layout,
     header_acquired,
     normalise_contrast,
     open_h5,
-    parse_ismrmrd_header,
-    require_complex,
     require_dataset,
     require_rank,
+    select_slices,
 )
 from .m4raw import _as_list
 
@@ -66,19 +67,11 @@ def validate_fastmri_file(path) -> dict:
     challenge/test files (a ``mask`` dataset and no ``reconstruction_rss``).
     """
     with open_h5(path) as f:
-        ks = require_dataset(f, "kspace", path)
-        require_rank(ks, 4, path, "(slices, coils, readout, phase)")
-        require_complex(ks, path)
-        s, c, h, w = ks.shape
-        hdr = parse_ismrmrd_header(require_dataset(f, "ismrmrd_header", path)[()], path)
+        (s, c, h, w), hdr = fastmri_layout(f, path)
         ex, ey = hdr["enc_size"][:2]
         if ey != w:
             raise DataFormatError(f"{path}: header encoded phase-encode size {ey} does not match kspace width {w}")
-        if "reconstruction_rss" in f:
-            rec = f["reconstruction_rss"]
-            require_rank(rec, 3, path, "(slices, H, W)")
-            if rec.shape[0] != s:
-                raise DataFormatError(f"{path}: 'reconstruction_rss' has {rec.shape[0]} slices, 'kspace' has {s}")
+        check_rss_slices(f, path, s)
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         fully = not ("mask" in f and "reconstruction_rss" not in f)
         return dict(shape=(s, c, h, w), header=hdr, attrs=attrs, fully_sampled=fully)
@@ -150,12 +143,15 @@ class FastMRI(DataFormat):
             raise DataFormatError(f"{ref.path}: undersampled challenge/test file (has 'mask', no 'reconstruction_rss')")
         s, c, h, w = info["shape"]
         hdr = info["header"]
-        idx = list(range(s)) if slices is None else [int(i) for i in slices]
-        bad = [i for i in idx if not 0 <= i < s]
-        if bad:
-            raise IndexError(f"{ref.path}: slices {bad} out of range 0..{s - 1}")
+        idx = select_slices(slices, s, ref.path)
         ex, rx = hdr["enc_size"][0], hdr["recon_size"][0]
         keep = rx if self.options["remove_oversampling"] and h == ex and 0 < rx < h else None
+        meta = dict(
+            acquisition=ref.info.get("acquisition", ""),
+            anatomy=ref.info.get("anatomy"),
+            field_strength_t=hdr.get("field_strength_t"),
+            fov_mm=_fov_after(hdr, keep),
+        )
         with open_h5(ref.path) as f:
             data_acq = acquired_columns(np.asarray(f["kspace"][s // 2]))
             hdr_acq = header_acquired(hdr, w)
@@ -168,17 +164,7 @@ class FastMRI(DataFormat):
                     kspace=k,
                     acquired=acquired,
                     readout_keep=keep,
-                    metadata=dict(
-                        dataset=self.name,
-                        file=str(ref.path),
-                        slice=i,
-                        patient_id=ref.patient_id,
-                        contrast=ref.contrast,
-                        acquisition=ref.info.get("acquisition", ""),
-                        anatomy=ref.info.get("anatomy"),
-                        field_strength_t=hdr.get("field_strength_t"),
-                        fov_mm=_fov_after(hdr, keep),
-                    ),
+                    metadata=self.slice_metadata(ref, i, **meta),
                 )
 
 

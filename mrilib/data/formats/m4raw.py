@@ -38,13 +38,14 @@ from .base import (
     SliceSample,
     VolumeRef,
     check_finite,
+    check_rss_slices,
+    fastmri_layout,
     header_acquired,
     normalise_contrast,
     open_h5,
-    parse_ismrmrd_header,
-    require_complex,
     require_dataset,
     require_rank,
+    select_slices,
 )
 
 __all__ = ["M4Raw", "M4RAW_NAME", "M4RAW_SPLITS", "validate_m4raw_file"]
@@ -81,21 +82,13 @@ def validate_m4raw_file(path) -> dict:
     slices; the attribute ``acquisition``.
     """
     with open_h5(path) as f:
-        ks = require_dataset(f, "kspace", path)
-        require_rank(ks, 4, path, "(slices, coils, readout, phase)")
-        require_complex(ks, path)
-        s, c, h, w = ks.shape
-        hdr = parse_ismrmrd_header(require_dataset(f, "ismrmrd_header", path)[()], path)
+        (s, c, h, w), hdr = fastmri_layout(f, path)
         ex, ey = hdr["enc_size"][:2]
         if ex not in (h, w) and ey not in (h, w):
             raise DataFormatError(
                 f"{path}: header encoded matrix {ex}x{ey} does not match kspace {h}x{w}"
             )
-        if "reconstruction_rss" in f:
-            rec = f["reconstruction_rss"]
-            require_rank(rec, 3, path, "(slices, H, W)")
-            if rec.shape[0] != s:
-                raise DataFormatError(f"{path}: 'reconstruction_rss' has {rec.shape[0]} slices, 'kspace' has {s}")
+        check_rss_slices(f, path, s)
         if "acquisition" not in f.attrs:
             raise DataFormatError(f"{path}: missing attribute 'acquisition' (found: {sorted(f.attrs)})")
         axis, acquired = _pe_axis_and_range(f, path)
@@ -162,10 +155,7 @@ class M4Raw(DataFormat):
         """Yield slices of the input repetition (reference: its RSS, or the mean over repetitions)."""
         info = validate_m4raw_file(ref.path)
         s = info["shape"][0]
-        idx = list(range(s)) if slices is None else [int(i) for i in slices]
-        bad = [i for i in idx if not 0 <= i < s]
-        if bad:
-            raise IndexError(f"{ref.path}: slices {bad} out of range 0..{s - 1}")
+        idx = select_slices(slices, s, ref.path)
         axis, acquired = info["pe_axis"], info["acquired"]
         width = info["shape"][3] if axis == -1 else info["shape"][2]
         # header limits count only when the header's phase-encode size is this width
@@ -195,12 +185,9 @@ class M4Raw(DataFormat):
                     kspace=stack[0],
                     acquired=acquired,
                     reference_kspace=np.stack(stack) if len(stack) > 1 else None,
-                    metadata=dict(
-                        dataset=self.name,
-                        file=str(ref.path),
-                        slice=i,
-                        patient_id=ref.patient_id,
-                        contrast=ref.contrast,
+                    metadata=self.slice_metadata(
+                        ref,
+                        i,
                         anatomy="brain",
                         acquisition=str(info["attrs"].get("acquisition", "")),
                         repetitions_averaged=len(stack),

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..artefacts import PairedImageDataset
 from ..resample import resample_image, resample_mask
-from .base import DataFormat, SliceSample, VolumeRef, stable_seed
+from .base import DataFormat, SliceSample, VolumeRef, select_slices, stable_seed
 from .simulate import simulate_slice, smooth_phase, subject_coil_maps, volume_sigma
 
 __all__ = ["Paired"]
@@ -69,10 +69,7 @@ class Paired(DataFormat):
         ds = PairedImageDataset(Path(ref.files[0]).parent.parent, ref.info.get("split_folder"))
         clean, corrupted, mask = ds.load(ref.info["file"])
         n = clean.shape[0]
-        idx = list(range(n)) if slices is None else [int(i) for i in slices]
-        bad = [i for i in idx if not 0 <= i < n]
-        if bad:
-            raise IndexError(f"{ref.path}: slices {bad} out of range 0..{n - 1}")
+        idx = select_slices(slices, n, ref.path)
         mag_clean = np.abs(clean)
         fg = mag_clean > 0.1 * np.percentile(mag_clean, 99.5)
         scale = float(np.percentile(mag_clean[fg], 99.5)) if fg.any() else float(mag_clean.max() or 1.0)
@@ -96,14 +93,5 @@ class Paired(DataFormat):
                 image=image,
                 sens_maps=maps,
                 masks=masks,
-                metadata=dict(
-                    dataset=self.name,
-                    file=str(ref.path),
-                    slice=i,
-                    patient_id=ref.patient_id,
-                    contrast=ref.contrast,
-                    acquisition="PAIRED",
-                    noise_sigma=sigma,
-                    simulated=True,
-                ),
+                metadata=self.slice_metadata(ref, i, acquisition="PAIRED", noise_sigma=sigma, simulated=True),
             )

@@ -45,6 +45,7 @@ from .base import (
     require_complex,
     require_dataset,
     require_rank,
+    select_slices,
 )
 
 __all__ = ["SkmTea", "SKMTEA_DATA_DIR", "validate_skmtea_file"]
@@ -170,10 +171,7 @@ class SkmTea(DataFormat):
         echo = int(self.options["echo"])
         info = validate_skmtea_file(ref.path, echo)
         n = info["num_slices"]
-        idx = list(range(n)) if slices is None else [int(i) for i in slices]
-        bad = [i for i in idx if not 0 <= i < n]
-        if bad:
-            raise IndexError(f"{ref.path}: slices {bad} out of range 0..{n - 1}")
+        idx = select_slices(slices, n, ref.path)
         with open_h5(ref.path) as f:
             ks, maps, target = f["kspace"], f["maps"], f["target"]
             acquired = acquired_columns(np.moveaxis(np.asarray(ks[n // 2, :, :, echo, :]), -1, 0))
@@ -189,12 +187,9 @@ class SkmTea(DataFormat):
                     acquired=acquired,
                     image=img,
                     sens_maps=m,
-                    metadata=dict(
-                        dataset=self.name,
-                        file=str(ref.path),
-                        slice=i,
-                        patient_id=ref.patient_id,
-                        contrast=ref.contrast,
+                    metadata=self.slice_metadata(
+                        ref,
+                        i,
                         acquisition=f"SAG_QDESS_E{echo + 1}",
                         anatomy="knee",
                         echo=echo,
