@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from mrilib.io import write_json
+from mrilib.profiles import default_run_dir
 
 __all__ = [
     "NOTEBOOK_PATTERN",
@@ -172,7 +173,9 @@ def execute_notebooks(
         Sources (default ``<root>/notebooks``) and where the executed copies go
         (default ``<root>/book/executed``).
     run_dir
-        Injected run directory, default ``runs/<profile>`` (relative to ``root``).
+        Injected run directory, default ``runs/<profile>`` for the embedded data and
+        ``runs/<profile>-<dataset>`` for a real one (relative to ``root``), so that runs on
+        different data never share models or metrics.
     data_root, dataset
         A real dataset's location and format name; ``data_root=None`` means the
         embedded (simulated) dataset.
@@ -202,7 +205,7 @@ def execute_notebooks(
     parameters = {
         "profile": profile,
         "seed": int(seed),
-        "run_dir": run_dir or f"runs/{profile}",
+        "run_dir": run_dir or default_run_dir(profile, data_root, dataset),
         "data_root": None if data_root is None else str(data_root),
         "dataset": dataset,
     }
@@ -336,7 +339,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed injected into every notebook (default 0)")
     p.add_argument("--data-root", default=None, help="directory of a real dataset (default: embedded data)")
     p.add_argument("--dataset", default="embedded", help="dataset format name (default embedded)")
-    p.add_argument("--run-dir", default=None, help="run directory (default runs/<profile>, relative to --root)")
+    p.add_argument("--run-dir", default=None, help="run directory (default runs/<profile>, or runs/<profile>-<dataset> "
+                                                          "with --data-root; relative to --root)")
     p.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="execute only these notebooks, e.g. 01_data 02")
     p.add_argument("--html-only", action="store_true", help="skip execution; only build the HTML book")
     p.add_argument("--no-html", action="store_true", help="only execute the notebooks")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-__all__ = ["Profile", "PROFILES", "get_profile", "profile_table"]
+__all__ = ["Profile", "PROFILES", "get_profile", "profile_table", "default_run_dir"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,14 @@ def get_profile(name: str | Profile) -> Profile:
     except (KeyError, TypeError):
         known = ", ".join(sorted(PROFILES))
         raise ValueError(f"unknown profile {name!r}: choose one of {known}") from None
+
+
+def default_run_dir(profile: str | Profile, data_root=None, dataset: str = "embedded") -> str:
+    """Where a run keeps its data, models and metrics: ``runs/<profile>`` for the embedded
+    data, ``runs/<profile>-<dataset>`` when ``data_root`` points at a real dataset, so that
+    runs on different data never share artefacts."""
+    name = get_profile(profile).name
+    return f"runs/{name}" if data_root is None or dataset == "embedded" else f"runs/{name}-{dataset}"
 
 
 def profile_table():

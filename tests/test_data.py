@@ -213,6 +213,16 @@ def test_unknown_profile_is_rejected(tmp_path):
         generate_embedded_dataset("tiny", tmp_path)
 
 
+def test_runs_on_real_data_get_their_own_run_dir():
+    from mrilib.profiles import default_run_dir
+
+    assert default_run_dir("cpu") == "runs/cpu"
+    assert default_run_dir("smoke", "/data/m4raw", "m4raw") == "runs/smoke-m4raw"
+    assert default_run_dir("smoke", None, "m4raw") == "runs/smoke"  # no data_root: the embedded data
+    with pytest.raises(ValueError, match="unknown profile"):
+        default_run_dir("tiny")
+
+
 def test_unknown_contrast_is_rejected():
     with pytest.raises(ValueError, match="unknown contrast"):
         generate_subject(0, image_size=16, num_slices=1, num_coils=2, snr=None, contrasts=("PD",))
