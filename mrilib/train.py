@@ -1006,24 +1006,24 @@ def train_or_load(
     out_dir = Path(out_dir)
     last = out_dir / "last.pt"
     resume = True
+    hint = (f"\n{out_dir} holds a model trained with another configuration or other data (did the profile "
+            f"change?). Delete that folder (or the whole run folder, `make clean`) to train afresh, or pass "
+            f"overwrite=True.")
+    resume = True
     if last.exists():
         try:
             # cheap check of the model/train parts first; the data part is checked by train()
             load_checkpoint(last, {"model": cfg["model"], "train": cfg["train"]})
-        except ConfigMismatchError:
+        except CheckpointError as e:
             if not overwrite:
-                raise
-            resume = False
-        except CheckpointError:
-            if not overwrite:
-                raise
+                raise type(e)(f"{e}{hint if isinstance(e, ConfigMismatchError) else ''}") from None
             resume = False
     try:
         history = train(cfg, data_dirs["train"], data_dirs.get("val"), out_dir, data_id=data_id, device=device,
                         progress=progress, resume=resume, **runtime)
-    except ConfigMismatchError:
+    except ConfigMismatchError as e:
         if not overwrite:
-            raise
+            raise ConfigMismatchError(f"{e}{hint}") from None
         history = train(cfg, data_dirs["train"], data_dirs.get("val"), out_dir, data_id=data_id, device=device,
                         progress=progress, resume=False, **runtime)
     if dist.is_available() and dist.is_initialized():

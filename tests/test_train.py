@@ -145,6 +145,9 @@ def test_bad_checkpoints_raise_clear_errors(smoke_data, tmp_path):
     # different training data (same names would not help: the content is hashed)
     with pytest.raises(ConfigMismatchError, match="data.train"):
         train(cfg, smoke_data / "val", None, out, progress=False)
+    # ... and train_or_load says how to start afresh
+    with pytest.raises(ConfigMismatchError, match=r"(?s)data\.train.*Delete that folder"):
+        train_or_load(cfg, {"train": smoke_data / "val", "val": None}, out, progress=False)
     # corrupted: truncated and garbage files name the file
     good = (out / "last.pt").read_bytes()
     (out / "last.pt").write_bytes(good[: len(good) // 2])
