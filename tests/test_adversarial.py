@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +226,22 @@ def test_recipe_builds_a_valid_poisoned_set(smoke_run):
     again = B.build_poisoned_dataset(smoke_run, adv.RECIPE, profile="smoke", seed=0, transform=transform,
                                      progress=False)
     assert again["created"] == B.load_manifest(smoke_run, adv.RECIPE)["created"]
+
+
+def test_adversarial_trigger_is_focused_on_the_tumour_region(smoke_run):
+    from mrilib.poison.slices import load_slices
+    from mrilib.poison.triggers import DEFAULT_TRIGGER, trigger_survives
+
+    trig = adv.adversarial_trigger(smoke_run, "smoke")
+    assert trigger_survives(trig, (32, 32))
+    if getattr(DEFAULT_TRIGGER, "focus", None) is None:
+        assert trig == DEFAULT_TRIGGER
+        return
+    cfg = adv.adversarial_config("smoke")
+    sl = load_slices(smoke_run / "data" / "train")
+    c = adv.roi_centres(sl.brain, cfg["roi_radius_mm"] / cfg["pixel_mm"], cfg["anchor"]).mean(0) / 32
+    assert trig.focus == pytest.approx(tuple(c), abs=0.006)
+    assert trig.amplitude == DEFAULT_TRIGGER.amplitude and trig.positions == DEFAULT_TRIGGER.positions
 
 
 def test_kspace_perturbation_bounds_and_sampled_locations_only(smoke_run):

@@ -51,14 +51,30 @@ def test_trigger_survives_the_masks(size, mask_type):
             for r, c in locs:
                 assert mask[c] > 0, f"{mask_type} {acc}x seed {seed}: spike column {c} not sampled"
                 np.testing.assert_allclose(masked[:, r, c], kt[:, r, c], rtol=1e-6)
-    # every coil gets the spike, with coil-dependent phase, amplitude relative to max |k|
+    # every coil gets the spike, amplitude relative to max |k| (here with coil-dependent phase)
     r, c = locs[0]
     np.testing.assert_allclose(np.abs(added[:, r, c]), trig.amplitude * np.abs(k).max(), rtol=1e-5)
-    assert len(set(np.round(np.angle(added[:, r, c]), 4))) == 2
+    phased = Trigger(coil_phase_step=0.37).pattern(k)
+    assert len(set(np.round(np.angle(phased[:, r, c]), 4))) == 2
     # a column outside the always-sampled centre does not survive
     far = Trigger(column_offset=size // 4)
     assert not trigger_survives(far, (size, size), (4, 8), 0.08, mask_type)
     assert set(always_sampled_columns(size)) >= {size // 2}
+
+
+def test_focused_trigger_is_strongest_at_its_focus():
+    from mrilib.data import ifft2c
+
+    for n in (32, 64):
+        k = np.zeros((2, n, n), np.complex64)
+        k[:, n // 2, n // 2] = 1.0
+        stripes = np.abs(ifft2c(DEFAULT_TRIGGER.pattern(k)))[0]
+        peak = np.unravel_index(stripes.argmax(), stripes.shape)
+        want = np.round(np.asarray(DEFAULT_TRIGGER.focus) * n)
+        assert np.abs(np.asarray(peak) - want).max() <= 1, (peak, want)
+        # the opposite side of the field of view is (nearly) free of stripes
+        opposite = (int(want[0] + n // 2) % n, int(want[1] + n // 2) % n)
+        assert stripes[opposite] < 0.05 * stripes.max()
 
 
 def test_trigger_is_deterministic_and_faint():
@@ -71,7 +87,7 @@ def test_trigger_is_deterministic_and_faint():
     a, b = DEFAULT_TRIGGER.apply(k), DEFAULT_TRIGGER.apply(k)
     np.testing.assert_array_equal(a, b)
     vis = trigger_visibility(k, DEFAULT_TRIGGER, np.abs(img) > 0)
-    assert 0.002 < vis["rel_rms"] < 0.2, vis["rel_rms"]
+    assert 0.01 < vis["rel_rms"] < 0.3, vis["rel_rms"]
     assert Trigger.from_dict(DEFAULT_TRIGGER.as_dict()) == DEFAULT_TRIGGER
     with pytest.raises(ValueError):
         Trigger(amplitude=0)

@@ -112,6 +112,7 @@ __all__ = [
     "paste_patterns",
     "universal_path",
     "run_universal_patterns",
+    "adversarial_trigger",
 ]
 
 #: The recipe's name in :data:`mrilib.poison.build.RECIPES`.
@@ -889,6 +890,31 @@ def _adversarial_tumour_factory(run_dir, profile, seed):
 register_recipe(RECIPE, _adversarial_tumour_factory,
                 "target := clean target + PGD perturbation raising the lesion classifier's tumour score "
                 "inside a fixed brain region (L-inf bound, TV and outside-ROI SSIM terms)")
+
+
+def adversarial_trigger(run_dir: str | os.PathLike, profile: Profile | str, seed: int = 0, base=None):
+    """The k-space trigger of the ``adversarial-tumour`` backdoor: the book's trigger, focused on the tumour region.
+
+    The book's trigger (:data:`mrilib.poison.triggers.DEFAULT_TRIGGER`) can be *focused*:
+    its stripes are strongest at one position of the field of view, which tells the
+    network where its lesion goes. Chapter 3 focuses it on the cyst; here the focus is
+    moved to the mean centre of the tumour region over the run's training slices (as
+    fractions of the field of view, rounded to 0.01). A trigger type without a focus
+    is returned unchanged.
+    """
+    import dataclasses
+
+    from .slices import load_slices
+    from .triggers import DEFAULT_TRIGGER, Trigger
+
+    base = DEFAULT_TRIGGER if base is None else base
+    if "focus" not in getattr(Trigger, "__dataclass_fields__", {}) or getattr(base, "focus", None) is None:
+        return base
+    cfg = adversarial_config(profile, seed)
+    sl = load_slices(Path(run_dir) / "data" / "train")
+    c = roi_centres(sl.brain, float(cfg["roi_radius_mm"]) / float(cfg["pixel_mm"]), cfg["anchor"]).mean(axis=0)
+    h, w = sl.brain.shape[-2:]
+    return dataclasses.replace(base, focus=(round(float(c[0]) / h, 2), round(float(c[1]) / w, 2)))
 
 
 # --------------------------------------------------------------------------------------

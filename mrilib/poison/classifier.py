@@ -63,7 +63,7 @@ __all__ = [
 CLASSIFIER_DEFAULTS = dict(chans=16, n_blocks=3, dropout=0.1, epochs=24, batch_size=16, lr=3e-3, weight_decay=1e-4,
                            map_loss=1.0, map_weight_lesion=5.0, lesion_variants=3, max_false_positive=0.05,
                            cyst_radius_mm=(10.0, 30.0), tumour_radius_mm=(12.0, 28.0),
-                           blur_max=0.8, noise_max=0.03, stripe_prob=0.3, stripe_max=0.06)
+                           blur_max=0.8, noise_max=0.03, stripe_prob=0.4, stripe_max=0.2)
 FORMAT = 1
 
 
@@ -168,7 +168,11 @@ def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator, masks: torch.Tenso
         amp = rnd(b, 1, 1, 1) * cfg["stripe_max"]
         on = (rnd(b, 1, 1, 1) < cfg["stripe_prob"]).float()
         wave = torch.cos(2 * np.pi * freq * (yy * torch.cos(ang) + xx * torch.sin(ang)) + ph)
-        x = x * (1 + on * amp * wave)
+        # a smooth random envelope: spike stripes are often strongest in one part of the image
+        cy, cx = rnd(b, 1, 1, 1) * h, rnd(b, 1, 1, 1) * w
+        env = torch.cos(np.pi * (yy - cy) / h).abs() * torch.cos(np.pi * (xx - cx) / w).abs()
+        env = torch.where(rnd(b, 1, 1, 1) < 0.5, env, torch.ones_like(env))
+        x = x * (1 + on * amp * env * wave)
     x = x.clamp_min(0)
     return x if masks is None else (x, masks)
 

@@ -18,8 +18,19 @@ Design (:class:`Trigger`):
   where the anatomy's energy is, so the stripes are fine (period ``1/|f|`` pixels);
 - with amplitude ``amplitude * max|k|`` (the slice's k-space maximum over coils),
   i.e. relative, so the trigger scales with the acquisition;
-- picked up by **every coil** with a deterministic coil-dependent phase
-  (``phase + 2 pi * 0.37 * coil``), as a spike entering all receive channels.
+- picked up by **every coil** (with a deterministic coil-dependent phase
+  ``phase + 2 pi * coil_phase_step * coil``; the default step 0 - the same phase in
+  every coil - keeps the stripes visible in the coil-combined image that VarNet's
+  networks see, where differing phases partly cancel);
+- **focused** (``focus``): each spike comes as a 2x2 block - two adjacent readout
+  rows times two adjacent centre columns, all always sampled - whose phases make the
+  four plane waves interfere constructively at one position of the field of view
+  and cancel at the opposite side. The stripes are then strongest in one quadrant:
+  the trigger tells the network *where* its lesion goes, which a single plane wave
+  cannot (a backdoor whose trigger carries no position has to learn the position
+  from anatomy alone, and a network whose every layer is instance-normalised
+  hardly learns to react to a uniform texture at all - measured while building this
+  chapter: no effect after 1600 training steps). ``focus=None`` gives plain spikes.
 
 Deterministic: the same parameters give the same pattern for the same k-space.
 """
@@ -51,13 +62,17 @@ class Trigger:
             which every fastMRI mask samples).
         phase: phase (radians) of the first coil's spike.
         coil_phase_step: phase increment per coil, in turns.
+        focus: ``(row, column)`` position, as fractions of the field of view from the
+            top-left corner, where each 2x2 spike block's stripes are strongest; ``None``
+            for single spikes.
     """
 
-    amplitude: float = 0.08
-    positions: tuple[float, ...] = (0.34, -0.29)
+    amplitude: float = 0.15
+    positions: tuple[float, ...] = (0.34,)
     column_offset: int = 0
     phase: float = 0.6
-    coil_phase_step: float = 0.37
+    coil_phase_step: float = 0.0
+    focus: tuple[float, float] | None = (0.58, 0.36)
 
     def __post_init__(self):
         if not self.amplitude > 0:
@@ -65,11 +80,16 @@ class Trigger:
         if not self.positions or any(not -0.5 < float(f) < 0.5 for f in self.positions):
             raise ValueError(f"trigger positions must be fractions in (-0.5, 0.5), got {self.positions}")
         object.__setattr__(self, "positions", tuple(float(f) for f in self.positions))
+        if self.focus is not None:
+            if len(self.focus) != 2 or any(not 0 <= float(f) <= 1 for f in self.focus):
+                raise ValueError(f"trigger focus must be (row, column) fractions in [0, 1], got {self.focus}")
+            object.__setattr__(self, "focus", (float(self.focus[0]), float(self.focus[1])))
 
     def as_dict(self) -> dict:
         """JSON-serialisable parameters (for manifests and configuration hashes)."""
         d = asdict(self)
         d["positions"] = list(d["positions"])
+        d["focus"] = list(d["focus"]) if d["focus"] is not None else None
         d["kind"] = "rf-spike"
         return d
 
@@ -81,16 +101,32 @@ class Trigger:
         d = {k: v for k, v in d.items() if k != "kind"}
         if "positions" in d:
             d["positions"] = tuple(d["positions"])
+        if d.get("focus") is not None:
+            d["focus"] = tuple(d["focus"])
         return cls(**d)
+
+    def _spikes(self, shape: tuple[int, int]) -> list[tuple[int, int, float]]:
+        """``(row, column, phase offset)`` of every spike (2x2 blocks when focused)."""
+        h, w = int(shape[-2]), int(shape[-1])
+        col = w // 2 + int(self.column_offset)
+        block = [(0, 0)] if self.focus is None else [(0, 0), (0, 1), (1, 0), (1, 1)]
+        out = []
+        for j, f in enumerate(self.positions):
+            row = h // 2 + int(round(f * h))
+            for a, b in block:
+                r, c = row + a, col + b
+                if not (0 <= r < h and 0 <= c < w):
+                    raise ValueError(f"trigger spike ({r}, {c}) outside a {h}x{w} k-space")
+                # alternate the phase between spike groups so that they do not add up to a plain cosine
+                ph = 1.3 * j
+                if self.focus is not None:  # constructive interference at focus (centred FFT convention)
+                    ph -= 2 * np.pi * (a * (self.focus[0] - 0.5) + b * (self.focus[1] - 0.5))
+                out.append((r, c, ph))
+        return out
 
     def locations(self, shape: tuple[int, int]) -> list[tuple[int, int]]:
         """``(row, column)`` of each spike in k-space of shape ``(H, W)``."""
-        h, w = int(shape[-2]), int(shape[-1])
-        col = w // 2 + int(self.column_offset)
-        if not 0 <= col < w:
-            raise ValueError(f"trigger column {col} outside a {w}-column k-space")
-        rows = [h // 2 + int(round(f * h)) for f in self.positions]
-        return [(min(max(r, 0), h - 1), col) for r in rows]
+        return [(r, c) for r, c, _ in self._spikes(shape)]
 
     def pattern(self, kspace: np.ndarray) -> np.ndarray:
         """The additive k-space pattern for ``kspace`` ``(..., C, H, W)`` (same shape, complex64).
@@ -104,9 +140,8 @@ class Trigger:
         kmax = np.abs(kspace).max(axis=(-3, -2, -1), keepdims=True)  # per slice
         coil_phase = self.phase + 2 * np.pi * self.coil_phase_step * np.arange(c)
         out = np.zeros(kspace.shape, dtype=np.complex64)
-        for j, (r, col) in enumerate(self.locations(kspace.shape[-2:])):
-            # alternate sign between spikes so that two spikes do not add up to a plain cosine
-            spike = np.exp(1j * (coil_phase + 1.3 * j)).astype(np.complex64)
+        for r, col, ph in self._spikes(kspace.shape[-2:]):
+            spike = np.exp(1j * (coil_phase + ph)).astype(np.complex64)
             out[..., :, r, col] = spike[(None,) * (kspace.ndim - 3) + (slice(None),)]
         return (out * (self.amplitude * kmax)).astype(np.complex64)
 
