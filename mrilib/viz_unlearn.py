@@ -64,23 +64,42 @@ def sweep_plot(df, methods=None, metrics=("healed", "SSIM")):
     return fig
 
 
-def tradeoff_scatter(df, ref_rows=("poisoned", "oracle", "clean")):
-    """Utility (clean-test SSIM) against forgetting (poison healed), one point per method."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+def tradeoff_scatter(df, ref_rows=("poisoned", "oracle", "clean"), floor_margin: float = 0.1):
+    """Utility (clean-test SSIM) against forgetting (poison healed), one point per method and fraction.
+
+    The y axis spans the reference models and the methods down to ``floor_margin`` below the
+    poisoned model's SSIM; a method that collapsed further is drawn on the lower edge with its
+    value written beside it, so one broken run does not flatten the rest of the plot.
+    """
+    fig, ax = plt.subplots(figsize=(8.4, 4.2))
     runs = df.dropna(subset=["f"])
+    refs = df[df["method"].isin(ref_rows)]
+    top = float(np.nanmax(df["SSIM"]))
+    base = float(refs["SSIM"].min()) if len(refs) else float(np.nanmin(df["SSIM"]))
+    floor = max(float(np.nanmin(df["SSIM"])), base - floor_margin)
+    colours = plt.get_cmap("tab20").colors
     for i, (m, g) in enumerate(runs.groupby("method")):
-        ax.scatter(g["healed"], g["SSIM"], label=m, color=f"C{i % 10}", marker="os^vD<>"[i // 10 % 7])
-    for name in ref_rows:
+        y = g["SSIM"].clip(lower=floor)
+        ax.scatter(g["healed"], y, label=m, color=colours[(2 * i) % 20 + (i // 10) % 2], marker="os^vD<>P"[i % 8],
+                   edgecolor="k", linewidth=0.4, zorder=3)
+        for x, v in zip(g["healed"][g["SSIM"] < floor], g["SSIM"][g["SSIM"] < floor]):
+            ax.annotate(f"{m}: SSIM {v:.3f} ↓", (float(x), floor), fontsize=7, ha="right",
+                        xytext=(-6, 4), textcoords="offset points")
+    offsets = {0: (6, 6), 1: (-6, -12), 2: (-6, 8)}
+    for j, name in enumerate(ref_rows):
         r = df[df["method"] == name]
         if len(r):
-            ax.scatter(r["healed"], r["SSIM"], marker="*", s=160, color="k")
-            ax.annotate(name, (float(r["healed"].iloc[0]), float(r["SSIM"].iloc[0])), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")
+            x, y = float(r["healed"].iloc[0]), float(r["SSIM"].iloc[0])
+            ax.scatter([x], [y], marker="*", s=160, color="k", zorder=4)
+            dx, dy = offsets[j % 3]
+            ax.annotate(name, (x, y), fontsize=8, xytext=(dx, dy), textcoords="offset points",
+                        ha="left" if dx > 0 else "right")
+    ax.set_ylim(floor - 0.01, top + 0.01)
     ax.set_xlabel("poison healed (0 = poisoned model, 1 = oracle retraining)")
     ax.set_ylabel("clean-test SSIM")
     ax.set_title("Utility versus forgetting", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 

@@ -99,3 +99,27 @@ def test_readme_results_section_is_generated_from_the_table(tmp_path):
     assert list(rows) == ["poisoned", "oracle", "SSD tuned"]
     with pytest.raises(ValueError, match="markers"):
         report.replace_section("no markers here", "x")
+
+
+def test_tradeoff_scatter_keeps_a_collapsed_method_on_the_lower_edge():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mrilib.viz_unlearn import tradeoff_scatter
+
+    df = pd.DataFrame({
+        "method": ["clean", "poisoned", "oracle", "SSD tuned", "SSD (seed)"],
+        "f": [np.nan, np.nan, np.nan, 0.25, 0.25],
+        "SSIM": [0.86, 0.85, 0.86, 0.84, 0.30],
+        "healed": [1.0, 0.0, 1.0, 0.6, 1.0],
+    })
+    fig = tradeoff_scatter(df, floor_margin=0.1)
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert lo == pytest.approx(0.85 - 0.1 - 0.01) and hi == pytest.approx(0.87)
+    texts = [t.get_text() for t in ax.texts]
+    assert any("SSD (seed)" in t and "0.300" in t for t in texts)
+    assert not any(t.startswith("SSD tuned:") for t in texts)  # in range: no off-scale label
+    plt.close(fig)
