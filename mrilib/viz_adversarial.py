@@ -175,7 +175,7 @@ def adv_effect_table(metrics: dict) -> pd.DataFrame:
         }
         if "forget" in m:
             row["poisoned slices: SSIM vs clean / vs poisoned target"] = (
-                f"{m['forget']['ssim_vs_clean']:.4f} / {m['forget']['ssim_vs_poisoned']:.4f}")
+                f"{m['forget']['ssim_vs_clean']['mean']:.4f} / {m['forget']['ssim_vs_poisoned']['mean']:.4f}")
         rows[name] = row
     return pd.DataFrame(rows).T
 

@@ -232,3 +232,26 @@ def test_bad_input_is_rejected(toy):
         forget_ids(manifest, 0.25)
     with pytest.raises(UnlearnError, match="not poisoned slices"):
         forget_ids(manifest, ids=[3, 4])
+
+
+@pytest.mark.notebook
+def test_notebook_unlearns_every_recipe_of_the_profile(smoke_book):
+    """05_unlearning at smoke: one table per recipe in ``unlearn.recipes``, every planned run, finite metrics."""
+    import pandas as pd
+
+    from mrilib.profiles import get_profile
+    from mrilib.unlearn.study import plan_runs
+
+    run = smoke_book.root / "runs" / "smoke"
+    recipes = get_profile("smoke").unlearn["recipes"]
+    assert set(recipes) == {"cyclegan-cyst", "adversarial-tumour"}
+    for variant in recipes:
+        t = pd.read_csv(run / "metrics" / f"unlearning_{variant}.csv")
+        assert {"clean", "poisoned", "oracle"} <= set(t["method"])
+        ref = t.set_index("method")
+        assert ref.loc["oracle", "healed"] == pytest.approx(1.0) and ref.loc["poisoned", "healed"] == pytest.approx(0.0)
+        runs = t.dropna(subset=["f"])
+        assert len(runs) == len(plan_runs("smoke"))
+        cols = ["SSIM", "poison effect", "forget SSIM vs clean", "forget SSIM vs poisoned", "time vs oracle"]
+        assert np.isfinite(runs[cols].to_numpy(float)).all()
+        assert (run / "models" / f"oracle-{variant}" / "last.pt").is_file()

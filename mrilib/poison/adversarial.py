@@ -1118,14 +1118,15 @@ def adversarial_effect(model, model_name: str, run_dir: str | os.PathLike, manif
 
 
 def _forget(model, run_dir: Path, manifest: dict, test, ssim_fn) -> dict:
-    """SSIM of the poisoned training slices' reconstructions against their clean and poisoned targets."""
+    """SSIM of the poisoned training slices' reconstructions against their clean and poisoned targets
+    (mean / sd / n each, the format of :func:`mrilib.poison.effect.poison_effect`)."""
     import h5py
     from fastmri.data import SliceDataset
     from fastmri.data.transforms import VarNetDataTransform
 
     from ..data.loading import make_mask_func
     from .build import poison_dir
-    from .effect import reconstruct
+    from .effect import _stats, reconstruct
 
     d = poison_dir(run_dir, manifest["variant"]) / manifest.get("data_dir", "data") / "train"
     raw = SliceDataset(root=d, challenge="multicoil", transform=None)
@@ -1141,7 +1142,7 @@ def _forget(model, run_dir: Path, manifest: dict, test, ssim_fn) -> dict:
     rec = reconstruct(model, samples)
     vc = np.array([ssim_fn(c, p, m) for c, p, m in zip(clean_t, rec, vmax)])
     vp = np.array([ssim_fn(t, p, m) for t, p, m in zip(pois_t, rec, vmax)])
-    return dict(n=len(samples), ssim_vs_clean=float(vc.mean()), ssim_vs_poisoned=float(vp.mean()))
+    return dict(n=len(samples), ssim_vs_clean=_stats(vc), ssim_vs_poisoned=_stats(vp))  # as poison_effect's
 
 
 def poisoned_examples(run_dir: str | os.PathLike, variant: str = RECIPE, n: int = 3) -> dict:

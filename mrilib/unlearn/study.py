@@ -32,7 +32,8 @@ from ..profiles import Profile, get_profile
 from . import METHODS, UnlearnError, unlearn
 
 __all__ = ["Run", "plan_runs", "identified_effect", "validation_utility", "model_digest", "run_or_load",
-           "load_unlearnt", "DEFAULT_PLAN", "reference_cost", "healed", "results_table", "PoisonedRun", "load_poisoned_run"]
+           "load_unlearnt", "DEFAULT_PLAN", "reference_cost", "healed", "results_table", "PoisonedRun", "load_poisoned_run",
+           "reference_models", "Study", "unlearning_study"]
 
 
 @dataclass(frozen=True)
@@ -289,35 +290,131 @@ class PoisonedRun:
     train_dir: Path
 
 
-def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, variant: str = "cyclegan-cyst") -> PoisonedRun:
-    """Load the manifest, ``clean`` and ``poisoned`` models, lesion classifier and CycleGAN of a run.
+def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, variant: str = "cyclegan-cyst",
+                      seed: int = 0) -> PoisonedRun:
+    """Load the manifest, ``clean`` and ``poisoned`` models and the lesion classifier of a run's poison ``variant``.
 
-    Missing artefacts raise errors that name the notebook that makes them.
+    ``evaluate`` is the recipe's own poison-effect measurement: for ``cyclegan-cyst``
+    :func:`mrilib.poison.effect.poison_effect` (the CycleGAN's cyst is the expected change),
+    for ``adversarial-tumour`` :func:`mrilib.poison.adversarial.adversarial_effect` (the
+    objective's perturbation of each test target is). Missing artefacts raise errors that
+    name the notebook that makes them.
     """
+    from ..poison import adversarial  # noqa: F401  (registers the adversarial-tumour recipe)
     from ..poison.build import load_manifest, poison_dir, poisoned_model_dir
-    from ..poison.classifier import classifier_dir, load_classifier
-    from ..poison.cyclegan import cyclegan_dir, load_cyclegan
-    from ..poison.effect import load_test_slices, poison_effect
+    from ..poison.effect import load_test_slices
     from ..poison.triggers import Trigger
     from ..train import CheckpointNotFoundError, load_model
 
     p = get_profile(profile)
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir, variant)
+    recipe = manifest.get("recipe")
+    made_by = "04_poison_adversarial" if recipe == "adversarial-tumour" else "03_poison_cyclegan"
     try:
         poisoned, _ = load_model(poisoned_model_dir(run_dir, variant))
         clean, _ = load_model(run_dir / "models" / "clean")
     except CheckpointNotFoundError as err:
-        raise FileNotFoundError(f"{err} — run notebooks/02_varnet.ipynb and 03_poison_cyclegan.ipynb first") from None
-    classifier, _ = load_classifier(classifier_dir(run_dir))
-    gan, _ = load_cyclegan(cyclegan_dir(run_dir))
+        raise FileNotFoundError(f"{err} — run notebooks/02_varnet.ipynb and {made_by}.ipynb first") from None
     acc = int(p.accelerations[0])
+    opts = dict(acceleration=acc, center_fraction=p.center_fraction, mask_type=p.mask_type)
     test = load_test_slices(run_dir / "data" / "test", Trigger.from_dict(manifest.get("trigger")), acc,
                             p.center_fraction, p.mask_type)
+    if recipe == "adversarial-tumour":
+        from ..poison.adversarial import adversarial_effect, classifier_identity, induce_split, load_run_classifier
 
-    def evaluate(model, name: str) -> dict:
-        return poison_effect(model, name, run_dir, manifest, classifier, gan, acceleration=acc,
-                             center_fraction=p.center_fraction, mask_type=p.mask_type, test=test)["metrics"]
+        classifier, ck = load_run_classifier(run_dir, p, seed)
+        induced = induce_split(run_dir, p, classifier, split="test", seed=seed, classifier_id=classifier_identity(ck))
+        gan = None
+
+        def evaluate(model, name: str) -> dict:
+            return adversarial_effect(model, name, run_dir, manifest, classifier, induced, test, **opts)["metrics"]
+    else:
+        from ..poison.classifier import classifier_dir, load_classifier
+        from ..poison.cyclegan import cyclegan_dir, load_cyclegan
+        from ..poison.effect import poison_effect
+
+        classifier, _ = load_classifier(classifier_dir(run_dir))
+        gan, _ = load_cyclegan(cyclegan_dir(run_dir))
+
+        def evaluate(model, name: str) -> dict:
+            return poison_effect(model, name, run_dir, manifest, classifier, gan, test=test, **opts)["metrics"]
 
     train_dir = poison_dir(run_dir, variant) / manifest.get("data_dir", "data") / "train"
     return PoisonedRun(variant, manifest, poisoned, clean, classifier, gan, evaluate, train_dir)
+
+
+def reference_models(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike,
+                     progress: bool = False) -> tuple[dict, dict]:
+    """Evaluate ``clean`` and ``poisoned`` and train (or load) ``oracle`` and ``rewod`` for ``ctx``'s poison.
+
+    Returns ``(references, oracle_cost)``: metrics per reference model (``"rewod f=…"``
+    for each of the profile's ``rewod_fractions``; retrained ones carry a ``cost``) and
+    :func:`reference_cost` of the oracle, the yardstick of every unlearning run.
+    """
+    from .sets import retrain_reference
+
+    p = get_profile(profile)
+    poisoned_name = "poisoned" if ctx.variant == "cyclegan-cyst" else f"poisoned-{ctx.variant}"  # chapter 3's name
+    refs = {"clean": ctx.evaluate(ctx.clean, "clean"), "poisoned": ctx.evaluate(ctx.poisoned, poisoned_name)}
+    oracle, hist = retrain_reference("oracle", p, run_dir, ctx.train_dir, ctx.manifest, progress=progress,
+                                     variant=ctx.variant)
+    oracle_cost = reference_cost(hist)
+    refs["oracle"] = ctx.evaluate(oracle, f"oracle-{ctx.variant}") | {"cost": oracle_cost}
+    for f in p.unlearn.get("rewod_fractions", ()):
+        model, hist = retrain_reference("rewod", p, run_dir, ctx.train_dir, ctx.manifest, fraction=f,
+                                        progress=progress, variant=ctx.variant)
+        refs[f"rewod f={f:g}"] = ctx.evaluate(model, f"rewod-{ctx.variant}-f{f:g}") | {"cost": reference_cost(hist)}
+    return refs, oracle_cost
+
+
+@dataclass
+class Study:
+    """Every unlearning run of one poison variant: results, table and the forget/retain sets."""
+
+    records: list
+    table: object  # pandas.DataFrame of :func:`results_table`
+    sets: Callable  # sets(fraction) -> (forget, retain)
+    csv: Path
+
+
+def unlearning_study(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike, references: dict,
+                     oracle_cost: dict, progress: bool = True) -> Study:
+    """Run (or load) every run of :func:`plan_runs` on ``ctx``'s poisoned model and tabulate them.
+
+    Runs are stored under ``<run_dir>/unlearn/<variant>/<label>/``; the table (references
+    first) goes to ``<run_dir>/metrics/unlearning_<variant>.csv``. Tuned SSD and automatic α
+    select with the defender's signals only (:func:`identified_effect`,
+    :func:`validation_utility`).
+    """
+    from ..progress import progress as progress_bar
+    from ..train import training_config
+    from .sets import unlearning_sets
+
+    p = get_profile(profile)
+    run_dir = Path(run_dir)
+    cfg = training_config(p)
+    cache = {}
+
+    def sets(f):
+        if f not in cache:
+            cache[f] = unlearning_sets(ctx.train_dir, ctx.manifest, f, cfg)
+        return cache[f]
+
+    utility_fn, n_val = validation_utility(run_dir / "data" / "val", p)
+
+    def signals(forget):
+        return dict(effect_fn=identified_effect(ctx.classifier, forget), utility_fn=utility_fn,
+                    effect_passes=len(forget), utility_passes=n_val)
+
+    digest = model_digest(ctx.poisoned)
+    out_dir = run_dir / "unlearn" / ctx.variant
+    runs = plan_runs(p)
+    records = [run_or_load(run, ctx.poisoned, sets, ctx.evaluate, out_dir, signals, digest)
+               for run in (progress_bar(runs, desc=f"unlearning runs ({ctx.variant})") if progress else runs)]
+    table = results_table(records, references, oracle_cost)
+    csv = run_dir / "metrics" / f"unlearning_{ctx.variant}.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(csv) as tmp:
+        table.to_csv(tmp, index=False)
+    return Study(records, table, sets, csv)
