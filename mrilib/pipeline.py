@@ -189,7 +189,9 @@ def execute_notebooks(
     a half-executed chapter. On failure the partial copy is kept as
     ``NN_name.failed.ipynb`` and :class:`NotebookError` is raised naming the notebook,
     the failing cell and the exception. Wall times (seconds) are printed and merged
-    into ``<executed_dir>/timings.json`` after every notebook.
+    into ``<executed_dir>/timings.json`` after every notebook; a run of every notebook
+    (``only=None``) also records them as ``full_run``, which later ``only`` re-runs (whose
+    cached steps take seconds) leave untouched.
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -260,6 +262,10 @@ def execute_notebooks(
             timings["total_seconds"] = round(sum(timings["notebooks"].values()), 2)
             write_json(timings_path, timings)
             print(f"[{i}/{len(notebooks)}] {nb.stem}: {elapsed:.1f} s", flush=True)
+    if only is None:  # every notebook in one go: the run a reader should quote (--only re-runs may hit caches)
+        timings["full_run"] = dict(notebooks=dict(seconds), total_seconds=round(sum(seconds.values()), 2),
+                                   finished=time.strftime("%Y-%m-%d %H:%M:%S"), machine=timings["machine"])
+        write_json(timings_path, timings)
     print("Wall time per notebook (s): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
     return seconds
 

@@ -123,3 +123,23 @@ def test_tradeoff_scatter_keeps_a_collapsed_method_on_the_lower_edge():
     assert any("SSD (seed)" in t and "0.300" in t for t in texts)
     assert not any(t.startswith("SSD tuned:") for t in texts)  # in range: no off-scale label
     plt.close(fig)
+
+
+def test_results_quote_the_full_run_not_a_cached_rerun(tmp_path):
+    import json
+
+    from mrilib import report
+
+    run_dir = tmp_path / "runs" / "cpu"
+    _unlearning_csv(run_dir)
+    timings = tmp_path / "timings.json"
+    full = {"notebooks": {"02_varnet": 600.0, "05_unlearning": 1200.0}, "total_seconds": 1800.0, "machine": "m"}
+    # 05 was re-executed later with --only and took 12 s because every run was cached
+    timings.write_text(json.dumps({"profile": "cpu", "seed": 0, "machine": "m", "total_seconds": 612.0,
+                                   "notebooks": {"02_varnet": 600.0, "05_unlearning": 12.0}, "full_run": full}))
+    text = report.results_markdown(run_dir, "cpu", timings=timings)
+    assert "05_unlearning 20.0 min; total 30.0 min" in text
+    del full["notebooks"]  # no full run recorded: the latest times are quoted
+    timings.write_text(json.dumps({"profile": "cpu", "seed": 0, "total_seconds": 612.0,
+                                   "notebooks": {"02_varnet": 600.0, "05_unlearning": 12.0}}))
+    assert "05_unlearning 0.2 min; total 10.2 min" in report.results_markdown(run_dir, "cpu", timings=timings)
