@@ -68,8 +68,9 @@ def tradeoff_scatter(df, ref_rows=("poisoned", "oracle", "clean"), floor_margin:
     """Utility (clean-test SSIM) against forgetting (poison healed), one point per method and fraction.
 
     The y axis spans the reference models and the methods down to ``floor_margin`` below the
-    poisoned model's SSIM; a method that collapsed further is drawn on the lower edge with its
-    value written beside it, so one broken run does not flatten the rest of the plot.
+    lowest reference model's SSIM (normally ``poisoned``); a method that collapsed further is
+    drawn on the lower edge with its value written beside it, so one broken run does not
+    flatten the rest of the plot.
     """
     fig, ax = plt.subplots(figsize=(8.4, 4.2))
     runs = df.dropna(subset=["f"])

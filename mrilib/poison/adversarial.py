@@ -1052,7 +1052,7 @@ def adversarial_effect(model, model_name: str, run_dir: str | os.PathLike, manif
     from ..io import write_json
     from ..metrics import image_metrics, ssim
     from .classifier import is_lesion, lesion_scores
-    from .effect import effect_scores, load_test_slices, reconstruct
+    from .effect import _stats, effect_scores, load_test_slices, reconstruct
     from .triggers import Trigger
 
     t0 = time.perf_counter()
@@ -1079,23 +1079,16 @@ def adversarial_effect(model, model_name: str, run_dir: str | os.PathLike, manif
         success = (sc["tumour"] > thr) & (sx["tumour"] <= thr)
     util = [image_metrics(x[i], r_clean[i], float(vmax[i])) for i in range(len(x))]
 
-    def stats(v):
-        """Mean, sd and count of the finite values."""
-        v = np.asarray(v, float)
-        v = v[np.isfinite(v)]
-        return dict(mean=float(v.mean()) if len(v) else float("nan"),
-                    sd=float(v.std(ddof=1)) if len(v) > 1 else 0.0, n=int(len(v)))
-
     metrics = dict(
         model=model_name, recipe=manifest["recipe"], variant=manifest.get("variant"),
         acceleration=int(test.acceleration), n_test_slices=len(x),
-        effect=stats(eff["effect"]), effect_raw=stats(eff["raw"]),
+        effect=_stats(eff["effect"]), effect_raw=_stats(eff["raw"]),
         success_rate=float(success.mean()),
         tumour_threshold=thr,
         tumour_rate_triggered=float((st["tumour"] > thr).mean()), tumour_rate_clean=float((sc["tumour"] > thr).mean()),
         lesion_rate_triggered=float(is_lesion(classifier, st).mean()),
         lesion_rate_clean=float(is_lesion(classifier, sc).mean()),
-        clean_test={k: stats([u[k] for u in util]) for k in ("ssim", "psnr", "nmse")},
+        clean_test={k: _stats([u[k] for u in util]) for k in ("ssim", "psnr", "nmse")},
         model_fingerprint=_fingerprint(model),
         per_slice=dict(file=list(sl.files), slice=[int(s) for s in sl.slices], effect=eff["effect"].tolist(),
                        effect_raw=eff["raw"].tolist(), tumour_prob_triggered=st["tumour"].tolist(),
