@@ -76,7 +76,7 @@ PROFILES: dict[str, Profile] = {
                         classifier=dict(epochs=3, batch_size=16, lesion_variants=1),
                         cyclegan=dict(iterations=16, ngf=8, ndf=16, n_blocks=2, ckpt_every=8)),
             unlearn=dict(seeds=(0,), fractions=(0.25,), main_fraction=0.25, steps=4, batch_size=4, alphas=(1.0, 10.0),
-                         rewod_fractions=(0.25,), recipes=("cyclegan-cyst", "adversarial-tumour")),
+                         rewod_fractions=(0.25,), recipes=("cyclegan-cyst", "adversarial-tumour"), workers=2),
         ),
         Profile(
             name="cpu",
@@ -106,8 +106,9 @@ PROFILES: dict[str, Profile] = {
             # recipes: only the CycleGAN cyst. At this size `poisoned-adv` does not learn its backdoor (measured:
             # success 4.7 %, effect 0.06 vs 0.04 for clean), so there is nothing to unlearn, and its oracle and
             # rewod would add two ~11-minute trainings.
+            # workers: the retrainings and unlearning runs of chapter 5 in two one-thread processes (mrilib.unlearn.pool)
             unlearn=dict(seeds=(0,), fractions=(0.1, 0.25, 0.5, 1.0), main_fraction=0.25, steps=60, batch_size=4,
-                         rewod_fractions=(0.25,), recipes=("cyclegan-cyst",)),
+                         rewod_fractions=(0.25,), recipes=("cyclegan-cyst",), workers=2),
         ),
         Profile(
             name="gpu",

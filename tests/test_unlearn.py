@@ -255,3 +255,36 @@ def test_notebook_unlearns_every_recipe_of_the_profile(smoke_book):
         cols = ["SSIM", "poison effect", "forget SSIM vs clean", "forget SSIM vs poisoned", "time vs oracle"]
         assert np.isfinite(runs[cols].to_numpy(float)).all()
         assert (run / "models" / f"oracle-{variant}" / "last.pt").is_file()
+
+
+@pytest.mark.notebook
+def test_pool_stores_every_artefact_and_recomputes_only_what_is_missing(smoke_book, tmp_path):
+    """After the smoke book nothing is pending; a deleted run and rewod are recomputed by two
+    worker processes, and the run's metrics equal the ones the book's workers stored."""
+    import shutil
+
+    from mrilib.io import read_json
+    from mrilib.unlearn.pool import pending_tasks, precompute
+    from mrilib.unlearn.study import load_poisoned_run, model_digest, plan_runs
+
+    run = tmp_path / "smoke"
+    shutil.copytree(smoke_book.root / "runs" / "smoke", run)
+    ctx = load_poisoned_run("smoke", run, "cyclegan-cyst")
+    digest = model_digest(ctx.poisoned)
+    assert pending_tasks("smoke", run, "cyclegan-cyst", digest) == []
+    label = next(r.label for r in plan_runs("smoke") if r.key == "ssd-tuned")
+    stored = read_json(run / "unlearn" / "cyclegan-cyst" / label / "result.json")
+    shutil.rmtree(run / "unlearn" / "cyclegan-cyst" / label)
+    shutil.rmtree(run / "models" / "rewod-cyclegan-cyst-f0.25")
+    assert pending_tasks("smoke", run, "cyclegan-cyst", digest) == [("rewod", 0.25), ("run", label)]
+    with pytest.raises(ValueError, match="workers"):
+        precompute(ctx, "smoke", run, workers=0)
+    assert precompute(ctx, "smoke", run, workers=1)["seconds"] == {}  # one worker: the sequential calls do it
+    out = precompute(ctx, "smoke", run, workers=2, progress=False)
+    assert set(out["seconds"]) == {"rewod 0.25", f"run {label}"}
+    assert pending_tasks("smoke", run, "cyclegan-cyst", digest) == []
+    again = read_json(run / "unlearn" / "cyclegan-cyst" / label / "result.json")
+    def measured(r):  # everything but the evaluation's own wall time
+        return {k: v for k, v in r["metrics"].items() if k != "seconds"}
+
+    assert measured(again) == measured(stored) and again["info"]["alpha"] == stored["info"]["alpha"]

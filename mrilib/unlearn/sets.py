@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from ..train import TrainSlices, train_or_load, training_config
 from .base import UnlearnError
 
-__all__ = ["SliceSubset", "forget_ids", "unlearning_sets", "retrain_reference"]
+__all__ = ["SliceSubset", "forget_ids", "unlearning_sets", "retrain_reference", "reference_dir"]
 
 
 class SliceSubset(Dataset):
@@ -93,14 +93,22 @@ def retrain_reference(kind: str, profile, run_dir: str | os.PathLike, train_dir:
     cfg = training_config(profile)
     t = cfg["train"]
     base = TrainSlices(train_dir, t["accelerations"], t["center_fraction"], t["mask_type"], t["seed"])
+    out = reference_dir(kind, run_dir, variant, fraction)
     if kind == "oracle":
         drop = {int(i) for i in manifest["poisoned_ids"]}
-        name = f"oracle-{variant}"
-    elif kind == "rewod":
-        drop = set(forget_ids(manifest, fraction))
-        name = f"rewod-{variant}-f{fraction:g}"
     else:
-        raise UnlearnError(f"unknown retrain reference {kind!r}: oracle or rewod")
-    data = SliceSubset(base, sorted(set(range(len(base))) - drop), name)
-    out = Path(run_dir) / "models" / name
+        drop = set(forget_ids(manifest, fraction))
+    data = SliceSubset(base, sorted(set(range(len(base))) - drop), out.name)
     return train_or_load(cfg, {"train": data, "val": Path(run_dir) / "data" / "val"}, out, progress=progress)
+
+
+def reference_dir(kind: str, run_dir: str | os.PathLike, variant: str = "cyclegan-cyst",
+                  fraction: float | None = None) -> Path:
+    """``<run_dir>/models/oracle-<variant>`` or ``<run_dir>/models/rewod-<variant>-f<fraction>``."""
+    if kind == "oracle":
+        return Path(run_dir) / "models" / f"oracle-{variant}"
+    if kind == "rewod":
+        if fraction is None:
+            raise UnlearnError("rewod needs the identified fraction it leaves out")
+        return Path(run_dir) / "models" / f"rewod-{variant}-f{fraction:g}"
+    raise UnlearnError(f"unknown retrain reference {kind!r}: oracle or rewod")

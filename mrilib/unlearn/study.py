@@ -32,8 +32,8 @@ from ..profiles import Profile, get_profile
 from . import METHODS, UnlearnError, unlearn
 
 __all__ = ["Run", "plan_runs", "identified_effect", "validation_utility", "model_digest", "run_or_load",
-           "load_unlearnt", "DEFAULT_PLAN", "reference_cost", "healed", "results_table", "PoisonedRun", "load_poisoned_run",
-           "reference_models", "Study", "unlearning_study"]
+           "load_unlearnt", "stored_result", "DEFAULT_PLAN", "reference_cost", "healed", "results_table", "PoisonedRun", "load_poisoned_run",
+           "reference_models", "Study", "StudyInputs", "study_inputs", "unlearning_study"]
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,18 @@ def read_json_roundtrip(obj):
     return json.loads(json.dumps(obj, sort_keys=True))
 
 
+def stored_result(run: Run, out_dir: str | os.PathLike, poisoned_digest: str) -> dict | None:
+    """The stored result of ``run`` under ``out_dir`` when it was computed from the same poisoned
+    model (``poisoned_digest``) with the same configuration and its weights exist; else ``None``."""
+    folder = Path(out_dir) / run.label
+    result_path = folder / "result.json"
+    if result_path.exists() and (folder / "model.pt").exists():
+        old = read_json(result_path)
+        if old.get("identity") == _identity(run, poisoned_digest):
+            return old
+    return None
+
+
 def run_or_load(run: Run, poisoned: torch.nn.Module, sets: Callable, evaluate: Callable, out_dir: str | os.PathLike,
                 signals: Callable | None = None, poisoned_digest: str | None = None) -> dict:
     """Execute ``run`` (or load its stored result) and return the result record.
@@ -182,12 +194,12 @@ def run_or_load(run: Run, poisoned: torch.nn.Module, sets: Callable, evaluate: C
         poisoned_digest: :func:`model_digest` of ``poisoned`` (computed if not given).
     """
     folder = Path(out_dir) / run.label
-    ident = _identity(run, poisoned_digest or model_digest(poisoned))
+    poisoned_digest = poisoned_digest or model_digest(poisoned)
+    old = stored_result(run, out_dir, poisoned_digest)
+    if old is not None:
+        return old
+    ident = _identity(run, poisoned_digest)
     result_path = folder / "result.json"
-    if result_path.exists():
-        old = read_json(result_path)
-        if old.get("identity") == ident and (folder / "model.pt").exists():
-            return old
     forget, retain = sets(run.fraction)
     hp = dict(run.hp)
     if run.method in ("ssd-tuned", "ssd-auto") and signals is not None:
@@ -378,16 +390,20 @@ class Study:
     csv: Path
 
 
-def unlearning_study(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike, references: dict,
-                     oracle_cost: dict, progress: bool = True) -> Study:
-    """Run (or load) every run of :func:`plan_runs` on ``ctx``'s poisoned model and tabulate them.
+@dataclass
+class StudyInputs:
+    """What every run of one poison variant needs: the planned runs, the forget/retain sets, the
+    defender's selection signals, the poisoned model's digest and where runs are stored."""
 
-    Runs are stored under ``<run_dir>/unlearn/<variant>/<label>/``; the table (references
-    first) goes to ``<run_dir>/metrics/unlearning_<variant>.csv``. Tuned SSD and automatic α
-    select with the defender's signals only (:func:`identified_effect`,
-    :func:`validation_utility`).
-    """
-    from ..progress import progress as progress_bar
+    runs: list
+    sets: Callable  # sets(fraction) -> (forget, retain)
+    signals: Callable  # signals(forget) -> keyword arguments of the selecting methods
+    digest: str
+    out_dir: Path
+
+
+def study_inputs(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike) -> StudyInputs:
+    """The :class:`StudyInputs` of ``ctx``'s poison for ``profile`` (sets are built on first use)."""
     from ..train import training_config
     from .sets import unlearning_sets
 
@@ -407,14 +423,29 @@ def unlearning_study(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os
         return dict(effect_fn=identified_effect(ctx.classifier, forget), utility_fn=utility_fn,
                     effect_passes=len(forget), utility_passes=n_val)
 
-    digest = model_digest(ctx.poisoned)
-    out_dir = run_dir / "unlearn" / ctx.variant
-    runs = plan_runs(p)
-    records = [run_or_load(run, ctx.poisoned, sets, ctx.evaluate, out_dir, signals, digest)
+    return StudyInputs(plan_runs(p), sets, signals, model_digest(ctx.poisoned), run_dir / "unlearn" / ctx.variant)
+
+
+def unlearning_study(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike, references: dict,
+                     oracle_cost: dict, progress: bool = True) -> Study:
+    """Run (or load) every run of :func:`plan_runs` on ``ctx``'s poisoned model and tabulate them.
+
+    Runs are stored under ``<run_dir>/unlearn/<variant>/<label>/``; the table (references
+    first) goes to ``<run_dir>/metrics/unlearning_<variant>.csv``. Tuned SSD and automatic α
+    select with the defender's signals only (:func:`identified_effect`,
+    :func:`validation_utility`). Runs already computed (for example by
+    :func:`mrilib.unlearn.pool.precompute` in parallel processes) are loaded.
+    """
+    from ..progress import progress as progress_bar
+
+    run_dir = Path(run_dir)
+    inp = study_inputs(ctx, profile, run_dir)
+    runs = inp.runs
+    records = [run_or_load(run, ctx.poisoned, inp.sets, ctx.evaluate, inp.out_dir, inp.signals, inp.digest)
                for run in (progress_bar(runs, desc=f"unlearning runs ({ctx.variant})") if progress else runs)]
     table = results_table(records, references, oracle_cost)
     csv = run_dir / "metrics" / f"unlearning_{ctx.variant}.csv"
     csv.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(csv) as tmp:
         table.to_csv(tmp, index=False)
-    return Study(records, table, sets, csv)
+    return Study(records, table, inp.sets, csv)

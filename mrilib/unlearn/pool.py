@@ -1,0 +1,152 @@
+"""The unlearning study's heavy work in parallel worker processes.
+
+Chapter 5 trains the retrain references (``oracle``, ``rewod``) and executes every
+planned unlearning run. Each is independent of the others and stores its own
+artefact, so they can run side by side. On a CPU, a VarNet of the ``cpu`` profile is
+too small for two threads to pay: one training on two threads took 0.098 s per step,
+two trainings on one thread each 0.13 s per step *each* (measured with
+``bench/train_throughput.py --threads 1``, two processes at once), so two one-thread
+workers do about 1.5 times the work of one two-thread process.
+
+:func:`precompute` hands every missing artefact to ``workers`` processes (longest
+first: the retrainings, then the runs). Afterwards :func:`~mrilib.unlearn.study.reference_models`
+and :func:`~mrilib.unlearn.study.unlearning_study` load what the workers stored. Costs
+stay comparable: the oracle's time and every run's time are measured the same way, on
+one thread beside one other worker.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import torch
+
+from ..io import read_json
+from ..profiles import Profile, get_profile
+from .sets import reference_dir, retrain_reference
+from .study import (
+    PoisonedRun,
+    load_poisoned_run,
+    model_digest,
+    plan_runs,
+    read_json_roundtrip,
+    run_or_load,
+    stored_result,
+    study_inputs,
+)
+
+__all__ = ["precompute", "pending_tasks", "default_workers"]
+
+_WORKER: dict = {}
+
+
+def default_workers(profile: Profile | str) -> int:
+    """Worker processes for the profile: ``Profile.unlearn["workers"]`` on a CPU-only machine
+    (at most one per core), 1 when CUDA is available (the GPU trains one model at a time)."""
+    if torch.cuda.is_available():
+        return 1
+    want = int(get_profile(profile).unlearn.get("workers", 1))
+    return max(1, min(want, os.cpu_count() or 1))
+
+
+def _reference_done(profile: Profile, out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a finished training of the profile's configuration."""
+    from ..train import training_config
+
+    path = out_dir / "history.json"
+    if not (path.exists() and (out_dir / "last.pt").exists()):
+        return False
+    hist = read_json(path)
+    cfg = read_json_roundtrip(training_config(profile))
+    return bool(hist.get("finished")) and all(hist.get("config", {}).get(k) == cfg[k] for k in ("model", "train"))
+
+
+def pending_tasks(profile: Profile | str, run_dir: str | os.PathLike, variant: str, poisoned_digest: str) -> list:
+    """The study's artefacts not stored yet, longest first: ``("oracle", None)``,
+    ``("rewod", f)`` and ``("run", label)`` tasks."""
+    p = get_profile(profile)
+    run_dir = Path(run_dir)
+    tasks = []
+    refs = [("oracle", None)] + [("rewod", float(f)) for f in p.unlearn.get("rewod_fractions", ())]
+    for kind, f in refs:
+        if not _reference_done(p, reference_dir(kind, run_dir, variant, f)):
+            tasks.append((kind, f))
+    out_dir = run_dir / "unlearn" / variant
+    tasks += [("run", r.label) for r in plan_runs(p) if stored_result(r, out_dir, poisoned_digest) is None]
+    return tasks
+
+
+def _init_worker(profile: Profile, run_dir: str, variant: str, seed: int, threads: int) -> None:
+    torch.set_num_threads(threads)
+    ctx = load_poisoned_run(profile, run_dir, variant, seed=seed)
+    _WORKER.update(profile=profile, run_dir=Path(run_dir), ctx=ctx, inputs=study_inputs(ctx, profile, run_dir))
+
+
+def _do(task: tuple) -> tuple[tuple, float]:
+    """Execute one task in a worker; return it with its wall seconds."""
+    t0 = time.perf_counter()
+    kind, arg = task
+    ctx, inp = _WORKER["ctx"], _WORKER["inputs"]
+    if kind == "run":
+        run = next(r for r in inp.runs if r.label == arg)
+        run_or_load(run, ctx.poisoned, inp.sets, ctx.evaluate, inp.out_dir, inp.signals, inp.digest)
+    else:
+        retrain_reference(kind, _WORKER["profile"], _WORKER["run_dir"], ctx.train_dir, ctx.manifest, fraction=arg,
+                          progress=False, variant=ctx.variant)
+    return task, time.perf_counter() - t0
+
+
+def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike, seed: int = 0,
+               workers: int | None = None, progress: bool = True) -> dict:
+    """Train the missing retrain references and execute the missing unlearning runs of ``ctx``'s
+    poison in parallel processes.
+
+    Args:
+        ctx: the poisoned run (:func:`~mrilib.unlearn.study.load_poisoned_run`); each worker
+            loads its own copy with ``seed``.
+        profile, run_dir: the run's profile and folder.
+        workers: processes (default :func:`default_workers`); with 1, or nothing missing,
+            nothing happens here and the chapter's sequential calls do the work.
+        progress: a progress bar over finished tasks.
+
+    Returns:
+        ``{"workers": n, "tasks": [...], "seconds": {task: s}, "wall_s": s}``. A failing
+        task raises here, naming the task; the tasks not started are cancelled.
+    """
+    from ..progress import progress as progress_bar
+
+    p = get_profile(profile)
+    workers = default_workers(p) if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    tasks = pending_tasks(p, run_dir, ctx.variant, model_digest(ctx.poisoned))
+    out = dict(workers=workers, tasks=[list(t) for t in tasks], seconds={}, wall_s=0.0)
+    if workers == 1 or not tasks:
+        return out
+    t0 = time.perf_counter()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=mp.get_context("spawn"),
+                               initializer=_init_worker, initargs=(p, str(run_dir), ctx.variant, seed, threads))
+    bar = progress_bar(total=len(tasks), desc=f"study artefacts ({ctx.variant}, {workers} processes)",
+                       disable=not progress)
+    try:
+        futures = {pool.submit(_do, t): t for t in tasks}
+        for fut in as_completed(futures):
+            try:
+                task, seconds = fut.result()
+            except Exception as err:
+                raise RuntimeError(f"unlearning study task {futures[fut]} failed: {err}") from err
+            out["seconds"][f"{task[0]} {task[1]}"] = seconds
+            bar.update(1)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown(wait=True)
+    out["wall_s"] = time.perf_counter() - t0
+    return out
