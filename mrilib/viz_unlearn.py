@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import matplotlib.pyplot as plt
 
-__all__ = ["importance_ratio_hist", "dampened_layers", "sweep_plot", "tradeoff_scatter", "cost_bars", "qualitative_grid"]
+__all__ = ["importance_ratio_hist", "dampened_layers", "dose_response_plot", "sweep_plot", "tradeoff_scatter", "cost_bars", "qualitative_grid"]
 
 
 def importance_ratio_hist(imp_forget: dict, imp_retain: dict, alphas: dict[str, float] | None = None):
@@ -40,6 +40,32 @@ def dampened_layers(layers: dict[str, float], top: int = 20, title: str = "Where
     ax.invert_yaxis()
     ax.set_xlabel("share of the tensor's parameters dampened (%)")
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def dose_response_plot(df, columns: dict[str, str], hue: str = "label", hlines: dict[str, tuple] | None = None,
+                       x: str = "dampened fraction"):
+    """One panel per entry of ``columns`` (a column of ``df`` → its panel title) against the share of
+    parameters dampened (log x), one line per value of ``hue``.
+
+    ``hlines`` maps a column to ``(y, label)`` reference lines (e.g. a tolerance). Rows
+    with nothing dampened have no place on a log axis and are left out.
+    """
+    d = df[df[x] > 0].sort_values(x)
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.6 * len(columns), 3.6), squeeze=False)
+    for ax, (col, title) in zip(axes[0], columns.items()):
+        for i, (name, g) in enumerate(d.groupby(hue, sort=False)):
+            g = g.dropna(subset=[col])
+            if len(g):
+                ax.plot(g[x], g[col], marker="o", color=f"C{i}", label=str(name))
+        for y, label in (hlines or {}).get(col, ()):
+            ax.axhline(y, color="0.4", ls="--", lw=1, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("share of parameters dampened")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
 

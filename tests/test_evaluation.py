@@ -125,6 +125,39 @@ def test_tradeoff_scatter_keeps_a_collapsed_method_on_the_lower_edge():
     plt.close(fig)
 
 
+def test_search_traces_and_their_plot_are_relative_to_the_poisoned_model():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mrilib.unlearn.diagnose import search_traces
+    from mrilib.viz_unlearn import dose_response_plot
+
+    tuned = dict(method="ssd-tuned", name="SSD tuned", fraction=0.25, info=dict(
+        original_effect=0.5, original_utility=0.80, trace=[
+            dict(alpha=10.0, dampened_fraction=1e-3, effect=0.4, utility=0.795),
+            dict(alpha=1.0, dampened_fraction=1e-2, effect=0.1, utility=0.70),
+            dict(alpha=100.0, dampened_fraction=0.0, effect=0.5, utility=0.80)]))  # nothing dampened: not on log x
+    auto = dict(method="ssd-auto", name="SSD auto-α", fraction=0.25, info=dict(
+        original_effect=0.5, trace=[dict(target_fraction=1e-4, dampened_fraction=1e-4, effect=0.45)]))
+    repaired = dict(tuned, info=dict(tuned["info"], repair_steps=5))  # repaired runs are not searches of their own
+    df = search_traces([tuned, auto, repaired])
+    assert len(df) == 4 and set(df["label"]) == {"SSD tuned f=0.25", "SSD auto-α f=0.25"}
+    cols = {"identified effect / poisoned": "effect", "Δ validation SSIM": "cost"}
+    fig = dose_response_plot(df, cols, hlines={"Δ validation SSIM": [(-0.01, "tolerance")]})
+    left, right = fig.axes
+    lines = {ln.get_label(): ln for ln in left.lines}
+    np.testing.assert_allclose(lines["SSD tuned f=0.25"].get_xdata(), [1e-3, 1e-2])
+    np.testing.assert_allclose(lines["SSD tuned f=0.25"].get_ydata(), [0.8, 0.2])
+    np.testing.assert_allclose(lines["SSD auto-α f=0.25"].get_ydata(), [0.9])
+    rlines = {ln.get_label(): ln for ln in right.lines}
+    np.testing.assert_allclose(rlines["SSD tuned f=0.25"].get_ydata(), [-0.005, -0.10])
+    assert "SSD auto-α f=0.25" not in rlines  # automatic α has no utility trace
+    assert np.allclose(rlines["tolerance"].get_ydata(), -0.01)
+    plt.close(fig)
+
+
 def test_results_quote_the_full_run_not_a_cached_rerun(tmp_path):
     import json
 

@@ -24,6 +24,7 @@ from mrilib.unlearn import (
     alpha_for_fraction,
     fisher_importance,
     forget_ids,
+    region_importance,
     ssd,
     ssd_auto_alpha,
     ssd_dampen,
@@ -116,6 +117,31 @@ def test_fisher_importance_is_mean_squared_batch_gradient(toy):
         want += model.b.grad.detach() ** 2
     assert imp["b"] == pytest.approx(float(want / 2), rel=1e-5)
     assert counter.forward == 4 and counter.backward == 4
+
+
+def test_region_importance_sees_the_poison_parameter_inside_its_region(toy):
+    """Inside the blob the gradient is the poison's parameter ``b``'s; over the whole image ``a`` dominates."""
+    from mrilib.unlearn.base import batches
+    from mrilib.train import forward_batch
+
+    model, forget, _ = toy
+    n = len(forget)
+    nothing = region_importance(model, forget, torch.zeros(n, N, N), batch_size=2)
+    assert float(nothing["a"]) == 0.0 and float(nothing["b"]) == 0.0
+    everywhere = region_importance(model, forget, torch.ones(n, N, N), batch_size=2)
+    want = torch.zeros(())  # by hand: squared gradient of each batch's mean |out - target| / max, averaged
+    for batch in batches(forget, 2):
+        model.zero_grad()
+        out, target = forward_batch(model, batch, "cpu")
+        ((out - target).abs() / batch.max_value.view(-1, 1, 1)).mean().backward()
+        want += model.b.grad.detach() ** 2
+    assert float(everywhere["b"]) == pytest.approx(float(want / 2), rel=1e-5)
+    lesion = region_importance(model, forget, (blob() > 0.5).float().expand(n, N, N), batch_size=2)
+    assert lesion["b"] / lesion["a"] > 2 * everywhere["b"] / everywhere["a"]
+    with pytest.raises(UnlearnError, match="regions"):
+        region_importance(model, forget, torch.ones(n - 1, N, N))
+    with pytest.raises(UnlearnError, match="shape"):
+        region_importance(model, forget, torch.ones(n, N, N + 1))
 
 
 def _effect(model, forget) -> float:

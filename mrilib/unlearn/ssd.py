@@ -49,6 +49,7 @@ from .gradient import finetune_steps
 __all__ = [
     "fisher_importance",
     "label_free_importance",
+    "region_importance",
     "ssd_dampen",
     "ssd",
     "lf_ssd",
@@ -62,23 +63,31 @@ def _params(model) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _mean_gradient_statistic(model, dataset, batch_size: int, objective: Callable, square: bool,
+                             desc: str) -> dict[str, torch.Tensor]:
+    """Mean over batches of ``grad²`` (``square``) or ``|grad|`` of ``objective(batch, first_index)``."""
+    params = _params(model)
+    imp = {n: torch.zeros_like(p) for n, p in params.items()}
+    model.train()
+    n = first = 0
+    for batch in progress(batches(dataset, batch_size), desc=desc, leave=False):
+        model.zero_grad(set_to_none=True)
+        objective(batch, first).backward()
+        first += len(batch.fname)
+        for name, p in params.items():
+            if p.grad is not None:
+                imp[name] += p.grad.detach() ** 2 if square else p.grad.detach().abs()
+        n += 1
+    model.zero_grad(set_to_none=True)
+    return {k: v / max(n, 1) for k, v in imp.items()}
+
+
 def fisher_importance(model, dataset, batch_size: int = 4, counter: PassCounter | None = None,
                       desc: str = "importance") -> dict[str, torch.Tensor]:
     """Diagonal Fisher importance: mean over batches of the squared batch-mean loss gradient."""
     counter = counter or PassCounter()
-    params = _params(model)
-    imp = {n: torch.zeros_like(p) for n, p in params.items()}
-    model.train()
-    n = 0
-    for batch in progress(batches(dataset, batch_size), desc=desc, leave=False):
-        model.zero_grad(set_to_none=True)
-        batch_loss(model, batch, counter, backward=True).backward()
-        for name, p in params.items():
-            if p.grad is not None:
-                imp[name] += p.grad.detach() ** 2
-        n += 1
-    model.zero_grad(set_to_none=True)
-    return {k: v / max(n, 1) for k, v in imp.items()}
+    return _mean_gradient_statistic(model, dataset, batch_size, lambda b, _: batch_loss(model, b, counter, backward=True),
+                                    square=True, desc=desc)
 
 
 def label_free_importance(model, dataset, batch_size: int = 4, counter: PassCounter | None = None,
@@ -87,22 +96,42 @@ def label_free_importance(model, dataset, batch_size: int = 4, counter: PassCoun
     from ..train import forward_batch
 
     counter = counter or PassCounter()
-    params = _params(model)
-    imp = {n: torch.zeros_like(p) for n, p in params.items()}
-    model.train()
-    n = 0
-    for batch in progress(batches(dataset, batch_size), desc=desc, leave=False):
-        model.zero_grad(set_to_none=True)
+
+    def objective(batch, _):
         out, _ = forward_batch(model, batch, "cpu")
         counter.add(out.shape[0], backward=True)
         scale = batch.max_value.to(out.device).view(-1, 1, 1)
-        (out / scale).pow(2).sum(dim=(-2, -1)).mean().backward()
-        for name, p in params.items():
-            if p.grad is not None:
-                imp[name] += p.grad.detach().abs()
-        n += 1
-    model.zero_grad(set_to_none=True)
-    return {k: v / max(n, 1) for k, v in imp.items()}
+        return (out / scale).pow(2).sum(dim=(-2, -1)).mean()
+
+    return _mean_gradient_statistic(model, dataset, batch_size, objective, square=False, desc=desc)
+
+
+def region_importance(model, dataset, regions, batch_size: int = 4, counter: PassCounter | None = None,
+                      desc: str = "region importance") -> dict[str, torch.Tensor]:
+    """Fisher importance of the error *inside marked regions*: mean over batches of the squared
+    gradient of the mean absolute error (fraction of each slice's maximum) over the region pixels.
+
+    ``regions``: ``(N, H, W)`` masks in the order of ``dataset`` (e.g. where the poison put its
+    lesion). The whole-image loss of :func:`fisher_importance` mixes the poison with the anatomy
+    around it; this one asks which parameters produce the marked region only.
+    """
+    from ..train import forward_batch
+
+    counter = counter or PassCounter()
+    regions = torch.as_tensor(regions, dtype=torch.float32)
+    if len(regions) != len(dataset):
+        raise UnlearnError(f"{len(regions)} regions for a set of {len(dataset)} slices")
+
+    def objective(batch, first):
+        out, target = forward_batch(model, batch, "cpu")
+        counter.add(out.shape[0], backward=True)
+        mask = regions[first:first + out.shape[0]]
+        if mask.shape[-2:] != out.shape[-2:]:
+            raise UnlearnError(f"regions of shape {tuple(mask.shape[-2:])} for images of {tuple(out.shape[-2:])}")
+        err = (out - target).abs() / batch.max_value.to(out.device).view(-1, 1, 1)
+        return (err * mask).sum() / mask.sum().clamp_min(1.0)
+
+    return _mean_gradient_statistic(model, dataset, batch_size, objective, square=True, desc=desc)
 
 
 @torch.no_grad()

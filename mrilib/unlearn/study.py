@@ -298,7 +298,7 @@ class PoisonedRun:
     clean: torch.nn.Module
     classifier: object
     generator: object
-    evaluate: Callable  # evaluate(model, name) -> metrics dict (also written to metrics/poison_<name>.json)
+    evaluate: Callable  # evaluate(model, name, save=True) -> metrics dict (written to metrics/poison_<name>.json)
     train_dir: Path
 
 
@@ -339,8 +339,9 @@ def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, varian
         induced = induce_split(run_dir, p, classifier, split="test", seed=seed, classifier_id=classifier_identity(ck))
         gan = None
 
-        def evaluate(model, name: str) -> dict:
-            return adversarial_effect(model, name, run_dir, manifest, classifier, induced, test, **opts)["metrics"]
+        def evaluate(model, name: str, save: bool = True) -> dict:
+            return adversarial_effect(model, name, run_dir, manifest, classifier, induced, test, save=save,
+                                      **opts)["metrics"]
     else:
         from ..poison.classifier import classifier_dir, load_classifier
         from ..poison.cyclegan import cyclegan_dir, load_cyclegan
@@ -349,8 +350,9 @@ def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, varian
         classifier, _ = load_classifier(classifier_dir(run_dir))
         gan, _ = load_cyclegan(cyclegan_dir(run_dir))
 
-        def evaluate(model, name: str) -> dict:
-            return poison_effect(model, name, run_dir, manifest, classifier, gan, test=test, **opts)["metrics"]
+        def evaluate(model, name: str, save: bool = True) -> dict:
+            return poison_effect(model, name, run_dir, manifest, classifier, gan, test=test, save=save,
+                                 **opts)["metrics"]
 
     train_dir = poison_dir(run_dir, variant) / manifest.get("data_dir", "data") / "train"
     return PoisonedRun(variant, manifest, poisoned, clean, classifier, gan, evaluate, train_dir)

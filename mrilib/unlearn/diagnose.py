@@ -1,0 +1,121 @@
+"""Why SSD stops short: dose-response curves of dampening.
+
+SSD removes the parameters whose importance to the forget set most exceeds their
+importance to the rest. How much poison that removes, and what it costs, depends on
+how many parameters it dampens. These functions trace that dose-response:
+
+- :func:`search_traces`: the curves the defender saw while tuning (the stored grid of
+  tuned SSD and the steps of automatic α: identified slices' lesion score, validation SSIM);
+- :func:`dose_response`: the same dampening rule on a grid of dampened shares, scored
+  also on the *test* poison effect, success rate and clean-test SSIM (analysis only:
+  nothing here selects a hyper-parameter), for several forget importances — the
+  whole-image Fisher importance of SSD, and the importance of the error inside the
+  region where the poison put its lesion (:func:`~mrilib.unlearn.ssd.region_importance`),
+  which asks whether the forget signal is diluted by the anatomy around the lesion.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from ..progress import progress
+from .base import UnlearnError
+from .ssd import alpha_for_fraction, ssd_dampen
+from .study import PoisonedRun, healed
+
+__all__ = ["search_traces", "forget_regions", "dose_response", "DOSES"]
+
+#: Shares of all parameters dampened in :func:`dose_response`.
+DOSES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+
+
+def search_traces(records: list[dict], methods=("ssd-tuned", "ssd-auto")):
+    """The stored hyper-parameter searches of SSD runs as one table.
+
+    One row per grid point of every run of ``methods`` without repair: ``label``
+    (method and f), ``dampened fraction``, ``identified effect / poisoned`` (the
+    defender's lesion score relative to the poisoned model's) and ``Δ validation SSIM``
+    (tuned SSD only; NaN for automatic α).
+    """
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        info = r.get("info") or {}
+        if r["method"] not in methods or info.get("repair_steps") or info.get("label_free"):
+            continue
+        label = f"{r['name']} f={r['fraction']:g}"
+        u0, e0 = info.get("original_utility"), info.get("original_effect")
+        for t in info.get("trace") or []:
+            rows.append({"label": label, "dampened fraction": t["dampened_fraction"],
+                         "identified effect / poisoned": t["effect"] / e0 if e0 else np.nan,
+                         "Δ validation SSIM": t["utility"] - u0 if "utility" in t and u0 is not None else np.nan})
+    return pd.DataFrame(rows, columns=["label", "dampened fraction", "identified effect / poisoned", "Δ validation SSIM"])
+
+
+def forget_regions(ctx: PoisonedRun, forget) -> torch.Tensor:
+    """The poison's lesion region (``lesion_roi`` of the poisoned volumes) of every forget slice, in order."""
+    from ..data import read_volume
+
+    by_id = {int(r["id"]): r for r in ctx.manifest["poisoned"]}
+    masks = []
+    for gid in forget.ids:
+        r = by_id[int(gid)]
+        masks.append(read_volume(ctx.train_dir / r["file"], keys=("lesion_roi",))["lesion_roi"][int(r["slice"])])
+    return torch.from_numpy(np.stack(masks).astype(np.float32))
+
+
+def dose_response(ctx: PoisonedRun, forget_importances: dict, imp_retain: dict, references: dict, signals: dict,
+                  doses=DOSES, show_progress: bool = True):
+    """Dampen the poisoned model at each share in ``doses`` and measure what it buys and costs.
+
+    Args:
+        ctx: the poisoned run (its model is copied, never changed).
+        forget_importances: name → forget importance to compare (e.g. ``whole image``:
+            :func:`~mrilib.unlearn.ssd.fisher_importance`, ``lesion region``:
+            :func:`~mrilib.unlearn.ssd.region_importance` on :func:`forget_regions`), each
+            against ``imp_retain`` with λ = 1 and α from :func:`~mrilib.unlearn.ssd.alpha_for_fraction`.
+            An importance that is zero everywhere (nothing to dampen) is skipped with a warning.
+        references: metrics of ``poisoned`` and ``oracle`` (for ``healed``).
+        signals: the defender's ``effect_fn`` and ``utility_fn`` (:func:`~mrilib.unlearn.study.study_inputs`).
+
+    Each point is scored with the defender's signals and on the test set with
+    ``ctx.evaluate`` (not saved).
+
+    Returns:
+        a DataFrame: ``importance``, ``dampened fraction``, ``alpha``, ``identified effect /
+        poisoned``, ``Δ validation SSIM``, ``healed``, ``success rate``, ``Δ clean-test SSIM``.
+    """
+    import warnings
+
+    import pandas as pd
+
+    model = ctx.poisoned
+    e0, u0 = float(signals["effect_fn"](model)), float(signals["utility_fn"](model))
+    e_p, e_o = references["poisoned"]["effect"]["mean"], references["oracle"]["effect"]["mean"]
+    s_p = references["poisoned"]["clean_test"]["ssim"]["mean"]
+    rows = []
+    grid = [(name, d) for name in forget_importances for d in doses]
+    skipped = set()
+    for name, dose in progress(grid, desc="dose-response", disable=not show_progress):
+        if name in skipped:
+            continue
+        try:
+            alpha = alpha_for_fraction(forget_importances[name], imp_retain, dose)
+        except UnlearnError as err:
+            warnings.warn(f"dose-response: {name} skipped ({err})")
+            skipped.add(name)
+            continue
+        work = copy.deepcopy(model)
+        stats = ssd_dampen(work, forget_importances[name], imp_retain, alpha, 1.0)
+        m = ctx.evaluate(work.eval(), f"dose-{name}-{dose:g}", save=False)
+        rows.append({"importance": name, "dampened fraction": stats["fraction"], "alpha": alpha,
+                     "identified effect / poisoned": float(signals["effect_fn"](work)) / e0,
+                     "Δ validation SSIM": float(signals["utility_fn"](work)) - u0,
+                     "healed": healed(m["effect"]["mean"], e_p, e_o), "success rate": m["success_rate"],
+                     "Δ clean-test SSIM": m["clean_test"]["ssim"]["mean"] - s_p})
+    return pd.DataFrame(rows, columns=["importance", "dampened fraction", "alpha", "identified effect / poisoned",
+                                       "Δ validation SSIM", "healed", "success rate", "Δ clean-test SSIM"])
