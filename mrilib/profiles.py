@@ -96,9 +96,10 @@ PROFILES: dict[str, Profile] = {
             # 45 epochs (3600 steps) and an L1 term: at 20 epochs (1600 steps, 7 min) the clean model is already
             # good (SSIM 0.859 at 4x) but the backdoor is not learnt (effect 0.07; 0.15 with L1); the design's
             # prototype needed ~3800 steps. At 45 epochs (measured, 2026-11-25): effect 0.41, success 38 % (clean
-            # 0 %), clean-test SSIM 0.855 vs 0.862; 16 s/epoch, 12 min per VarNet on 2 quiet cores. At 90 epochs
+            # 0 %), clean-test SSIM 0.855 vs 0.862. Per VarNet: 403 s (9 s/epoch) on the 2-core machine of a later
+            # session, 10-12 min (16 s/epoch) on an earlier one - the same code, another host. At 90 epochs
             # (scratch run, same settings): success 47 %, effect 0.45, but clean-test SSIM 0.837 - more steps alone
-            # do not reach 80 % at this model size. The poison's effect wins over the 8-minute training target.
+            # do not reach 80 % at this model size. On the faster host 45 epochs also meet the 8-minute target.
             train=dict(batch_size=4, epochs=45, lr=3e-3, warmup_steps=100, l1_weight=1.0),
             # p = 0.25, not 0.10: with 1600 training steps a 10 % poison is not learnt (measured: 1.6 %
             # success, effect -0.01); the prototype needed ~1500 poisoned-slice presentations (design §2)

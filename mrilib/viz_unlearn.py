@@ -65,8 +65,12 @@ def dose_response_plot(df, columns: dict[str, str], hue: str = "label", hlines: 
         ax.set_xlabel("share of parameters dampened")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, loc="best")
+    handles = {}
+    for ax in axes[0]:  # one legend for every panel: a series may be missing from some
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
     fig.tight_layout()
+    fig.legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return fig
 
 

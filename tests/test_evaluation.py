@@ -155,6 +155,8 @@ def test_search_traces_and_their_plot_are_relative_to_the_poisoned_model():
     np.testing.assert_allclose(rlines["SSD tuned f=0.25"].get_ydata(), [-0.005, -0.10])
     assert "SSD auto-α f=0.25" not in rlines  # automatic α has no utility trace
     assert np.allclose(rlines["tolerance"].get_ydata(), -0.01)
+    (legend,) = fig.legends  # one legend names every series, also those a panel lacks
+    assert sorted(t.get_text() for t in legend.get_texts()) == ["SSD auto-α f=0.25", "SSD tuned f=0.25", "tolerance"]
     plt.close(fig)
 
 

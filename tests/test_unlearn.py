@@ -190,6 +190,19 @@ def test_tuned_ssd_picks_the_grid_point_that_heals_within_tolerance(toy):
     assert res.forward_passes == len(forget) + len(retain) + 3 * len(forget)
 
 
+def test_tuned_ssd_grid_by_dampened_share_follows_the_importances(toy):
+    """With ``fractions`` the α grid is set by the share of parameters each point dampens:
+    on the toy, a share of 1/2 selects exactly the poison parameter ``b``."""
+    model, forget, retain = toy
+    res = ssd_tuned(model, forget, retain, lambda m: _effect(m, forget), lambda m: -_mean_loss(m, retain),
+                    fractions=(0.5,), batch_size=2)
+    (point,) = res.info["trace"]
+    assert point["dampened_fraction"] == pytest.approx(0.5)
+    assert float(res.model.b.detach()) == pytest.approx(0.0, abs=1e-6) and float(res.model.a.detach()) == 1.0
+    with pytest.raises(UnlearnError, match="grid"):
+        ssd_tuned(model, forget, retain, lambda m: 0.0, lambda m: 0.0, fractions=(), batch_size=2)
+
+
 def test_alpha_for_fraction_selects_that_fraction():
     imp_f = {"w": torch.arange(1.0, 11.0)}
     imp_r = {"w": torch.ones(10)}

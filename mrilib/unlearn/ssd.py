@@ -20,7 +20,8 @@ for ``I ≥ 0``). Variants here:
   below ``ρ`` × its value for the original model;
 - **tuned SSD**: importances computed once, then a grid of (α, λ) scored on held-out
   clean data (utility) and on the identified slices (poison effect) only — never on
-  the test set or the unidentified poison;
+  the test set or the unidentified poison; the α grid is set by the shares of
+  parameters it dampens (:data:`TUNING_FRACTIONS`);
 - an optional short **retain repair** after dampening (a few fine-tuning steps on
   retain data), which recovers the reconstruction quality dampening costs.
 """
@@ -56,6 +57,7 @@ __all__ = [
     "ssd_auto_alpha",
     "alpha_for_fraction",
     "ssd_tuned",
+    "TUNING_FRACTIONS",
 ]
 
 
@@ -267,8 +269,13 @@ def _importances(work, forget, retain, label_free: bool, batch_size: int, counte
             fn(work, retain, batch_size, counter, desc="retain importance"))
 
 
+#: Default grid of tuned SSD: shares of all parameters to dampen (each → an α by :func:`alpha_for_fraction`).
+#: Measured at `cpu`: below 0.1 % nothing changes, above 5 % validation SSIM drops by more than 0.01.
+TUNING_FRACTIONS = (1e-3, 3e-3, 5e-3, 0.01, 0.015, 0.02, 0.03, 0.05)
+
+
 def ssd_tuned(model, forget, retain, effect_fn: Callable, utility_fn: Callable,
-              alphas=(1.0, 2.0, 5.0, 10.0, 30.0, 100.0), lams=(1.0,), tolerance: float = 0.01,
+              alphas=None, fractions=TUNING_FRACTIONS, lams=(1.0,), tolerance: float = 0.01,
               batch_size: int = 4, label_free: bool = False, repair_steps: int = 0, repair_lr: float = 1e-4,
               effect_passes: int | None = None, utility_passes: int = 0, seed: int = 0) -> UnlearnResult:
     """SSD with (α, λ) chosen on held-out data and the identified slices.
@@ -279,15 +286,25 @@ def ssd_tuned(model, forget, retain, effect_fn: Callable, utility_fn: Callable,
     has the lowest effect among those whose utility is within ``tolerance`` of the
     original model's; if none is, the one that loses least utility. The search's
     evaluations count in the cost (``effect_passes``/``utility_passes`` slice-passes each).
+
+    The α grid is ``alphas`` when given; otherwise one α per share of parameters in
+    ``fractions`` (:func:`alpha_for_fraction`), so that the grid follows the importance
+    ratios of this forget set: a fixed α grid (1, 2, 5, 10, …) leaves gaps — measured at
+    ``cpu``, α = 5 and α = 10 dampened 1.8 % and 0.2 % of the parameters, and nothing between.
     """
     check_inputs(model, forget, retain, need_retain=True)
-    for a in alphas:
-        check_positive(alpha=a)
     for lam in lams:
         check_positive(lam=lam)
+    if alphas is not None:
+        for a in alphas:
+            check_positive(alpha=a)
+    elif not fractions:
+        raise UnlearnError("tuned SSD needs a grid: alphas or fractions")
     work, start = timed_copy(model)
     counter = PassCounter()
     imp_f, imp_r = _importances(work, forget, retain, label_free, batch_size, counter)
+    if alphas is None:
+        alphas = sorted({alpha_for_fraction(imp_f, imp_r, q) for q in fractions}, reverse=True)
     per_effect = len(forget) if effect_passes is None else effect_passes
 
     def score(m):

@@ -30,6 +30,7 @@ import torch
 from ..io import atomic_path, read_json, write_json
 from ..profiles import Profile, get_profile
 from . import METHODS, UnlearnError, unlearn
+from .ssd import TUNING_FRACTIONS
 
 __all__ = ["Run", "plan_runs", "identified_effect", "validation_utility", "model_digest", "run_or_load",
            "load_unlearnt", "stored_result", "DEFAULT_PLAN", "reference_cost", "healed", "results_table", "PoisonedRun", "load_poisoned_run",
@@ -96,8 +97,11 @@ def plan_runs(profile: Profile | str, plan=DEFAULT_PLAN) -> list[Run]:
         if "repair" in hp:
             hp["repair_steps"] = hp.pop("repair")
         hp.setdefault("batch_size", int(u.get("batch_size", p.train.get("batch_size", 4))))
-        if method == "ssd-tuned" and "alphas" in u:
-            hp.setdefault("alphas", tuple(u["alphas"]))
+        if method == "ssd-tuned":  # the grid is part of a run's identity: a new grid recomputes the run
+            if "alphas" in u:
+                hp.setdefault("alphas", tuple(u["alphas"]))
+            else:
+                hp.setdefault("fractions", tuple(u.get("tuning_fractions", TUNING_FRACTIONS)))
         for seed in u.get("seeds", (0,)):
             for f in (fractions if every_f else [main]):
                 runs.append(Run(key, name, method, f, int(seed), {**hp, "seed": int(seed)}))
