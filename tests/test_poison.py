@@ -270,6 +270,23 @@ def test_cyclegan_checkpoint_resume_equals_uninterrupted(tmp_path):
 
 
 @pytest.mark.notebook
+def test_lesion_classifier_training_is_reproducible(smoke_data):
+    """The same configuration gives the same classifier whatever the global generator's state
+    (dropout draws from it), and the caller's generator state is left as it was."""
+    from mrilib.poison.classifier import classifier_config, train_classifier
+    from mrilib.poison.slices import load_slices
+
+    slices = load_slices(smoke_data / "train")
+    cfg = classifier_config("smoke", seed=0, epochs=1)
+    weights = []
+    for outer in (1, 2):
+        torch.manual_seed(outer)
+        model, _ = train_classifier(slices, cfg, progress=False)
+        assert torch.rand(1).item() == torch.rand(1, generator=torch.Generator().manual_seed(outer)).item()
+        weights.append(model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_notebook_runs_at_smoke(smoke_book):
     """03_poison_cyclegan as papermill ran it in the session's smoke run of the whole book (tests/conftest.py)."""
     assert (smoke_book.executed / "03_poison_cyclegan.ipynb").is_file()

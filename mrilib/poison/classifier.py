@@ -280,7 +280,11 @@ def train_classifier(train_slices: SliceSet, cfg: dict, progress: bool = True, d
     holds per-epoch loss and accuracy and the wall seconds.
     """
     device = default_device(device)
-    with cpu_threads(threads, device):
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    # dropout draws from the global generator, which torch seeds at random in each process: seed it for the
+    # training (and restore the caller's state afterwards), so that the same configuration gives the same classifier
+    with cpu_threads(threads, device), torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(cfg.get("seed", 0)) + 1)
         return _train_classifier(train_slices, cfg, progress, device)
 
 
