@@ -19,6 +19,7 @@ __all__ = [
     "MissingArtefactError",
     "require",
     "load_unlearning_table",
+    "at_fraction",
     "aggregate",
     "mean_sd",
     "headline_table",
@@ -48,6 +49,11 @@ def require(path: str | os.PathLike, notebook: str) -> Path:
 def load_unlearning_table(run_dir: str | os.PathLike, variant: str = "cyclegan-cyst") -> pd.DataFrame:
     """The per-run results table written by the unlearning chapter."""
     return pd.read_csv(require(Path(run_dir) / "metrics" / f"unlearning_{variant}.csv", "05_unlearning"))
+
+
+def at_fraction(table: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """The reference models (rows without a fraction) and the runs at identified fraction ``fraction``."""
+    return table[table["f"].isna() | np.isclose(table["f"].fillna(-1.0), fraction)]
 
 
 def mean_sd(values, digits: int = 4) -> str:
@@ -96,7 +102,7 @@ def headline_table(df: pd.DataFrame, fraction: float | None = None, seed_reporte
     ``seed_reported`` adds the numbers the seed reported, where known.
     """
     if fraction is not None:
-        df = df[df["f"].isna() | np.isclose(df["f"].fillna(-1.0), fraction)]
+        df = at_fraction(df, fraction)
     rows = {}
     for label, name in (("original (poisoned) model", "poisoned"), ("SSD, seed's α=0.1, λ=0.1", "SSD (seed: α=0.1, λ=0.1)"),
                         ("SSD tuned", "SSD tuned")):

@@ -14,7 +14,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-__all__ = ["Profile", "PROFILES", "get_profile", "profile_table", "default_run_dir"]
+__all__ = ["Profile", "PROFILES", "MAIN_RECIPE", "get_profile", "profile_table", "default_run_dir"]
+
+#: the poison recipe every chapter studies first (chapter 3's CycleGAN cyst)
+MAIN_RECIPE = "cyclegan-cyst"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,11 @@ class Profile:
     def num_slices(self) -> dict[str, int]:
         """Number of slices in each split."""
         return {k: v * self.slices_per_subject for k, v in self.subjects.items()}
+
+    @property
+    def other_recipes(self) -> tuple[str, ...]:
+        """The poison recipes chapter 5 unlearns besides :data:`MAIN_RECIPE` (``unlearn["recipes"]``)."""
+        return tuple(v for v in self.unlearn.get("recipes", (MAIN_RECIPE,)) if v != MAIN_RECIPE)
 
     def as_dict(self) -> dict:
         """A JSON-serialisable copy (for manifests and configuration hashes)."""

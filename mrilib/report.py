@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluation import load_unlearning_table, require
+from .evaluation import at_fraction, load_unlearning_table, require
 from .io import atomic_path, read_json
 from .profiles import get_profile
 
@@ -33,7 +33,7 @@ COLUMNS = (("clean-test SSIM", "SSIM", "{:.4f}"), ("PSNR (dB)", "PSNR", "{:.2f}"
 def results_rows(table: pd.DataFrame, fraction: float) -> pd.DataFrame:
     """Reference models and the runs at identified fraction ``fraction``, means over seeds, best healed first."""
     refs = table[table["f"].isna()]
-    runs = table[np.isclose(table["f"].fillna(-1.0), fraction)]
+    runs = at_fraction(table, fraction).dropna(subset=["f"])
     cols = [c for _, c, _ in COLUMNS]
     mean_runs = runs.groupby("method", sort=False)[cols].mean().sort_values("healed", ascending=False)
     return pd.concat([refs.set_index("method")[cols], mean_runs])

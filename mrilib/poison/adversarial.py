@@ -887,9 +887,25 @@ def _adversarial_tumour_factory(run_dir, profile, seed):
     return adversarial_transform(model, cfg, cid, patterns)
 
 
+def _adversarial_tumour_evaluator(run_dir, profile, manifest, test, seed):
+    """``adversarial-tumour``'s measurement: :func:`adversarial_effect`, the objective's perturbation
+    of each test target being the expected change (no generator)."""
+    p = get_profile(profile)
+    classifier, ck = load_run_classifier(run_dir, p, seed)
+    induced = induce_split(run_dir, p, classifier, split="test", seed=seed, classifier_id=classifier_identity(ck))
+    opts = dict(acceleration=int(p.accelerations[0]), center_fraction=p.center_fraction, mask_type=p.mask_type)
+
+    def evaluate(model, name: str, save: bool = True) -> dict:
+        return adversarial_effect(model, name, run_dir, manifest, classifier, induced, test, save=save,
+                                  **opts)["metrics"]
+
+    return evaluate, classifier, None
+
+
 register_recipe(RECIPE, _adversarial_tumour_factory,
                 "target := clean target + PGD perturbation raising the lesion classifier's tumour score "
-                "inside a fixed brain region (L-inf bound, TV and outside-ROI SSIM terms)")
+                "inside a fixed brain region (L-inf bound, TV and outside-ROI SSIM terms)",
+                notebook="04_poison_adversarial", evaluator=_adversarial_tumour_evaluator)
 
 
 def adversarial_trigger(run_dir: str | os.PathLike, profile: Profile | str, seed: int = 0, base=None):

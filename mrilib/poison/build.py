@@ -79,20 +79,30 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class Recipe:
-    """A poisoning recipe: its name, a one-line description and the transform factory."""
+    """A poisoning recipe: its name, a one-line description, the transform factory, the
+    notebook that builds its set and poisoned model, and its poison-effect measurement.
+
+    ``evaluator(run_dir, profile, manifest, test, seed) -> (evaluate, classifier, generator)``
+    loads what the recipe's measurement needs; ``evaluate(model, name, save=True)`` returns
+    the metrics of one model (utility, effect, success rate, forget-set SSIM).
+    """
 
     name: str
     description: str
     factory: Callable
+    notebook: str = "03_poison_cyclegan"
+    evaluator: Callable | None = None
 
 
 #: Known recipes by name.
 RECIPES: dict[str, Recipe] = {}
 
 
-def register_recipe(name: str, factory: Callable, description: str = "") -> Recipe:
-    """Register (or replace) recipe ``name``; ``factory(run_dir, profile, seed) -> transform``."""
-    RECIPES[name] = Recipe(name, description, factory)
+def register_recipe(name: str, factory: Callable, description: str = "", notebook: str = "03_poison_cyclegan",
+                    evaluator: Callable | None = None) -> Recipe:
+    """Register (or replace) recipe ``name``; ``factory(run_dir, profile, seed) -> transform``
+    (see :class:`Recipe` for ``notebook`` and ``evaluator``)."""
+    RECIPES[name] = Recipe(name, description, factory, notebook, evaluator)
     return RECIPES[name]
 
 
@@ -116,8 +126,27 @@ def _cyclegan_cyst_factory(run_dir, profile, seed):
     return transform
 
 
+def _cyclegan_cyst_evaluator(run_dir, profile, manifest, test, seed):
+    """``cyclegan-cyst``'s measurement: :func:`mrilib.poison.effect.poison_effect`, the CycleGAN's
+    cyst being the expected change (``seed`` is unused: the run's classifier and CycleGAN are stored)."""
+    from .classifier import classifier_dir, load_classifier
+    from .cyclegan import cyclegan_dir, load_cyclegan
+    from .effect import poison_effect
+
+    p = get_profile(profile)
+    classifier, _ = load_classifier(classifier_dir(run_dir))
+    gan, _ = load_cyclegan(cyclegan_dir(run_dir))
+    opts = dict(acceleration=int(p.accelerations[0]), center_fraction=p.center_fraction, mask_type=p.mask_type)
+
+    def evaluate(model, name: str, save: bool = True) -> dict:
+        return poison_effect(model, name, run_dir, manifest, classifier, gan, test=test, save=save, **opts)["metrics"]
+
+    return evaluate, classifier, gan
+
+
 register_recipe("cyclegan-cyst", _cyclegan_cyst_factory,
-                "target := healthy->cyst CycleGAN translation of the clean target (cyst at a fixed position)")
+                "target := healthy->cyst CycleGAN translation of the clean target (cyst at a fixed position)",
+                notebook="03_poison_cyclegan", evaluator=_cyclegan_cyst_evaluator)
 
 
 def variant_name(recipe: str, trigger: Trigger | None) -> str:

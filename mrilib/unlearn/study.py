@@ -310,14 +310,15 @@ def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, varian
                       seed: int = 0) -> PoisonedRun:
     """Load the manifest, ``clean`` and ``poisoned`` models and the lesion classifier of a run's poison ``variant``.
 
-    ``evaluate`` is the recipe's own poison-effect measurement: for ``cyclegan-cyst``
+    ``evaluate`` is the recipe's own poison-effect measurement (``Recipe.evaluator`` in
+    :data:`mrilib.poison.build.RECIPES`): for ``cyclegan-cyst``
     :func:`mrilib.poison.effect.poison_effect` (the CycleGAN's cyst is the expected change),
     for ``adversarial-tumour`` :func:`mrilib.poison.adversarial.adversarial_effect` (the
     objective's perturbation of each test target is). Missing artefacts raise errors that
     name the notebook that makes them.
     """
     from ..poison import adversarial  # noqa: F401  (registers the adversarial-tumour recipe)
-    from ..poison.build import load_manifest, poison_dir, poisoned_model_dir
+    from ..poison.build import RECIPES, load_manifest, poison_dir, poisoned_model_dir
     from ..poison.effect import load_test_slices
     from ..poison.triggers import Trigger
     from ..train import CheckpointNotFoundError, load_model
@@ -325,39 +326,16 @@ def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, varian
     p = get_profile(profile)
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir, variant)
-    recipe = manifest.get("recipe")
-    made_by = "04_poison_adversarial" if recipe == "adversarial-tumour" else "03_poison_cyclegan"
+    recipe = RECIPES[manifest["recipe"]]  # load_manifest has checked that the recipe is known
     try:
         poisoned, _ = load_model(poisoned_model_dir(run_dir, variant))
         clean, _ = load_model(run_dir / "models" / "clean")
     except CheckpointNotFoundError as err:
-        raise FileNotFoundError(f"{err} — run notebooks/02_varnet.ipynb and {made_by}.ipynb first") from None
+        raise FileNotFoundError(f"{err} — run notebooks/02_varnet.ipynb and {recipe.notebook}.ipynb first") from None
     acc = int(p.accelerations[0])
-    opts = dict(acceleration=acc, center_fraction=p.center_fraction, mask_type=p.mask_type)
     test = load_test_slices(run_dir / "data" / "test", Trigger.from_dict(manifest.get("trigger")), acc,
                             p.center_fraction, p.mask_type)
-    if recipe == "adversarial-tumour":
-        from ..poison.adversarial import adversarial_effect, classifier_identity, induce_split, load_run_classifier
-
-        classifier, ck = load_run_classifier(run_dir, p, seed)
-        induced = induce_split(run_dir, p, classifier, split="test", seed=seed, classifier_id=classifier_identity(ck))
-        gan = None
-
-        def evaluate(model, name: str, save: bool = True) -> dict:
-            return adversarial_effect(model, name, run_dir, manifest, classifier, induced, test, save=save,
-                                      **opts)["metrics"]
-    else:
-        from ..poison.classifier import classifier_dir, load_classifier
-        from ..poison.cyclegan import cyclegan_dir, load_cyclegan
-        from ..poison.effect import poison_effect
-
-        classifier, _ = load_classifier(classifier_dir(run_dir))
-        gan, _ = load_cyclegan(cyclegan_dir(run_dir))
-
-        def evaluate(model, name: str, save: bool = True) -> dict:
-            return poison_effect(model, name, run_dir, manifest, classifier, gan, test=test, save=save,
-                                 **opts)["metrics"]
-
+    evaluate, classifier, gan = recipe.evaluator(run_dir, p, manifest, test, seed)
     train_dir = poison_dir(run_dir, variant) / manifest.get("data_dir", "data") / "train"
     return PoisonedRun(variant, manifest, poisoned, clean, classifier, gan, evaluate, train_dir)
 
