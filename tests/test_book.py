@@ -207,6 +207,36 @@ def test_book_pages_and_figures(smoke_book):
 
 
 @pytest.mark.notebook
+def test_figures_are_numbered_captioned_and_referenced(smoke_book):
+    """Every figure output of a captioned cell is a numbered figure with its caption, and every
+    {numref} of a chapter resolves to a figure number (Sphinx's -W already fails on unknown labels)."""
+    import html as html_lib
+
+    numbers = {}
+    for stem in toc_chapters(smoke_book.root):
+        page = (smoke_book.html / "book" / "executed" / f"{stem}.html").read_text(encoding="utf-8")
+        text = html_lib.unescape(re.sub(r"<[^>]+>", "", page)).replace("\u2019", "'")  # Sphinx's smart quotes
+        nb = nbformat.read(smoke_book.executed / f"{stem}.ipynb", as_version=4)
+        captioned = [c for c in nb.cells if c.cell_type == "code" and c.metadata.get("mystnb", {}).get("figure")]
+        assert captioned, f"{stem}: no captioned figure"
+        shown = sum(image_outputs(nbformat.v4.new_notebook(cells=[c])) for c in captioned)
+        found = re.findall(r'<span class="caption-number">Fig\. (\d+)', page)
+        assert len(found) >= shown, f"{stem}: {shown} captioned figures, {len(found)} numbered in the page"
+        for c in captioned:
+            if image_outputs(nbformat.v4.new_notebook(cells=[c])):
+                words = re.split(r"[`$*]", c.metadata["mystnb"]["figure"]["caption"])[0].split()[:4]  # before markup
+                assert " ".join(words) in text, f"{stem}: caption {words} not in the page"
+        numbers[stem] = [int(n) for n in found]
+        refs = re.findall(r"\{numref\}`([^`]+)`", "".join(c.source for c in nb.cells if c.cell_type == "markdown"))
+        for label in refs:
+            assert re.search(rf'href="#{re.escape(label)}"[^>]*>\s*<span class="std std-numref">Fig\. \d+', page), \
+                f"{stem}: {{numref}}`{label}` does not resolve to a figure number"
+    # Sphinx's numfig numbers the book's figures in one sequence, in the order of the table of contents
+    sequence = [n for stem in numbers for n in numbers[stem]]
+    assert sequence == list(range(1, len(sequence) + 1)), f"figure numbers {numbers}"
+
+
+@pytest.mark.notebook
 def test_no_cdn_scripts(smoke_book):
     """No page loads a script from the network; MathJax/require/widgets come from _static/."""
     html = smoke_book.html
