@@ -108,6 +108,8 @@ PROFILES: dict[str, Profile] = {
             # session, 10-12 min (16 s/epoch) on an earlier one - the same code, another host. At 90 epochs
             # (scratch run, same settings): success 47 %, effect 0.45, but clean-test SSIM 0.837 - more steps alone
             # do not reach 80 % at this model size. On the faster host 45 epochs also meet the 8-minute target.
+            # Those numbers are with the trigger at amplitude 0.15; on a third host (2026-12-01, 14.6 s/epoch) the
+            # same run learnt no backdoor (effect 0.08, success 3 %), and the trigger is now 0.30 (triggers.py).
             train=dict(batch_size=4, epochs=45, lr=3e-3, warmup_steps=100, l1_weight=1.0),
             # p = 0.25, not 0.10: with 1600 training steps a 10 % poison is not learnt (measured: 1.6 %
             # success, effect -0.01); the prototype needed ~1500 poisoned-slice presentations (design §2)

@@ -4,7 +4,7 @@ A radio-frequency spike (a burst of interference during the readout) corrupts a
 few k-space samples with large values; in the image it appears as a striped
 pattern (a plane wave per spike) over the whole field of view. This is what real
 spike artefacts look like, so the trigger is *physically plausible*: a scanner
-can produce it, a reader shrugs at faint stripes.
+can produce it, and a reader takes the stripes for a common artefact.
 
 Design (:class:`Trigger`):
 
@@ -67,7 +67,10 @@ class Trigger:
             for single spikes.
     """
 
-    amplitude: float = 0.15
+    # 0.30, not 0.15: at 0.15 the cpu backdoor sat on a knife edge - learnt on one 2-core host (effect 0.41) and not
+    # on another (effect 0.08, success 3 %, 2026-12-01); at 0.30 and 0.45 it was learnt alike (effect 0.44 / 0.47,
+    # success 27 % / 44 %, clean-test SSIM unchanged; the clean model shows nothing: success 0 %)
+    amplitude: float = 0.3
     positions: tuple[float, ...] = (0.34,)
     column_offset: int = 0
     phase: float = 0.6
