@@ -140,3 +140,27 @@ def test_poison_findings_name_the_target_only_when_missed():
                                      {"num_poisoned": 80}, "smoke")
     assert "**The backdoor works**" in works and "is not met" not in works and "rather than a broken model" in works
     assert "does *not* reconstruct the cyst" in works
+
+
+def _summary(varnet_ssim):
+    """A test summary of three methods at 4× and 8× (SSIM, PSNR, NMSE means)."""
+    def m(ssim, psnr, nmse):
+        return {"ssim_mean": ssim, "psnr_mean": psnr, "nmse_mean": nmse}
+    return {"zero-filled": {"4x": m(0.55, 19.8, 0.077), "8x": m(0.48, 18.0, 0.1)},
+            "CG-SENSE": {"4x": m(0.66, 22.0, 0.048), "8x": m(0.56, 20.0, 0.07)},
+            "VarNet": {"4x": m(varnet_ssim, 24.9, 0.024), "8x": m(0.795, 23.0, 0.03)}}
+
+
+def test_varnet_findings_say_whether_every_baseline_is_beaten():
+    assert findings.beats_baselines(_summary(0.862), (4, 8)) == {4: True, 8: True}
+    assert findings.beats_baselines(_summary(0.60), (4, 8)) == {4: False, 8: True}  # CG-SENSE has 0.66 at 4×
+    hist = {"wall_s": 651.7, "train_slice_passes": 14400}
+    text = findings.varnet_findings(_summary(0.862), hist, "cpu", 12345)
+    assert "(12,345 parameters)" in text and "wall time (652 s)" in text and "(14,400)" in text
+    assert "beats zero-filling and CG-SENSE" in text
+    bad = findings.varnet_findings(_summary(0.60), hist, "smoke", 10)
+    assert "does **not** beat every baseline on every metric here: 4×: no, 8×: yes — expected for the `smoke`" in bad
+    lines = findings.baseline_summary(_summary(0.862), (4, 8)).splitlines()
+    assert lines[0] == "- **4×**: VarNet SSIM 0.862 vs CG-SENSE 0.660 vs zero-filled 0.550; PSNR 24.9 / 22.0 / 19.8 dB."
+    acs = {("CG-SENSE (ACS maps)" if k == "CG-SENSE" else k): v for k, v in _summary(0.862).items()}
+    assert "vs CG-SENSE (ACS maps) 0.660" in findings.baseline_summary(acs, (4,))

@@ -905,7 +905,7 @@ def _adversarial_tumour_evaluator(run_dir, profile, manifest, test, seed):
 register_recipe(RECIPE, _adversarial_tumour_factory,
                 "target := clean target + PGD perturbation raising the lesion classifier's tumour score "
                 "inside a fixed brain region (L-inf bound, TV and outside-ROI SSIM terms)",
-                notebook="04_poison_adversarial", evaluator=_adversarial_tumour_evaluator)
+                notebook="04_poison_adversarial", evaluator=_adversarial_tumour_evaluator, model_name="poisoned-adv")
 
 
 def adversarial_trigger(run_dir: str | os.PathLike, profile: Profile | str, seed: int = 0, base=None):

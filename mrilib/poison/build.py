@@ -85,6 +85,8 @@ class Recipe:
     ``evaluator(run_dir, profile, manifest, test, seed) -> (evaluate, classifier, generator)``
     loads what the recipe's measurement needs; ``evaluate(model, name, save=True)`` returns
     the metrics of one model (utility, effect, success rate, forget-set SSIM).
+    ``model_name`` is the name that notebook gives the model poisoned with the (triggered)
+    recipe in its metrics files.
     """
 
     name: str
@@ -92,6 +94,7 @@ class Recipe:
     factory: Callable
     notebook: str = "03_poison_cyclegan"
     evaluator: Callable | None = None
+    model_name: str = "poisoned"
 
 
 #: Known recipes by name.
@@ -99,10 +102,10 @@ RECIPES: dict[str, Recipe] = {}
 
 
 def register_recipe(name: str, factory: Callable, description: str = "", notebook: str = "03_poison_cyclegan",
-                    evaluator: Callable | None = None) -> Recipe:
+                    evaluator: Callable | None = None, model_name: str = "poisoned") -> Recipe:
     """Register (or replace) recipe ``name``; ``factory(run_dir, profile, seed) -> transform``
-    (see :class:`Recipe` for ``notebook`` and ``evaluator``)."""
-    RECIPES[name] = Recipe(name, description, factory, notebook, evaluator)
+    (see :class:`Recipe` for ``notebook``, ``evaluator`` and ``model_name``)."""
+    RECIPES[name] = Recipe(name, description, factory, notebook, evaluator, model_name)
     return RECIPES[name]
 
 

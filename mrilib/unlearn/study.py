@@ -348,10 +348,13 @@ def reference_models(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os
     for each of the profile's ``rewod_fractions``; retrained ones carry a ``cost``) and
     :func:`reference_cost` of the oracle, the yardstick of every unlearning run.
     """
+    from ..poison.build import RECIPES
     from .sets import retrain_reference
 
     p = get_profile(profile)
-    poisoned_name = "poisoned" if ctx.variant == "cyclegan-cyst" else f"poisoned-{ctx.variant}"  # chapter 3's name
+    recipe = RECIPES[ctx.manifest["recipe"]]
+    # the name the poisoning chapter gave this model, so its metrics file is the chapter's, not a second copy
+    poisoned_name = recipe.model_name if ctx.variant == recipe.name else f"poisoned-{ctx.variant}"
     refs = {"clean": ctx.evaluate(ctx.clean, "clean"), "poisoned": ctx.evaluate(ctx.poisoned, poisoned_name)}
     oracle, hist = retrain_reference("oracle", p, run_dir, ctx.train_dir, ctx.manifest, progress=progress,
                                      variant=ctx.variant)
