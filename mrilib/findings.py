@@ -182,17 +182,31 @@ def _method_row(rows: pd.DataFrame, name: str):
 
 
 def _dose_findings(dose: pd.DataFrame, success_oracle: float) -> list[str]:
-    """What the dose-response of each forget importance shows (chapter 5, *Why SSD stops short*)."""
-    lines = []
+    """What the dose-response of each forget importance shows (chapter 5, *Why SSD stops short*).
+
+    Every claim is conditional on the table: the best dose within the SSIM tolerance per
+    importance (or the cost of the smallest dose when none stays within it), the first dose at
+    which the classifier's lesion is gone, and whether the lesion-region importance heals more
+    than the whole-image one at the same cost (the forget signal diluted by the anatomy).
+    """
+    lines, best = [], {}
     for name, g in dose.groupby("importance", sort=False):
         ok = g[g["Δ clean-test SSIM"] >= -SSIM_TOLERANCE]
         top = g.loc[g["healed"].idxmax()]
         gone = g[g["success rate"] <= success_oracle + 0.05]
         if len(ok):
             b = ok.loc[ok["healed"].idxmax()]
+            best[name] = float(b["healed"])
             lines.append(f"- Dose-response, {name} importance: within {SSIM_TOLERANCE:g} clean-test SSIM, dampening "
                          f"{100 * b['dampened fraction']:.2g} % of the parameters heals at most {b['healed']:.2f} "
                          f"(success rate {b['success rate']:.2f}); the most any dose heals is {top['healed']:.2f}, at "
+                         f"{top['Δ clean-test SSIM']:+.3f} SSIM.")
+        else:
+            best[name] = float("nan")
+            first = g.loc[g["dampened fraction"].idxmin()]
+            lines.append(f"- Dose-response, {name} importance: no dose stays within {SSIM_TOLERANCE:g} clean-test SSIM - "
+                         f"dampening the smallest share, {100 * first['dampened fraction']:.2g} %, already costs "
+                         f"{first['Δ clean-test SSIM']:+.3f}; the most any dose heals is {top['healed']:.2f}, at "
                          f"{top['Δ clean-test SSIM']:+.3f} SSIM.")
         if len(gone):
             q = gone.iloc[0]
@@ -200,14 +214,28 @@ def _dose_findings(dose: pd.DataFrame, success_oracle: float) -> list[str]:
                          f"{success_oracle:.2f}) after dampening {100 * q['dampened fraction']:.2g} %, where healed is "
                          f"only {q['healed']:.2f} and SSIM {q['Δ clean-test SSIM']:+.3f}.")
     fits = dose[(dose["Δ clean-test SSIM"] >= -SSIM_TOLERANCE) & (dose["healed"] >= TARGET["healed"])]
-    lines.append("- **Why SSD stops short here:** " + (
-        "dampening removes the lesion the classifier detects before it removes the poison's footprint (the intensity "
-        "change the effect measures), and that footprint lives in parameters the reconstruction needs: no dose of "
-        f"either importance heals ≥ {TARGET['healed']:g} within {SSIM_TOLERANCE:g} SSIM. Marking the lesion region "
-        "makes the selection sharper (the detectable lesion goes with far fewer parameters) but does not remove that "
-        "trade-off, so the limit is not only the forget signal's dilution by the anatomy." if not len(fits) else
-        f"{len(fits)} dose(s) on the grid heal ≥ {TARGET['healed']:g} within {SSIM_TOLERANCE:g} SSIM, so the "
-        "trade-off allows it here and the limit is the defender's selection signals, which did not find such a dose."))
+    if len(fits):
+        lines.append(f"- **Why SSD stops short here:** {len(fits)} dose(s) on the grid heal ≥ {TARGET['healed']:g} within "
+                     f"{SSIM_TOLERANCE:g} SSIM, so the trade-off allows it and the limit is the defender's selection "
+                     "signals, which did not find such a dose.")
+        return lines
+    why = [f"no dose of either importance heals ≥ {TARGET['healed']:g} within {SSIM_TOLERANCE:g} SSIM: the parameters "
+           "that carry the poison's footprint also carry the reconstruction."]
+    whole, region = best.get("whole image"), best.get("lesion region")
+    if region is not None and whole is not None and np.isfinite(region) and not (np.isfinite(whole) and whole >= region):
+        why.append("The lesion-region importance heals more at the same cost than the whole-image one"
+                   + (" (which cannot dampen anything without losing more than the tolerance)" if not np.isfinite(whole)
+                      else "") + ": SSD's whole-image forget signal is diluted by the anatomy around the lesion, and "
+                   "marking the lesion on the identified slices would help a defender - but not to the target.")
+    elif region is not None and whole is not None:
+        why.append("Marking the lesion region does not heal more at the same cost, so the limit is not the forget "
+                   "signal's dilution by the anatomy.")
+    if any(g["success rate"].le(success_oracle + 0.05).any() and g.loc[g["success rate"].le(success_oracle + 0.05),
+                                                                      "healed"].iloc[0] < TARGET["healed"]
+           for _, g in dose.groupby("importance", sort=False)):
+        why.append("Dampening removes the lesion the classifier detects before the intensity change the effect "
+                   "measures.")
+    lines.append("- **Why SSD stops short here:** " + " ".join(why))
     return lines
 
 

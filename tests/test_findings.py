@@ -85,6 +85,20 @@ def test_dose_response_findings_say_whether_a_dose_fits():
     assert "is gone (success rate 0.08, oracle 0.05) after dampening 1 %, where healed is only 0.60" in text
     assert "is gone (success rate 0.10, oracle 0.05) after dampening 0.1 %, where healed is only 0.50" in text
     assert "no dose of either importance heals ≥ 0.9 within 0.01 SSIM" in text
+    # within 0.01 SSIM the region importance heals 0.80, the whole-image one 0.60: diluted by the anatomy
+    assert "The lesion-region importance heals more at the same cost than the whole-image one:" in text
+    assert "removes the lesion the classifier detects before the intensity change" in text  # gone at healed 0.60
+    worse = dose.assign(healed=np.where(dose["importance"] == "lesion region", 0.2, dose["healed"]))
+    assert "does not heal more at the same cost" in findings.unlearning_findings(_table(), REFS, 0.25, worse)
+    # no whole-image dose within the tolerance: say what the smallest costs; the region still heals more
+    costly = dose.assign(**{"Δ clean-test SSIM": np.where(dose["importance"] == "whole image", -0.03,
+                                                          dose["Δ clean-test SSIM"])})
+    text = findings.unlearning_findings(_table(), REFS, 0.25, costly)
+    assert ("whole image importance: no dose stays within 0.01 clean-test SSIM - dampening the smallest share, 0.1 %, "
+            "already costs -0.030") in text
+    assert "(which cannot dampen anything without losing more than the tolerance)" in text
+    never = dose.assign(**{"success rate": 0.3})  # the classifier's lesion is never gone
+    assert "before the intensity change" not in findings.unlearning_findings(_table(), REFS, 0.25, never)
     dose.loc[4, "healed"] = 0.92  # 1 % of the lesion-region importance now fits the target
     assert "1 dose(s) on the grid heal ≥ 0.9 within 0.01 SSIM" in findings.unlearning_findings(_table(), REFS, 0.25, dose)
 
