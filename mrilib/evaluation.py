@@ -97,7 +97,8 @@ def headline_table(df: pd.DataFrame, fraction: float | None = None, seed_reporte
 
     Rows: the poisoned ("original") model; the seed's SSD configuration (α=0.1, λ=0.1),
     evaluated on the forget set (forget SSIM against the poisoned targets it was
-    trained on: lower = forgotten) and on retained data (clean-test SSIM); and tuned SSD.
+    trained on: lower = forgotten) and on retained data (clean-test SSIM); tuned SSD, and
+    region-targeted SSD with repair.
     ``fraction`` keeps the runs at that identified fraction (reference rows always stay);
     ``seed_reported`` adds the numbers the seed reported, where known.
     """
@@ -105,7 +106,8 @@ def headline_table(df: pd.DataFrame, fraction: float | None = None, seed_reporte
         df = at_fraction(df, fraction)
     rows = {}
     for label, name in (("original (poisoned) model", "poisoned"), ("SSD, seed's α=0.1, λ=0.1", "SSD (seed: α=0.1, λ=0.1)"),
-                        ("SSD tuned", "SSD tuned")):
+                        ("SSD tuned", "SSD tuned"),
+                        ("SSD tuned, lesion region + repair", "SSD tuned, lesion region + repair")):
         r = df[df["method"] == name]
         if not len(r):
             continue

@@ -30,6 +30,8 @@ __all__ = ["SSIM_TOLERANCE", "TARGET", "BACKDOOR_TARGET", "baseline_summary", "b
 SSIM_TOLERANCE = 0.01
 #: the study's unlearning target: share healed, SSIM loss against `poisoned`, wall time relative to oracle
 TARGET = dict(healed=0.9, ssim=SSIM_TOLERANCE, time=0.05)
+#: The table name of region-targeted SSD (``mrilib.unlearn.study.DEFAULT_PLAN``; " + repair" for its repaired run).
+REGION_SSD = "SSD tuned, lesion region"
 #: the poisoning target: success rate of `poisoned` (at least) and of `clean` (at most), SSIM difference;
 #: a backdoor that misses it is *partly learnt* when the effect reaches ``partly_effect`` and the success
 #: rate exceeds the clean model's by ``partly_margin``
@@ -221,17 +223,20 @@ def _dose_findings(dose: pd.DataFrame, success_oracle: float) -> list[str]:
                      f"{SSIM_TOLERANCE:g} SSIM, so the trade-off allows it and the limit is the defender's selection "
                      "signals, which did not find such a dose.")
         return lines
-    why = [f"no dose of either importance heals ≥ {TARGET['healed']:g} within {SSIM_TOLERANCE:g} SSIM: the parameters "
+    why = [f"no dose of any importance heals ≥ {TARGET['healed']:g} within {SSIM_TOLERANCE:g} SSIM: the parameters "
            "that carry the poison's footprint also carry the reconstruction."]
-    whole, region = best.get("whole image"), best.get("lesion region")
-    if region is not None and whole is not None and np.isfinite(region) and not (np.isfinite(whole) and whole >= region):
-        why.append("The lesion-region importance heals more at the same cost than the whole-image one"
-                   + (" (which cannot dampen anything without losing more than the tolerance)" if not np.isfinite(whole)
-                      else "") + ": SSD's whole-image forget signal is diluted by the anatomy around the lesion, and "
-                   "marking the lesion on the identified slices would help a defender - but not to the target.")
-    elif region is not None and whole is not None:
-        why.append("Marking the lesion region does not heal more at the same cost, so the limit is not the forget "
-                   "signal's dilution by the anatomy.")
+    whole = best.get("whole image")
+    regional = {k: v for k, v in best.items() if k != "whole image" and np.isfinite(v)}
+    if whole is not None and len(best) > 1:
+        if regional and not (np.isfinite(whole) and whole >= max(regional.values())):
+            top = max(regional, key=regional.get)
+            why.append(f"The {top} importance heals more at the same cost than the whole-image one"
+                       + (" (which cannot dampen anything without losing more than the tolerance)" if not np.isfinite(whole)
+                          else "") + ": SSD's whole-image forget signal is diluted by the anatomy around the lesion, and "
+                       "targeting the region helps a defender - but not to the target by dampening alone.")
+        else:
+            why.append("No region importance heals more at the same cost, so the limit is not the forget signal's "
+                       "dilution by the anatomy.")
     if lesion_gone_first:
         why.append("Dampening removes the lesion the classifier detects before the intensity change the effect "
                    "measures.")
@@ -263,24 +268,35 @@ def unlearning_findings(table: pd.DataFrame, references: dict, fraction: float,
         top = runs.iloc[0]
         lines.append(f"- Healing more costs utility: **{top['method']}** heals {top['healed']:.2f} but its clean-test "
                      f"SSIM is {top['SSIM']:.4f} ({top['SSIM'] - p_ssim:+.4f}).")
-    for label, name in (("The seed's SSD (α=0.1, λ=0.1)", "SSD (seed: α=0.1, λ=0.1)"), ("Tuned SSD", "SSD tuned")):
+    for label, name in (("The seed's SSD (α=0.1, λ=0.1)", "SSD (seed: α=0.1, λ=0.1)"), ("Tuned SSD", "SSD tuned"),
+                        ("Region-targeted SSD + repair", REGION_SSD + " + repair")):
         r = _method_row(rows, name)
         if r is not None:
             lines.append(f"- {label}: healed {r['healed']:.2f}, SSIM {r['SSIM']:.4f} ({r['SSIM'] - p_ssim:+.4f}), "
                          f"{100 * r['time vs oracle']:.1f} % of oracle time — the target (≥ {TARGET['healed']:g} "
                          f"healed within {TARGET['ssim']:g} SSIM at ≤ {100 * TARGET['time']:g} % of the time) is "
                          f"**{'met' if meets_target(r, p_ssim) else 'not met'}**.")
+    plain, repaired = _method_row(rows, REGION_SSD), _method_row(rows, REGION_SSD + " + repair")
+    if plain is not None and repaired is not None:
+        lines.append(f"- The retain repair: region-targeted SSD heals {plain['healed']:.2f} at SSIM "
+                     f"{plain['SSIM'] - p_ssim:+.4f} without it and {repaired['healed']:.2f} at "
+                     f"{repaired['SSIM'] - p_ssim:+.4f} with it (every grid point repaired before it is scored)"
+                     + (": the repair gives back the utility a larger dose costs, so the search can dampen further."
+                        if repaired["healed"] > plain["healed"] else
+                        ": the repair gives back part of the poison - the retain set still holds the poisoned slices "
+                        "nobody identified."))
     for _, r in table[table["method"].str.startswith("rewod")].iterrows():
         lines.append(f"- `{r['method']}` (retraining without the identified slices) heals {r['healed']:.2f} at "
                      f"{100 * r['time vs oracle']:.0f} % of oracle time: the yardstick for what the identified slices "
                      "alone allow.")
-    sweep = table[table["method"] == "SSD tuned"].groupby("f")["healed"].mean()
-    if len(sweep) > 1:
-        monotone = bool((sweep.diff().dropna() >= -0.05).all())
-        lines.append("- Tuned SSD across identified fractions: " + ", ".join(f"f = {f:g}: {h:.2f}" for f, h in sweep.items())
-                     + (" — more identified slices heal more." if monotone else
-                        f" — not monotone in f ({table['seed'].nunique()} seed(s): a trend cannot be told from "
-                        "run-to-run variation here)."))
+    for label, name in (("Tuned SSD", "SSD tuned"), ("Region-targeted SSD + repair", REGION_SSD + " + repair")):
+        sweep = table[table["method"] == name].groupby("f")["healed"].mean()
+        if len(sweep) > 1:
+            monotone = bool((sweep.diff().dropna() >= -0.05).all())
+            lines.append(f"- {label} across identified fractions: " + ", ".join(f"f = {f:g}: {h:.2f}" for f, h in sweep.items())
+                         + (" — more identified slices heal more." if monotone else
+                            f" — not monotone in f ({table['seed'].nunique()} seed(s): a trend cannot be told from "
+                            "run-to-run variation here)."))
     if dose is not None and len(dose):
         lines += _dose_findings(dose, references["oracle"]["success_rate"])
     return "\n".join(lines)

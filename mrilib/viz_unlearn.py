@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import matplotlib.pyplot as plt
 
-__all__ = ["importance_ratio_hist", "dampened_layers", "dose_response_plot", "sweep_plot", "tradeoff_scatter", "cost_bars", "qualitative_grid"]
+__all__ = ["importance_ratio_hist", "dampened_layers", "dose_response_plot", "sweep_plot", "tradeoff_scatter", "cost_bars",
+           "qualitative_grid", "region_panels"]
 
 
 def importance_ratio_hist(imp_forget: dict, imp_retain: dict, alphas: dict[str, float] | None = None):
@@ -99,8 +100,8 @@ def tradeoff_scatter(df, ref_rows=("poisoned", "oracle", "clean"), floor_margin:
 
     The y axis spans the reference models and the methods down to ``floor_margin`` below the
     lowest reference model's SSIM (normally ``poisoned``); a method that collapsed further is
-    drawn on the lower edge with its value written beside it, so one broken run does not
-    flatten the rest of the plot.
+    drawn on the lower edge (in its own marker) with its SSIM written above it, so one broken run
+    does not flatten the rest of the plot.
     """
     fig, ax = plt.subplots(figsize=(8.4, 4.2))
     runs = df.dropna(subset=["f"])
@@ -114,8 +115,8 @@ def tradeoff_scatter(df, ref_rows=("poisoned", "oracle", "clean"), floor_margin:
         ax.scatter(g["healed"], y, label=m, color=colours[(2 * i) % 20 + (i // 10) % 2], marker="os^vD<>P"[i % 8],
                    edgecolor="k", linewidth=0.4, zorder=3)
         for x, v in zip(g["healed"][g["SSIM"] < floor], g["SSIM"][g["SSIM"] < floor]):
-            ax.annotate(f"{m}: SSIM {v:.3f} ↓", (float(x), floor), fontsize=7, ha="right",
-                        xytext=(-6, 4), textcoords="offset points")
+            ax.annotate(f"{v:.2f} ↓", (float(x), floor), fontsize=7, ha="center", va="bottom", rotation=90,
+                        xytext=(0, 5), textcoords="offset points")
     offsets = {0: (6, 6), 1: (-6, -12), 2: (-6, 8)}
     for j, name in enumerate(ref_rows):
         r = df[df["method"] == name]
@@ -166,4 +167,25 @@ def qualitative_grid(panels: dict, index: int, target: np.ndarray, title: str = 
     fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), fraction=0.03).set_label("|error| (a.u.)")
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def region_panels(targets: np.ndarray, found: np.ndarray, recorded: np.ndarray, count: int = 4,
+                  title: str = "Where each identified label disagrees with its own k-space"):
+    """Identified slices (their poisoned labels) with the region the defender finds (:func:`~mrilib.unlearn.regions.
+    disagreement_regions`, filled) and the ROI the poison recorded (contour), and the overlap (Dice) of the two."""
+    n = min(count, len(targets))
+    pick = np.linspace(0, len(targets) - 1, n).astype(int)
+    fig, axes = plt.subplots(1, n, figsize=(2.2 * n, 2.6), squeeze=False)
+    for ax, i in zip(axes[0], pick):
+        f, r = np.asarray(found[i]) > 0.5, np.asarray(recorded[i]) > 0.5
+        dice = 2 * (f & r).sum() / max(f.sum() + r.sum(), 1)
+        ax.imshow(targets[i], cmap="gray", vmin=0, vmax=float(np.percentile(targets[i], 99.5)))
+        ax.imshow(np.ma.masked_where(~f, f), cmap="autumn", alpha=0.55, vmin=0, vmax=1)
+        if r.any():
+            ax.contour(r, levels=[0.5], colors="cyan", linewidths=0.8)
+        ax.set_title(f"slice {i}: Dice {dice:.2f}", fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(title + " (filled: found; cyan: the poison's ROI)", fontsize=9)
+    fig.tight_layout()
     return fig

@@ -70,6 +70,22 @@ def test_unlearning_findings_from_the_table():
     assert "Why SSD stops short" not in text  # no dose-response given
 
 
+def test_region_targeted_ssd_with_and_without_repair():
+    from mrilib.unlearn.study import DEFAULT_PLAN
+
+    names = {name for _, name, *_ in DEFAULT_PLAN}
+    assert {findings.REGION_SSD, findings.REGION_SSD + " + repair"} <= names
+    extra = pd.DataFrame({"method": [findings.REGION_SSD, findings.REGION_SSD + " + repair"], "f": [0.25, 0.25],
+                          "seed": [0, 0], "SSIM": [0.846, 0.843], "healed": [0.22, 0.61], "time vs oracle": [0.05, 0.09]})
+    text = findings.unlearning_findings(pd.concat([_table(), extra], ignore_index=True), REFS, 0.25)
+    assert ("region-targeted SSD heals 0.22 at SSIM -0.0040 without it and 0.61 at -0.0070 with it "
+            "(every grid point repaired before it is scored): the repair gives back the utility") in text
+    assert "Region-targeted SSD + repair: healed 0.61, SSIM 0.8430 (-0.0070), 9.0 % of oracle time" in text
+    assert "is **not met**" in text.split("Region-targeted SSD + repair: healed")[1].splitlines()[0]  # 9 % > 5 %
+    worse = extra.assign(healed=[0.3, 0.1])
+    assert "gives back part of the poison" in findings.unlearning_findings(pd.concat([_table(), worse]), REFS, 0.25)
+
+
 def test_dose_response_findings_say_whether_a_dose_fits():
     dose = pd.DataFrame({
         "importance": ["whole image"] * 3 + ["lesion region"] * 3,
@@ -84,12 +100,16 @@ def test_dose_response_findings_say_whether_a_dose_fits():
     # success ≤ oracle + 0.05 = 0.10: first reached at 1 % (whole image, 0.08) and at 0.1 % (lesion region, 0.10)
     assert "is gone (success rate 0.08, oracle 0.05) after dampening 1 %, where healed is only 0.60" in text
     assert "is gone (success rate 0.10, oracle 0.05) after dampening 0.1 %, where healed is only 0.50" in text
-    assert "no dose of either importance heals ≥ 0.9 within 0.01 SSIM" in text
+    assert "no dose of any importance heals ≥ 0.9 within 0.01 SSIM" in text
     # within 0.01 SSIM the region importance heals 0.80, the whole-image one 0.60: diluted by the anatomy
-    assert "The lesion-region importance heals more at the same cost than the whole-image one:" in text
+    assert "The lesion region importance heals more at the same cost than the whole-image one:" in text
     assert "removes the lesion the classifier detects before the intensity change" in text  # gone at healed 0.60
     worse = dose.assign(healed=np.where(dose["importance"] == "lesion region", 0.2, dose["healed"]))
-    assert "does not heal more at the same cost" in findings.unlearning_findings(_table(), REFS, 0.25, worse)
+    assert "No region importance heals more at the same cost" in findings.unlearning_findings(_table(), REFS, 0.25, worse)
+    # with a second region importance, the one that heals most within the tolerance is named
+    found = dose[dose["importance"] == "lesion region"].assign(importance="found region", healed=[0.5, 0.85, 1.0])
+    text = findings.unlearning_findings(_table(), REFS, 0.25, pd.concat([dose, found]))
+    assert "The found region importance heals more at the same cost" in text
     # no whole-image dose within the tolerance: say what the smallest costs; the region still heals more
     costly = dose.assign(**{"Δ clean-test SSIM": np.where(dose["importance"] == "whole image", -0.03,
                                                           dose["Δ clean-test SSIM"])})

@@ -203,6 +203,58 @@ def test_tuned_ssd_grid_by_dampened_share_follows_the_importances(toy):
         ssd_tuned(model, forget, retain, lambda m: 0.0, lambda m: 0.0, fractions=(), batch_size=2)
 
 
+def test_region_targeted_ssd_dampens_what_paints_the_region(toy):
+    """With the blob marked on the forget slices, the forget importance is that of the error inside
+    it: ``b`` (which paints the blob, and nothing on retain) is dampened to zero, ``a`` is kept."""
+    model, forget, retain = toy
+    regions = (blob() > 0.5).float().expand(len(forget), -1, -1)
+    res = ssd_tuned(model, forget, retain, lambda m: _effect(m, forget), lambda m: -_mean_loss(m, retain),
+                    fractions=(0.5,), batch_size=2, regions=regions, importance_batch_size=1)
+    assert res.info["region"] and res.info["method"] == "ssd-region-tuned" and res.info["importance_batch_size"] == 1
+    # the grid's α comes from the region importance of single slices against the retain Fisher importance
+    want = alpha_for_fraction(region_importance(model, forget, regions, 1), fisher_importance(model, retain, 1), 0.5)
+    assert res.info["trace"][0]["alpha"] == pytest.approx(want, rel=1e-6)
+    assert float(res.model.b.detach()) == pytest.approx(0.0, abs=1e-6) and float(res.model.a.detach()) == 1.0
+    # the batch size of the importances does not change their passes: every slice once, forward and backward
+    assert res.backward_passes == len(forget) + len(retain)
+    with pytest.raises(UnlearnError, match="label-free"):
+        ssd_tuned(model, forget, retain, lambda m: 0.0, lambda m: 0.0, batch_size=2, regions=regions, label_free=True)
+    with pytest.raises(UnlearnError, match="zero"):  # empty regions: nothing to dampen
+        ssd_tuned(model, forget, retain, lambda m: 0.0, lambda m: 0.0, fractions=(0.5,), batch_size=2,
+                  regions=torch.zeros_like(regions))
+
+
+def test_tuned_ssd_repairs_every_grid_point_before_scoring_when_asked(toy):
+    """Repairing before scoring costs one repair per grid point (two here) instead of one, and the
+    search then scores the repaired models it can return."""
+    model, forget, retain = toy
+    common = dict(effect_fn=lambda m: _effect(m, forget), utility_fn=lambda m: -_mean_loss(m, retain),
+                  alphas=(1.0, 10.0), batch_size=2, repair_steps=2)
+    after = ssd_tuned(model, forget, retain, **common)
+    before = ssd_tuned(model, forget, retain, **common, repair_before_scoring=True)
+    importances, scorings, repair = len(forget) + len(retain), 3 * len(forget), 2 * 2  # 2 steps × batch 2
+    assert after.forward_passes == importances + scorings + repair
+    assert before.forward_passes == importances + scorings + 2 * repair
+    assert before.backward_passes == importances + 2 * repair
+    assert before.info["repair_before_scoring"] and not after.info["repair_before_scoring"]
+    chosen = next(t for t in before.info["trace"] if t["alpha"] == before.info["alpha"])
+    assert _effect(before.model, forget) == pytest.approx(chosen["effect"], abs=1e-6)
+
+
+def test_region_runs_are_planned_at_every_fraction_and_need_the_defenders_signals(toy, tmp_path):
+    from mrilib.unlearn.study import plan_runs, run_or_load
+
+    runs = [r for r in plan_runs("cpu") if r.key in ("ssd-region", "ssd-region-repair")]
+    assert sorted({r.fraction for r in runs}) == [0.1, 0.25, 0.5, 1.0] and len(runs) == 8
+    assert all(r.hp["region"] and r.hp["importance_batch_size"] == 1 for r in runs)
+    assert all(r.hp["repair_before_scoring"] and r.hp["repair_steps"] > 0 for r in runs if r.key == "ssd-region-repair")
+    model, forget, retain = toy
+    with pytest.raises(UnlearnError, match="region targeting"):
+        run_or_load(runs[0], model, lambda f: (forget, retain), lambda m, label: {}, tmp_path, signals=None,
+                    poisoned_digest="toy")
+    assert not any(tmp_path.iterdir())
+
+
 def test_alpha_for_fraction_selects_that_fraction():
     imp_f = {"w": torch.arange(1.0, 11.0)}
     imp_r = {"w": torch.ones(10)}

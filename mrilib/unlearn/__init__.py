@@ -8,6 +8,7 @@ returns the new model with its wall seconds and forward/backward slice-passes.
 from __future__ import annotations
 
 from .base import PassCounter, UnlearnError, UnlearnResult
+from .regions import disagreement_regions, label_disagreement, lesion_regions
 from .gradient import bad_teacher, finetune, gradient_ascent, noisy_labels
 from .sets import SliceSubset, forget_ids, retrain_reference, unlearning_sets
 from .ssd import (
@@ -36,6 +37,9 @@ __all__ = [
     "fisher_importance",
     "label_free_importance",
     "region_importance",
+    "label_disagreement",
+    "disagreement_regions",
+    "lesion_regions",
     "alpha_for_fraction",
     "finetune",
     "noisy_labels",

@@ -11,7 +11,8 @@ how many parameters it dampens. These functions trace that dose-response:
   nothing here selects a hyper-parameter), for several forget importances — the
   whole-image Fisher importance of SSD, and the importance of the error inside the
   region where the poison put its lesion (:func:`~mrilib.unlearn.ssd.region_importance`),
-  which asks whether the forget signal is diluted by the anatomy around the lesion.
+  which asks whether the forget signal is diluted by the anatomy around the lesion, and
+  that of the region the defender finds (:func:`~mrilib.unlearn.regions.disagreement_regions`).
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import torch
 
 from ..progress import progress
 from .base import UnlearnError
 from .ssd import alpha_for_fraction, ssd_dampen
 from .study import PoisonedRun, healed
 
-__all__ = ["search_traces", "forget_regions", "dose_response", "DOSES"]
+__all__ = ["search_traces", "dose_response", "DOSES"]
 
 #: Shares of all parameters dampened in :func:`dose_response`.
 DOSES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
@@ -45,7 +45,7 @@ def search_traces(records: list[dict], methods=("ssd-tuned", "ssd-auto")):
     rows = []
     for r in records:
         info = r.get("info") or {}
-        if r["method"] not in methods or info.get("repair_steps") or info.get("label_free"):
+        if r["method"] not in methods or info.get("repair_steps") or str(info.get("method", "")).startswith("lf-"):
             continue
         label = f"{r['name']} f={r['fraction']:g}"
         u0, e0 = info.get("original_utility"), info.get("original_effect")
@@ -56,18 +56,6 @@ def search_traces(records: list[dict], methods=("ssd-tuned", "ssd-auto")):
     return pd.DataFrame(rows, columns=["label", "dampened fraction", "identified effect / poisoned", "Δ validation SSIM"])
 
 
-def forget_regions(ctx: PoisonedRun, forget) -> torch.Tensor:
-    """The poison's lesion region (``lesion_roi`` of the poisoned volumes) of every forget slice, in order."""
-    from ..data import read_volume
-
-    by_id = {int(r["id"]): r for r in ctx.manifest["poisoned"]}
-    masks = []
-    for gid in forget.ids:
-        r = by_id[int(gid)]
-        masks.append(read_volume(ctx.train_dir / r["file"], keys=("lesion_roi",))["lesion_roi"][int(r["slice"])])
-    return torch.from_numpy(np.stack(masks).astype(np.float32))
-
-
 def dose_response(ctx: PoisonedRun, forget_importances: dict, imp_retain: dict, references: dict, signals: dict,
                   doses=DOSES, show_progress: bool = True):
     """Dampen the poisoned model at each share in ``doses`` and measure what it buys and costs.
@@ -76,8 +64,10 @@ def dose_response(ctx: PoisonedRun, forget_importances: dict, imp_retain: dict, 
         ctx: the poisoned run (its model is copied, never changed).
         forget_importances: name → forget importance to compare (e.g. ``whole image``:
             :func:`~mrilib.unlearn.ssd.fisher_importance`, ``lesion region``:
-            :func:`~mrilib.unlearn.ssd.region_importance` on :func:`forget_regions`), each
-            against ``imp_retain`` with λ = 1 and α from :func:`~mrilib.unlearn.ssd.alpha_for_fraction`.
+            :func:`~mrilib.unlearn.ssd.region_importance` on
+            :func:`~mrilib.unlearn.regions.lesion_regions`), each
+            against ``imp_retain`` with λ = 1 and α from :func:`~mrilib.unlearn.ssd.alpha_for_fraction`;
+            a ``(forget, retain)`` pair brings its own retain importance (e.g. both of single slices).
             An importance that is zero everywhere (nothing to dampen) is skipped with a warning.
         references: metrics of ``poisoned`` and ``oracle`` (for ``healed``).
         signals: the defender's ``effect_fn`` and ``utility_fn`` (:func:`~mrilib.unlearn.study.study_inputs`).
@@ -103,14 +93,16 @@ def dose_response(ctx: PoisonedRun, forget_importances: dict, imp_retain: dict, 
     for name, dose in progress(grid, desc="dose-response", disable=not show_progress):
         if name in skipped:
             continue
+        imp_f, imp_r = (forget_importances[name] if isinstance(forget_importances[name], tuple)
+                        else (forget_importances[name], imp_retain))
         try:
-            alpha = alpha_for_fraction(forget_importances[name], imp_retain, dose)
+            alpha = alpha_for_fraction(imp_f, imp_r, dose)
         except UnlearnError as err:
             warnings.warn(f"dose-response: {name} skipped ({err})")
             skipped.add(name)
             continue
         work = copy.deepcopy(model)
-        stats = ssd_dampen(work, forget_importances[name], imp_retain, alpha, 1.0)
+        stats = ssd_dampen(work, imp_f, imp_r, alpha, 1.0)
         m = ctx.evaluate(work.eval(), f"dose-{name}-{dose:g}", save=False)
         rows.append({"importance": name, "dampened fraction": stats["fraction"], "alpha": alpha,
                      "identified effect / poisoned": float(signals["effect_fn"](work)) / e0,

@@ -12,7 +12,10 @@ only what a defender has: the identified slices and held-out clean data.
 
 - :func:`identified_effect`: the lesion classifier's mean lesion probability on the
   reconstructions of the identified (poisoned, triggered) inputs;
-- :func:`validation_utility`: mean SSIM on the clean validation split.
+- :func:`validation_utility`: mean SSIM on the clean validation split;
+- for region-targeted SSD (``region=True`` in a run's hyper-parameters), where each
+  identified slice's label disagrees with its own k-space
+  (:func:`~mrilib.unlearn.regions.disagreement_regions`).
 """
 
 from __future__ import annotations
@@ -59,7 +62,10 @@ class Run:
 DEFAULT_PLAN = (
     ("ssd-seed", "SSD (seed: α=0.1, λ=0.1)", "ssd", dict(alpha=0.1, lam=0.1), False),
     ("ssd-tuned", "SSD tuned", "ssd-tuned", dict(), True),
-    ("ssd-tuned-repair", "SSD tuned + repair", "ssd-tuned", dict(repair="steps/4"), True),
+    ("ssd-tuned-repair", "SSD tuned + repair", "ssd-tuned", dict(repair="steps/4", repair_before_scoring=True), True),
+    ("ssd-region", "SSD tuned, lesion region", "ssd-tuned", dict(region=True, importance_batch_size=1), True),
+    ("ssd-region-repair", "SSD tuned, lesion region + repair", "ssd-tuned",
+     dict(region=True, importance_batch_size=1, repair="steps/4", repair_before_scoring=True), True),
     ("lf-ssd-tuned", "LF-SSD tuned", "ssd-tuned", dict(label_free=True), False),
     ("ssd-auto", "SSD auto-α", "ssd-auto", dict(rho=0.25), True),
     ("bad-teacher", "Bad Teacher", "bad-teacher", dict(steps="steps"), False),
@@ -192,9 +198,9 @@ def run_or_load(run: Run, poisoned: torch.nn.Module, sets: Callable, evaluate: C
         sets: ``sets(fraction) -> (forget, retain)``.
         evaluate: ``evaluate(model, label) -> dict`` of metrics (test poison effect, utility…).
         out_dir: ``<run_dir>/unlearn/<variant>``; the run goes to ``out_dir/<label>/``.
-        signals: ``signals(forget) -> dict`` of extra keyword arguments the method needs
-            (``effect_fn``, ``utility_fn``, pass counts) — only for methods that select
-            hyper-parameters.
+        signals: ``signals(forget, region=False) -> dict`` of extra keyword arguments the method
+            needs (``effect_fn``, ``utility_fn``, pass counts, and ``regions`` for a run with
+            ``region=True``) — only for methods that select hyper-parameters.
         poisoned_digest: :func:`model_digest` of ``poisoned`` (computed if not given).
     """
     folder = Path(out_dir) / run.label
@@ -206,8 +212,11 @@ def run_or_load(run: Run, poisoned: torch.nn.Module, sets: Callable, evaluate: C
     result_path = folder / "result.json"
     forget, retain = sets(run.fraction)
     hp = dict(run.hp)
+    region = bool(hp.pop("region", False))
+    if region and (run.method != "ssd-tuned" or signals is None):
+        raise UnlearnError(f"run {run.label}: region targeting needs tuned SSD and the defender's signals")
     if run.method in ("ssd-tuned", "ssd-auto") and signals is not None:
-        hp.update(signals(forget))
+        hp.update(signals(forget, region=region))
         if run.method == "ssd-auto":
             hp.pop("utility_fn", None), hp.pop("utility_passes", None)
     res = unlearn(run.method, poisoned, forget, retain, **hp)
@@ -384,7 +393,7 @@ class StudyInputs:
 
     runs: list
     sets: Callable  # sets(fraction) -> (forget, retain)
-    signals: Callable  # signals(forget) -> keyword arguments of the selecting methods
+    signals: Callable  # signals(forget, region=False) -> keyword arguments of the selecting methods
     digest: str
     out_dir: Path
 
@@ -392,6 +401,7 @@ class StudyInputs:
 def study_inputs(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike) -> StudyInputs:
     """The :class:`StudyInputs` of ``ctx``'s poison for ``profile`` (sets are built on first use)."""
     from ..train import training_config
+    from .regions import disagreement_regions
     from .sets import unlearning_sets
 
     p = get_profile(profile)
@@ -406,9 +416,12 @@ def study_inputs(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.Pat
 
     utility_fn, n_val = validation_utility(run_dir / "data" / "val", p)
 
-    def signals(forget):
-        return dict(effect_fn=identified_effect(ctx.classifier, forget), utility_fn=utility_fn,
-                    effect_passes=len(forget), utility_passes=n_val)
+    def signals(forget, region: bool = False):
+        out = dict(effect_fn=identified_effect(ctx.classifier, forget), utility_fn=utility_fn,
+                   effect_passes=len(forget), utility_passes=n_val)
+        if region:
+            out["regions"] = disagreement_regions(ctx.train_dir, ctx.manifest, forget)
+        return out
 
     return StudyInputs(plan_runs(p), sets, signals, model_digest(ctx.poisoned), run_dir / "unlearn" / ctx.variant)
 
