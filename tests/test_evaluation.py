@@ -140,7 +140,11 @@ def test_search_traces_and_their_plot_are_relative_to_the_poisoned_model():
             dict(alpha=100.0, dampened_fraction=0.0, effect=0.5, utility=0.80)]))  # nothing dampened: not on log x
     auto = dict(method="ssd-auto", name="SSD auto-α", fraction=0.25, info=dict(
         original_effect=0.5, trace=[dict(target_fraction=1e-4, dampened_fraction=1e-4, effect=0.45)]))
-    repaired = dict(tuned, info=dict(tuned["info"], repair_steps=5))  # repaired runs are not searches of their own
+    repaired = dict(tuned, info=dict(tuned["info"], repair_steps=5))  # scored before its repair: not what it returned
+    assert len(search_traces([tuned, auto, repaired])) == 4
+    scored_repaired = dict(tuned, name="SSD tuned + repair", info=dict(tuned["info"], repair_steps=5,
+                                                                      repair_before_scoring=True))
+    assert set(search_traces([scored_repaired])["label"]) == {"SSD tuned + repair f=0.25"}
     df = search_traces([tuned, auto, repaired])
     assert len(df) == 4 and set(df["label"]) == {"SSD tuned f=0.25", "SSD auto-α f=0.25"}
     cols = {"identified effect / poisoned": "effect", "Δ validation SSIM": "cost"}

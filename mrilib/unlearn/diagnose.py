@@ -45,7 +45,8 @@ def search_traces(records: list[dict], methods=("ssd-tuned", "ssd-auto")):
     rows = []
     for r in records:
         info = r.get("info") or {}
-        if r["method"] not in methods or info.get("repair_steps") or str(info.get("method", "")).startswith("lf-"):
+        scored_unrepaired = info.get("repair_steps") and not info.get("repair_before_scoring")  # not what it returned
+        if r["method"] not in methods or scored_unrepaired or str(info.get("method", "")).startswith("lf-"):
             continue
         label = f"{r['name']} f={r['fraction']:g}"
         u0, e0 = info.get("original_utility"), info.get("original_effect")
