@@ -24,7 +24,7 @@ from .evaluation import at_fraction
 
 __all__ = ["SSIM_TOLERANCE", "TARGET", "BACKDOOR_TARGET", "baseline_summary", "beats_baselines", "varnet_findings",
            "backdoor_verdict", "poison_findings",
-           "best_keeping_utility", "meets_target", "unlearning_findings", "evaluation_findings"]
+           "best_keeping_utility", "meets_target", "unlearning_findings", "consistency_findings", "evaluation_findings"]
 
 #: clean-test SSIM a method may lose against `poisoned` and still count as keeping utility
 SSIM_TOLERANCE = 0.01
@@ -300,6 +300,32 @@ def unlearning_findings(table: pd.DataFrame, references: dict, fraction: float,
     if dose is not None and len(dose):
         lines += _dose_findings(dose, references["oracle"]["success_rate"])
     return "\n".join(lines)
+
+
+def consistency_findings(scan: pd.DataFrame, manifest: dict) -> str:
+    """What checking every training label against its own k-space tells (chapter 5, Markdown).
+
+    Args:
+        scan: :func:`~mrilib.unlearn.regions.scan_disagreement` of the poisoned training set.
+        manifest: the poison's manifest (which slices are poisoned: for scoring the check only).
+    """
+    poisoned = {(r["file"], int(r["slice"])) for r in manifest["poisoned"]}
+    flag = np.array([(f, int(s)) in poisoned for f, s in zip(scan["file"], scan["slice"])], bool)
+    if not flag.any() or flag.all():
+        return "- The label check cannot be scored: the scan holds " + ("no" if not flag.any() else "only") + " poisoned slices."
+    p, c = scan["peak"][flag], scan["peak"][~flag]
+    caught = int((p > c.max()).sum())
+    head = (f"- Checking every training label against its own k-space (the same low-pass disagreement) gives the "
+            f"{flag.sum()} poisoned slices a peak of {p.min():.2g}–{p.max():.2g} of the label's maximum and the "
+            f"{(~flag).sum()} clean ones at most {c.max():.2g}")
+    if caught == flag.sum():
+        return (head + ": it separates them completely. A defender who can run this check identifies every poisoned "
+                "slice (f = 1) and can retrain without them (`oracle`). The identified fraction f therefore models a "
+                "defender who cannot - for example when labels come from a reconstruction other than the "
+                "root-sum-of-squares of the stored k-space, or when the stored k-space was itself edited to agree "
+                "with them - and this chapter uses the check only to find the region on slices already identified.")
+    return (head + f": above the largest clean value it finds {caught} of the {flag.sum()} poisoned slices, so it "
+            "does not replace the identification this chapter assumes.")
 
 
 def evaluation_findings(table: pd.DataFrame, profile, fraction: float, robustness: pd.DataFrame | None = None) -> str:

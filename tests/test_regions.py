@@ -95,3 +95,25 @@ def test_regions_of_a_forget_set_are_read_in_its_order(tmp_path):
         disagreement_regions(tmp_path, manifest, SimpleNamespace(ids=[12, 99]))
     with pytest.raises(UnlearnError, match="agrees"):
         disagreement_regions(tmp_path, manifest, SimpleNamespace(ids=[13]))
+
+
+def test_scanning_every_label_scores_the_edited_ones(tmp_path):
+    from mrilib import findings
+    from mrilib.unlearn import scan_disagreement
+
+    sim = _subject(num_slices=3)
+    labels = rss(ifft2c(sim["kspace"])).astype(np.float32)
+    edit = _blob(labels.shape[1:], (8, 8))
+    labels[1] += 0.3 * labels[1].max() * edit
+    _write_volume(tmp_path / "vol.h5", sim["kspace"], labels, np.zeros(labels.shape, bool))
+    scan = scan_disagreement(tmp_path, sigma=1.0)
+    assert list(scan["slice"]) == [0, 1, 2] and set(scan["file"]) == {"vol.h5"}
+    assert scan["peak"][0] == 0 and scan["peak"][2] == 0 and 0.05 < scan["peak"][1] < 0.3
+    manifest = {"poisoned": [{"file": "vol.h5", "slice": 1}]}
+    text = findings.consistency_findings(scan, manifest)
+    assert "the 1 poisoned slices a peak of" in text and "the 2 clean ones at most 0" in text
+    assert "separates them completely" in text and "f = 1" in text
+    overlap = scan.assign(peak=[0.5, 0.2, 0.0])  # a clean slice disagrees more than the poisoned one
+    assert "finds 0 of the 1 poisoned slices" in findings.consistency_findings(overlap, manifest)
+    with pytest.raises(FileNotFoundError, match="no .h5"):
+        scan_disagreement(tmp_path / "empty")

@@ -8,7 +8,7 @@ returns the new model with its wall seconds and forward/backward slice-passes.
 from __future__ import annotations
 
 from .base import PassCounter, UnlearnError, UnlearnResult
-from .regions import disagreement_regions, label_disagreement, lesion_regions
+from .regions import disagreement_peak, disagreement_regions, label_disagreement, lesion_regions, scan_disagreement
 from .gradient import bad_teacher, finetune, gradient_ascent, noisy_labels
 from .sets import SliceSubset, forget_ids, retrain_reference, unlearning_sets
 from .ssd import (
@@ -38,6 +38,8 @@ __all__ = [
     "label_free_importance",
     "region_importance",
     "label_disagreement",
+    "disagreement_peak",
+    "scan_disagreement",
     "disagreement_regions",
     "lesion_regions",
     "alpha_for_fraction",

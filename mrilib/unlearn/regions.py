@@ -14,6 +14,9 @@ disagrees with its measurement exactly where it was edited.
   its maximum (the half-maximum region for ``level = 0.5``);
 - :func:`disagreement_regions`: the same for every slice of a forget set, read from the
   training files (the defender's signal: it uses nothing but the identified slices);
+- :func:`scan_disagreement`: the same check on *every* training slice - a detector of edited
+  labels, which in this simulation flags every poisoned slice (chapter 5 measures it; the
+  identified fraction is then an assumption of the threat model, not of the data);
 - :func:`lesion_regions`: the ROI the poison recipe recorded (``lesion_roi``) - the
   attacker's ground truth, for analysis only (the dose-response of chapter 5), never for
   selecting anything.
@@ -32,7 +35,7 @@ from scipy.ndimage import gaussian_filter
 from ..data.kspace import ifft2c, rss
 from .base import UnlearnError
 
-__all__ = ["label_disagreement", "disagreement_regions", "lesion_regions"]
+__all__ = ["disagreement_peak", "label_disagreement", "disagreement_regions", "scan_disagreement", "lesion_regions"]
 
 
 def _centre_crop(image: np.ndarray, shape) -> np.ndarray:
@@ -41,6 +44,23 @@ def _centre_crop(image: np.ndarray, shape) -> np.ndarray:
     if top < 0 or left < 0:
         raise UnlearnError(f"label of shape {tuple(shape)} is larger than its k-space image {image.shape[-2:]}")
     return image[..., top:top + h, left:left + w]
+
+
+def _low_pass_disagreement(kspace: np.ndarray, target: np.ndarray, sigma: float) -> np.ndarray:
+    """``|G_sigma * (target - RSS(IFFT(kspace)))|`` relative to the label's maximum, ``(h, w)``."""
+    if sigma < 0:
+        raise UnlearnError(f"sigma must be ≥ 0, got {sigma}")
+    if kspace.ndim != 3 or target.ndim != 2:
+        raise UnlearnError(f"expected kspace (coils, H, W) and target (h, w), got {kspace.shape} and {target.shape}")
+    measured = _centre_crop(rss(ifft2c(kspace)), target.shape)
+    diff = np.abs(gaussian_filter((target - measured).astype(np.float64), sigma))
+    return diff / max(float(np.abs(target).max()), 1e-30)
+
+
+def disagreement_peak(kspace: np.ndarray, target: np.ndarray, sigma: float = 2.0) -> float:
+    """The largest low-pass disagreement between a label and its own k-space, as a share of the
+    label's maximum: 0 for a label that is the RSS of its k-space (see :func:`label_disagreement`)."""
+    return float(_low_pass_disagreement(kspace, target, sigma).max())
 
 
 def label_disagreement(kspace: np.ndarray, target: np.ndarray, sigma: float = 2.0, level: float = 0.5) -> np.ndarray:
@@ -56,17 +76,32 @@ def label_disagreement(kspace: np.ndarray, target: np.ndarray, sigma: float = 2.
     """
     if not 0 < level < 1:
         raise UnlearnError(f"level must be in (0, 1), got {level}")
-    if sigma < 0:
-        raise UnlearnError(f"sigma must be ≥ 0, got {sigma}")
-    if kspace.ndim != 3 or target.ndim != 2:
-        raise UnlearnError(f"expected kspace (coils, H, W) and target (h, w), got {kspace.shape} and {target.shape}")
-    measured = _centre_crop(rss(ifft2c(kspace)), target.shape)
-    diff = np.abs(gaussian_filter((target - measured).astype(np.float64), sigma))
+    diff = _low_pass_disagreement(kspace, target, sigma)
     peak = diff.max()
-    scale = max(float(np.abs(target).max()), 1e-30)
-    if peak <= 1e-6 * scale:
+    if peak <= 1e-6:
         return np.zeros(target.shape, bool)
     return diff > level * peak
+
+
+def scan_disagreement(data_dir: str | os.PathLike, sigma: float = 2.0):
+    """:func:`disagreement_peak` of every slice of every volume under ``data_dir`` - the same check
+    as a detector of edited labels. A DataFrame with ``file`` (name relative to ``data_dir``),
+    ``slice`` and ``peak``; it reads only k-space and labels (no poison flags)."""
+    import pandas as pd
+
+    from ..progress import progress
+
+    rows = []
+    data_dir = Path(data_dir)
+    files = sorted(data_dir.glob("*.h5"))
+    if not files:
+        raise FileNotFoundError(f"no .h5 volumes in {data_dir}")
+    for path in progress(files, desc="label vs k-space", leave=False):
+        with h5py.File(path, "r") as f:
+            k, y = f["kspace"], f["reconstruction_rss"]
+            for s in range(y.shape[0]):
+                rows.append(dict(file=path.name, slice=s, peak=disagreement_peak(k[s], y[s], sigma)))
+    return pd.DataFrame(rows, columns=["file", "slice", "peak"])
 
 
 def _forget_records(manifest: dict, forget) -> list[dict]:
