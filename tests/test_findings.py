@@ -139,9 +139,14 @@ def test_evaluation_findings_from_the_table():
 
 
 def test_other_recipes_come_from_the_profile():
+    import dataclasses
+
     assert get_profile("smoke").other_recipes == ("adversarial-tumour",)
-    assert get_profile("cpu").other_recipes == ()
-    assert MAIN_RECIPE in get_profile("cpu").unlearn["recipes"]
+    cpu = get_profile("cpu")
+    assert MAIN_RECIPE in cpu.unlearn["recipes"] and cpu.other_recipes == ()
+    both = dataclasses.replace(cpu, unlearn=dict(cpu.unlearn, recipes=(MAIN_RECIPE, "adversarial-tumour")))
+    assert both.other_recipes == ("adversarial-tumour",)
+    assert dataclasses.replace(cpu, unlearn={}).other_recipes == ()  # no recipes listed: the main one only
 
 
 def _poison_metrics(success, effect, ssim, forget_poisoned=0.90, forget_clean=0.89):
