@@ -26,11 +26,14 @@ __all__ = [
     "nullspace_map",
     "qualitative_panels",
     "artefact_robustness",
+    "REGION_SSD",
 ]
 
 #: metrics of the main table, in order
 MAIN_METRICS = ("SSIM", "PSNR", "NMSE", "poison effect", "success rate", "healed", "forget SSIM vs clean",
                 "forget SSIM vs poisoned", "time vs oracle", "passes vs oracle")
+#: the table name of region-targeted SSD (``mrilib.unlearn.study.DEFAULT_PLAN``; " + repair" for its repaired run)
+REGION_SSD = "SSD tuned, lesion region"
 
 
 class MissingArtefactError(FileNotFoundError):
@@ -107,7 +110,7 @@ def headline_table(df: pd.DataFrame, fraction: float | None = None, seed_reporte
     rows = {}
     for label, name in (("original (poisoned) model", "poisoned"), ("SSD, seed's α=0.1, λ=0.1", "SSD (seed: α=0.1, λ=0.1)"),
                         ("SSD tuned", "SSD tuned"),
-                        ("SSD tuned, lesion region + repair", "SSD tuned, lesion region + repair")):
+                        (REGION_SSD + " + repair", REGION_SSD + " + repair")):
         r = df[df["method"] == name]
         if not len(r):
             continue

@@ -20,9 +20,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .evaluation import at_fraction
+from .evaluation import REGION_SSD, at_fraction
 
-__all__ = ["SSIM_TOLERANCE", "TARGET", "BACKDOOR_TARGET", "baseline_summary", "beats_baselines", "varnet_findings",
+__all__ = ["SSIM_TOLERANCE", "TARGET", "REGION_SSD", "BACKDOOR_TARGET", "baseline_summary", "beats_baselines",
+           "varnet_findings",
            "backdoor_verdict", "poison_findings",
            "best_keeping_utility", "meets_target", "unlearning_findings", "consistency_findings", "evaluation_findings"]
 
@@ -30,8 +31,8 @@ __all__ = ["SSIM_TOLERANCE", "TARGET", "BACKDOOR_TARGET", "baseline_summary", "b
 SSIM_TOLERANCE = 0.01
 #: the study's unlearning target: share healed, SSIM loss against `poisoned`, wall time relative to oracle
 TARGET = dict(healed=0.9, ssim=SSIM_TOLERANCE, time=0.05)
-#: The table name of region-targeted SSD (``mrilib.unlearn.study.DEFAULT_PLAN``; " + repair" for its repaired run).
-REGION_SSD = "SSD tuned, lesion region"
+#: the SSD variants whose target and sweep over f chapter 5 reports: (label in the text, table name)
+_REPORTED_SSD = (("Tuned SSD", "SSD tuned"), ("Region-targeted SSD + repair", REGION_SSD + " + repair"))
 #: the poisoning target: success rate of `poisoned` (at least) and of `clean` (at most), SSIM difference;
 #: a backdoor that misses it is *partly learnt* when the effect reaches ``partly_effect`` and the success
 #: rate exceeds the clean model's by ``partly_margin``
@@ -268,8 +269,7 @@ def unlearning_findings(table: pd.DataFrame, references: dict, fraction: float,
         top = runs.iloc[0]
         lines.append(f"- Healing more costs utility: **{top['method']}** heals {top['healed']:.2f} but its clean-test "
                      f"SSIM is {top['SSIM']:.4f} ({top['SSIM'] - p_ssim:+.4f}).")
-    for label, name in (("The seed's SSD (α=0.1, λ=0.1)", "SSD (seed: α=0.1, λ=0.1)"), ("Tuned SSD", "SSD tuned"),
-                        ("Region-targeted SSD + repair", REGION_SSD + " + repair")):
+    for label, name in (("The seed's SSD (α=0.1, λ=0.1)", "SSD (seed: α=0.1, λ=0.1)"),) + _REPORTED_SSD:
         r = _method_row(rows, name)
         if r is not None:
             lines.append(f"- {label}: healed {r['healed']:.2f}, SSIM {r['SSIM']:.4f} ({r['SSIM'] - p_ssim:+.4f}), "
@@ -289,7 +289,7 @@ def unlearning_findings(table: pd.DataFrame, references: dict, fraction: float,
         lines.append(f"- `{r['method']}` (retraining without the identified slices) heals {r['healed']:.2f} at "
                      f"{100 * r['time vs oracle']:.0f} % of oracle time: the yardstick for what the identified slices "
                      "alone allow.")
-    for label, name in (("Tuned SSD", "SSD tuned"), ("Region-targeted SSD + repair", REGION_SSD + " + repair")):
+    for label, name in _REPORTED_SSD:
         sweep = table[table["method"] == name].groupby("f")["healed"].mean()
         if len(sweep) > 1:
             monotone = bool((sweep.diff().dropna() >= -0.05).all())

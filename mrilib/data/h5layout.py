@@ -31,6 +31,7 @@ __all__ = [
     "validate_volume",
     "read_volume",
     "center_crop",
+    "rss_target",
 ]
 
 _NS = "http://www.ismrm.org/ISMRMRD"
@@ -100,6 +101,14 @@ def center_crop(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return x[..., top : top + ch, left : left + cw]
 
 
+def rss_target(kspace: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The ``reconstruction_rss`` of fully sampled ``kspace`` (``(..., coils, H, W)``): the RSS of its
+    inverse FFT, centre-cropped to ``shape``."""
+    from .kspace import ifft2c, rss
+
+    return center_crop(rss(ifft2c(kspace)), shape)
+
+
 def write_volume(
     path: str | os.PathLike,
     kspace: np.ndarray,
@@ -117,13 +126,11 @@ def write_volume(
     centre-cropped to ``recon_size``), and ``max``/``norm`` from it.
     ``extras`` are stored as additional datasets (e.g. ``image``, ``sens_maps``).
     """
-    from .kspace import ifft2c, rss
-
     kspace = np.asarray(kspace)
     _check_kspace_array(kspace, Path(path))
     s, c, h, w = kspace.shape
     recon_size = recon_size or (h, w)
-    target = center_crop(rss(ifft2c(kspace)), recon_size).astype(np.float32)
+    target = rss_target(kspace, recon_size).astype(np.float32)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("kspace", data=kspace.astype(np.complex64))

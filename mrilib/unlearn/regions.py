@@ -32,18 +32,18 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from ..data.kspace import ifft2c, rss
+from ..data.h5layout import rss_target
 from .base import UnlearnError
 
 __all__ = ["disagreement_peak", "label_disagreement", "disagreement_regions", "scan_disagreement", "lesion_regions"]
 
 
-def _centre_crop(image: np.ndarray, shape) -> np.ndarray:
-    h, w = shape
-    top, left = (image.shape[-2] - h) // 2, (image.shape[-1] - w) // 2
-    if top < 0 or left < 0:
-        raise UnlearnError(f"label of shape {tuple(shape)} is larger than its k-space image {image.shape[-2:]}")
-    return image[..., top:top + h, left:left + w]
+def _measured(kspace: np.ndarray, shape) -> np.ndarray:
+    """The label the fastMRI layout stores for ``kspace``: its RSS image, centre-cropped to ``shape``."""
+    try:
+        return rss_target(kspace, tuple(shape))
+    except ValueError as err:  # the label is larger than its k-space image
+        raise UnlearnError(f"label of shape {tuple(shape)}: {err}") from None
 
 
 def _low_pass_disagreement(kspace: np.ndarray, target: np.ndarray, sigma: float) -> np.ndarray:
@@ -52,7 +52,7 @@ def _low_pass_disagreement(kspace: np.ndarray, target: np.ndarray, sigma: float)
         raise UnlearnError(f"sigma must be ≥ 0, got {sigma}")
     if kspace.ndim != 3 or target.ndim != 2:
         raise UnlearnError(f"expected kspace (coils, H, W) and target (h, w), got {kspace.shape} and {target.shape}")
-    measured = _centre_crop(rss(ifft2c(kspace)), target.shape)
+    measured = _measured(kspace, target.shape)
     diff = np.abs(gaussian_filter((target - measured).astype(np.float64), sigma))
     return diff / max(float(np.abs(target).max()), 1e-30)
 
