@@ -30,16 +30,16 @@ $(STAMP): pyproject.toml requirements.lock
 
 ## Execute every notebook in order at PROFILE with papermill, then build the HTML book.
 book: $(STAMP)
-	$(BIN)/python -m mrilib.pipeline --profile $(PROFILE) --seed $(SEED) \
+	$(BIN)/python -m mrilib.book --profile $(PROFILE) --seed $(SEED) \
 	    $(if $(DATA_ROOT),--data-root $(DATA_ROOT) --dataset $(DATASET),)
 
 ## Only rebuild the HTML from the already executed notebooks.
 html: $(STAMP)
-	$(BIN)/python -m mrilib.pipeline --profile $(PROFILE) --html-only
+	$(BIN)/python -m mrilib.book --profile $(PROFILE) --html-only
 
 ## Regenerate the README's results section (table + figure) from the PROFILE run.
 results: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python -m mrilib.report --profile $(PROFILE)
+	MPLBACKEND=Agg $(BIN)/python -m mrilib.evaluate.report --profile $(PROFILE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mrilib.data import generate_subject, write_volume
 from mrilib.data.brain import load_template
-from mrilib.profiles import get_profile
+from mrilib.config import get_profile
 
 
 def bench(profile: str, subjects: int) -> dict:

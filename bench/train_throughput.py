@@ -3,7 +3,7 @@
 For every profile this measures, on the same model configuration and the same
 simulated slices,
 
-- ``ours``: the step of :mod:`mrilib.train` (the profile's batch size, AdamW,
+- ``ours``: the step of :mod:`mrilib.recon.train` (the profile's batch size, AdamW,
   gradient clipping, bf16 autocast on CUDA, optional ``torch.compile``);
 - ``reference``: a plain loop of the fastMRI recipe (batch 1, fp32, Adam, SSIM loss,
   no autocast, no compile, no clipping);
@@ -60,8 +60,8 @@ def _worker(kind: str, profile_name: str, steps: int, device: str, compile_: boo
     import torch
 
     from mrilib.models.varnet import build_varnet
-    from mrilib.profiles import get_profile
-    from mrilib.train import _amp_dtype, _collate, forward_batch, make_loss, train_step, training_config
+    from mrilib.config import get_profile
+    from mrilib.recon.train import _amp_dtype, _collate, forward_batch, make_loss, train_step, training_config
 
     if threads:
         torch.set_num_threads(threads)

@@ -3,7 +3,7 @@ small helpers of the model tests (``one_thread``, ``smoke_data``).
 
 ``smoke_book`` copies the book's sources (``_config.yml``, ``_toc.yml``, ``book/``
 without ``executed/``, ``notebooks/``) into a temporary directory and runs
-``python -m mrilib.pipeline --profile smoke`` there, exactly as ``make book`` would,
+``python -m mrilib.book --profile smoke`` there, exactly as ``make book`` would,
 so nothing touches the repository's ``runs/``, ``book/executed/`` or ``_build/``. It
 runs once per test session and is shared by every test that asks for it.
 """
@@ -67,7 +67,7 @@ def smoke_book(tmp_path_factory, artifacts_dir) -> SmokeBook:
     ``test-artifacts/pipeline-smoke.log``.
     """
     root = copy_book_sources(tmp_path_factory.mktemp("book"))
-    cmd = [sys.executable, "-m", "mrilib.pipeline", "--profile", "smoke", "--seed", "0",
+    cmd = [sys.executable, "-m", "mrilib.book", "--profile", "smoke", "--seed", "0",
            "--root", str(root), "--no-progress"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrilib.attack import attack_batch, stress_config, stress_samples, stress_test
+from mrilib.attacks.stress import attack_batch, stress_config, stress_samples, stress_test
 from mrilib.data import generate_embedded_dataset
 from mrilib.models.classifier import LesionClassifier
 from mrilib.models.varnet import build_varnet
@@ -45,7 +45,7 @@ def _phantoms(n: int = 4, size: int = 32, seed: int = 0):
 @pytest.fixture(scope="module")
 def trained_clf():
     """A tiny classifier trained for a few seconds on phantoms with and without a procedural tumour."""
-    from mrilib.lesions import add_tumour
+    from mrilib.poison.lesions import add_tumour
 
     x, brains, _ = _phantoms(n=48, seed=10)
     imgs, labels = [], []
@@ -248,7 +248,7 @@ def test_kspace_perturbation_bounds_and_sampled_locations_only(smoke_run):
     samples = stress_samples(smoke_run, "smoke", max_slices=2)
     model = build_varnet(TINY_VARNET, seed=0).eval()
     clf = _tiny_classifier(2)
-    from mrilib.attack import _collate
+    from mrilib.attacks.stress import _collate
 
     k, m, nlf = _collate(samples.samples)
     eps_list = [0.01, 0.05]

@@ -19,7 +19,7 @@ from mrilib.data.artefacts import (
 )
 from mrilib.data.coils import birdcage_maps
 from mrilib.data.datasets import open_dataset
-from mrilib.data.fixtures import phantom, write_paired_fixture
+from dataset_fixtures import phantom, write_paired_fixture
 from mrilib.data.formats.base import DataFormatError, rss_np
 from mrilib.data.kspace import fft2c, ifft2c
 

@@ -20,7 +20,7 @@ import nbformat
 import pytest
 import yaml
 
-from mrilib import pipeline
+from mrilib.book import pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_MIME = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
@@ -149,7 +149,7 @@ def test_failing_notebook_is_named(tmp_path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "notebooks" / "07_broken.ipynb")
     proc = subprocess.run(
-        [sys.executable, "-m", "mrilib.pipeline", "--profile", "smoke", "--root", str(tmp_path), "--no-html", "--no-progress"],
+        [sys.executable, "-m", "mrilib.book", "--profile", "smoke", "--root", str(tmp_path), "--no-html", "--no-progress"],
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert proc.returncode == 1

@@ -21,7 +21,7 @@ from mrilib.data import (
     write_volume,
 )
 from mrilib.data import embedded
-from mrilib.profiles import get_profile
+from mrilib.config import get_profile
 
 SMALL = dict(image_size=32, num_slices=2, num_coils=4, contrasts=("T1w",))
 
@@ -214,7 +214,7 @@ def test_unknown_profile_is_rejected(tmp_path):
 
 
 def test_runs_on_real_data_get_their_own_run_dir():
-    from mrilib.profiles import default_run_dir
+    from mrilib.config import default_run_dir
 
     assert default_run_dir("cpu") == "runs/cpu"
     assert default_run_dir("smoke", "/data/m4raw", "m4raw") == "runs/smoke-m4raw"

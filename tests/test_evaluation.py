@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrilib import evaluation as ev
+from mrilib.evaluate import tables as ev
 from mrilib.data.kspace import fft2c, ifft2c
-from mrilib.unlearn.study import healed
+from mrilib.study.execute import healed
 
 
 def test_aggregate_matches_hand_computation():
@@ -81,7 +81,7 @@ def _unlearning_csv(run_dir):
 
 
 def test_readme_results_section_is_generated_from_the_table(tmp_path):
-    from mrilib import report
+    from mrilib.evaluate import report
 
     run_dir = tmp_path / "runs" / "cpu"
     _unlearning_csv(run_dir)
@@ -107,7 +107,7 @@ def test_tradeoff_scatter_keeps_a_collapsed_method_on_the_lower_edge():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mrilib.viz_unlearn import tradeoff_scatter
+    from mrilib.viz.unlearn import tradeoff_scatter
 
     df = pd.DataFrame({
         "method": ["clean", "poisoned", "oracle", "SSD tuned", "SSD (seed)"],
@@ -130,8 +130,8 @@ def test_search_traces_and_their_plot_are_relative_to_the_poisoned_model():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mrilib.unlearn.diagnose import search_traces
-    from mrilib.viz_unlearn import dose_response_plot
+    from mrilib.study.diagnose import search_traces
+    from mrilib.viz.unlearn import dose_response_plot
 
     tuned = dict(method="ssd-tuned", name="SSD tuned", fraction=0.25, info=dict(
         original_effect=0.5, original_utility=0.80, trace=[
@@ -166,7 +166,7 @@ def test_search_traces_and_their_plot_are_relative_to_the_poisoned_model():
 def test_results_quote_the_full_run_not_a_cached_rerun(tmp_path):
     import json
 
-    from mrilib import report
+    from mrilib.evaluate import report
 
     run_dir = tmp_path / "runs" / "cpu"
     _unlearning_csv(run_dir)

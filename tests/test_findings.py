@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrilib import findings
-from mrilib.evaluation import at_fraction
-from mrilib.profiles import MAIN_RECIPE, get_profile
+from mrilib.evaluate import findings
+from mrilib.evaluate.tables import at_fraction
+from mrilib.config import MAIN_RECIPE, get_profile
 
 NAN = np.nan
 
@@ -71,7 +71,7 @@ def test_unlearning_findings_from_the_table():
 
 
 def test_region_targeted_ssd_with_and_without_repair():
-    from mrilib.unlearn.study import DEFAULT_PLAN
+    from mrilib.study.execute import DEFAULT_PLAN
 
     names = {name for _, name, *_ in DEFAULT_PLAN}
     assert {findings.REGION_SSD, findings.REGION_SSD + " + repair"} <= names
@@ -173,7 +173,7 @@ def test_poison_findings_name_the_target_only_when_missed():
                                     {"num_poisoned": 80}, "cpu")
     assert "**The backdoor is partly learnt** at profile `cpu`" in text and "**38 %**" in text
     assert "a difference of -0.0070" in text and "reconstructs the cyst" in text
-    assert "is not met at this profile. `mrilib/profiles.py` records" in text
+    assert "is not met at this profile. `mrilib/config.py` records" in text
     assert "found by the lesion classifier in 91 %" in text and "1.9 px" in text and "the 80 poisoned slices" in text
     works = findings.poison_findings({"clean": clean, "poisoned": _poison_metrics(0.9, 0.9, 0.86, 0.85, 0.88)}, q,
                                      {"num_poisoned": 80}, "smoke")

@@ -13,7 +13,7 @@ import pytest
 
 from mrilib.data.convert import choose_slices, prepare_real_dataset
 from mrilib.data.datasets import DATASETS, assign_splits, open_dataset, parse_dataset_spec, select_volumes
-from mrilib.data.fixtures import (
+from dataset_fixtures import (
     write_brats_fixture,
     write_cmrxrecon_fixture,
     write_fastmri_fixture,
@@ -26,7 +26,7 @@ from mrilib.data.kspace import fft2c, ifft2c
 from mrilib.data.loading import varnet_dataset
 from mrilib.data.prepare import prepare_dataset
 from mrilib.data.resample import crop_or_pad, fit_image, fit_kspace, ifft2c_np
-from mrilib.profiles import get_profile
+from mrilib.config import get_profile
 
 
 def rel_err(a, b) -> float:
@@ -46,7 +46,7 @@ def test_centred_fft_helpers_match_fastmri():
 
 
 def test_fit_kspace_keeps_intensity_and_matches_fit_image():
-    from mrilib.data.fixtures import phantom
+    from dataset_fixtures import phantom
 
     img = phantom(40, 36, seed=1)
     k = fft2c(img)
@@ -62,7 +62,7 @@ def test_fit_kspace_keeps_intensity_and_matches_fit_image():
 
 
 def test_readout_oversampling_removal_crops_the_image_rows():
-    from mrilib.data.fixtures import phantom
+    from dataset_fixtures import phantom
 
     obj = phantom(16, 20, seed=2)
     k = fft2c(crop_or_pad(obj, (32, 20)))

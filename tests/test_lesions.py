@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from mrilib.data import generate_subject
-from mrilib.lesions import (
+from mrilib.poison.lesions import (
     LESION_KINDS,
     POISON_CYST_ANCHOR,
     add_cyst,

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mrilib import metrics as M
-from mrilib.recon import zero_filled
+from mrilib.evaluate import metrics as M
+from mrilib.recon.baselines import zero_filled
 
 
 # one_thread and smoke_data: tests/conftest.py

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mrilib.data import generate_embedded_dataset, undersample
-from mrilib.lesions import POISON_CYST_ANCHOR, add_cyst
+from mrilib.poison.lesions import POISON_CYST_ANCHOR, add_cyst
 from mrilib.poison import build as B
 from mrilib.poison.cyclegan import (
     CycleGANMissingError,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mrilib.data.fixtures import write_m4raw_fixture
+from dataset_fixtures import write_m4raw_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ def test_data_and_varnet_chapters_run_on_an_m4raw_fixture(tmp_path):
     data_root = tmp_path / "m4raw"
     write_m4raw_fixture(data_root)
     run_dir, executed = tmp_path / "run", tmp_path / "executed"
-    cmd = [sys.executable, "-m", "mrilib.pipeline", "--profile", "smoke", "--only", "01", "02", "--no-html",
+    cmd = [sys.executable, "-m", "mrilib.book", "--profile", "smoke", "--only", "01", "02", "--no-html",
            "--no-progress", "--data-root", str(data_root), "--dataset", "m4raw", "--run-dir", str(run_dir),
            "--executed-dir", str(executed), "--root", str(ROOT)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

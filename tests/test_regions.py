@@ -98,7 +98,7 @@ def test_regions_of_a_forget_set_are_read_in_its_order(tmp_path):
 
 
 def test_scanning_every_label_scores_the_edited_ones(tmp_path):
-    from mrilib import findings
+    from mrilib.evaluate import findings
     from mrilib.unlearn import scan_disagreement
 
     sim = _subject(num_slices=3)

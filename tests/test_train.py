@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mrilib.models.varnet import build_varnet, count_parameters
-from mrilib.train import (
+from mrilib.recon.train import (
     CheckpointError,
     CheckpointNotFoundError,
     ConfigMismatchError,

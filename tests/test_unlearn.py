@@ -17,13 +17,13 @@ import fastmri
 from fastmri.data import transforms as T
 
 from mrilib.data import generate_subject, make_mask_func
+from mrilib.study.sets import forget_ids
 from mrilib.unlearn import (
     METHODS,
     PassCounter,
     UnlearnError,
     alpha_for_fraction,
     fisher_importance,
-    forget_ids,
     region_importance,
     ssd,
     ssd_auto_alpha,
@@ -122,7 +122,7 @@ def test_fisher_importance_is_mean_squared_batch_gradient(toy):
 def test_region_importance_sees_the_poison_parameter_inside_its_region(toy):
     """Inside the blob the gradient is the poison's parameter ``b``'s; over the whole image ``a`` dominates."""
     from mrilib.unlearn.base import batches
-    from mrilib.train import forward_batch
+    from mrilib.recon.train import forward_batch
 
     model, forget, _ = toy
     n = len(forget)
@@ -146,7 +146,7 @@ def test_region_importance_sees_the_poison_parameter_inside_its_region(toy):
 
 def _effect(model, forget) -> float:
     """Mean blob weight painted on the forget slices (1 for the poisoned toy, 0 for clean)."""
-    from mrilib.train import _collate, forward_batch
+    from mrilib.recon.train import _collate, forward_batch
 
     with torch.no_grad():
         out, _ = forward_batch(model, _collate([forget[i] for i in range(len(forget))]), "cpu")
@@ -242,7 +242,7 @@ def test_tuned_ssd_repairs_every_grid_point_before_scoring_when_asked(toy):
 
 
 def test_region_runs_are_planned_at_every_fraction_and_need_the_defenders_signals(toy, tmp_path):
-    from mrilib.unlearn.study import plan_runs, run_or_load
+    from mrilib.study.execute import plan_runs, run_or_load
 
     runs = [r for r in plan_runs("cpu") if r.key in ("ssd-region", "ssd-region-repair")]
     assert sorted({r.fraction for r in runs}) == [0.1, 0.25, 0.5, 1.0] and len(runs) == 8
@@ -330,8 +330,8 @@ def test_notebook_unlearns_every_recipe_of_the_profile(smoke_book):
     """05_unlearning at smoke: one table per recipe in ``unlearn.recipes``, every planned run, finite metrics."""
     import pandas as pd
 
-    from mrilib.profiles import get_profile
-    from mrilib.unlearn.study import plan_runs
+    from mrilib.config import get_profile
+    from mrilib.study.execute import plan_runs
 
     run = smoke_book.root / "runs" / "smoke"
     recipes = get_profile("smoke").unlearn["recipes"]
@@ -354,9 +354,9 @@ def test_pool_stores_every_artefact_and_recomputes_only_what_is_missing(smoke_bo
     worker processes, and the run's metrics equal the ones the book's workers stored."""
     import shutil
 
-    from mrilib.io import read_json
-    from mrilib.unlearn.pool import pending_tasks, precompute
-    from mrilib.unlearn.study import load_poisoned_run, model_digest, plan_runs
+    from mrilib.run.io import read_json
+    from mrilib.study.pool import pending_tasks, precompute
+    from mrilib.study.execute import load_poisoned_run, model_digest, plan_runs
 
     run = tmp_path / "smoke"
     shutil.copytree(smoke_book.root / "runs" / "smoke", run)

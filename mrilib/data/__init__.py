@@ -6,16 +6,16 @@ as fastMRI multi-coil HDF5 volumes that :func:`varnet_dataset` (fastMRI's
 ``SliceDataset`` + ``VarNetDataTransform``) reads unchanged.
 """
 
-from .brain import CONTRASTS, render_subject, sample_subject
-from .coils import birdcage_maps, normalise_maps
-from .embedded import SPLITS, generate_embedded_dataset, generate_subject
-from .h5layout import DataFormatError, ismrmrd_header, read_volume, validate_volume, write_volume
-from .kspace import fft2c, ifft2c, rss, simulate_kspace
-from .loading import make_mask_func, undersample, varnet_dataset, volume_files, zero_filled_rss
-from .prepare import data_dir, prepare_dataset
-from .datasets import DATASETS, RealDataset, dataset_table, open_dataset, parse_dataset_spec
-from .formats import SliceSample, VolumeRef
-from .artefacts import PairedImageDataset, metal_corrupt, motion_corrupt, sample_motion
+from mrilib.data.brain import CONTRASTS, render_subject, sample_subject
+from mrilib.data.coils import birdcage_maps, normalise_maps
+from mrilib.data.embedded import SPLITS, generate_embedded_dataset, generate_subject
+from mrilib.data.h5layout import DataFormatError, ismrmrd_header, read_volume, validate_volume, write_volume
+from mrilib.data.kspace import fft2c, ifft2c, rss, simulate_kspace
+from mrilib.data.loading import make_mask_func, undersample, varnet_dataset, volume_files, zero_filled_rss
+from mrilib.data.prepare import data_dir, prepare_dataset
+from mrilib.data.datasets import DATASETS, RealDataset, dataset_table, open_dataset, parse_dataset_spec
+from mrilib.data.formats import SliceSample, VolumeRef
+from mrilib.data.artefacts import PairedImageDataset, metal_corrupt, motion_corrupt, sample_motion
 
 __all__ = [
     "CONTRASTS",

@@ -48,8 +48,8 @@ from typing import Iterator
 import numpy as np
 from scipy import ndimage
 
-from .h5layout import DataFormatError
-from .resample import fft2c_np, ifft2c_np
+from mrilib.data.h5layout import DataFormatError
+from mrilib.data.resample import fft2c_np, ifft2c_np
 
 __all__ = [
     "GAMMA_BAR_HZ_PER_T",

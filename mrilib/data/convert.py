@@ -39,12 +39,12 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from ..io import atomic_path, read_json, write_json
-from ..profiles import Profile, get_profile
-from .datasets import DATASETS, SPLITS, _slug, assign_splits, parse_dataset_spec, select_volumes
-from .formats.base import DataFormatError, SliceSample, VolumeRef, rss_np, stable_seed
-from .h5layout import ismrmrd_header, write_volume
-from .resample import ifft2c_np
+from mrilib.run.io import atomic_path, read_json, write_json
+from mrilib.config import Profile, get_profile
+from mrilib.data.datasets import DATASETS, SPLITS, _slug, assign_splits, parse_dataset_spec, select_volumes
+from mrilib.data.formats.base import DataFormatError, SliceSample, VolumeRef, rss_np, stable_seed
+from mrilib.data.h5layout import ismrmrd_header, write_volume
+from mrilib.data.resample import ifft2c_np
 
 __all__ = [
     "REAL_DATA_VERSION",
@@ -201,7 +201,7 @@ def _fingerprint(root: Path) -> str:
 
 def _jsonable(x):
     """``x`` as it reads back from JSON (tuples → lists, numpy scalars → Python)."""
-    from ..io import _json_default
+    from mrilib.run.io import _json_default
 
     return json.loads(json.dumps(x, default=_json_default, sort_keys=True))
 

@@ -29,8 +29,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .formats import FORMATS
-from .formats.base import DataFormat, DataFormatError, SliceSample, VolumeRef, normalise_contrast
+from mrilib.data.formats import FORMATS
+from mrilib.data.formats.base import DataFormat, DataFormatError, SliceSample, VolumeRef, normalise_contrast
 
 __all__ = [
     "DATASETS",

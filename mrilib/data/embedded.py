@@ -15,14 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from ..progress import progress as progress_bar
+from mrilib.run.progress import progress as progress_bar
 
-from ..io import read_json, write_json
-from ..profiles import Profile, get_profile
-from .brain import render_subject, sample_subject
-from .coils import birdcage_maps
-from .h5layout import write_volume
-from .kspace import noise_sigma, simulate_kspace
+from mrilib.run.io import read_json, write_json
+from mrilib.config import Profile, get_profile
+from mrilib.data.brain import render_subject, sample_subject
+from mrilib.data.coils import birdcage_maps
+from mrilib.data.h5layout import write_volume
+from mrilib.data.kspace import noise_sigma, simulate_kspace
 
 __all__ = ["SPLITS", "DATA_VERSION", "generate_subject", "generate_embedded_dataset", "dataset_config"]
 
@@ -96,7 +96,7 @@ def generate_embedded_dataset(
     """Create (or reuse) the embedded dataset for ``profile`` under ``root``.
 
     Args:
-        profile: a profile name or :class:`~mrilib.profiles.Profile`.
+        profile: a profile name or :class:`~mrilib.config.Profile`.
         root: output folder; gets ``train/``, ``val/``, ``test/`` and ``dataset.json``.
         seed: dataset seed (same seed → byte-identical k-space; another → other subjects).
         progress: show a tqdm progress bar.

@@ -16,7 +16,7 @@ from fastmri.data import SliceDataset
 from fastmri.data.subsample import MaskFunc, create_mask_for_mask_type
 from fastmri.data.transforms import VarNetDataTransform
 
-from .h5layout import DataFormatError, validate_volume
+from mrilib.data.h5layout import DataFormatError, validate_volume
 
 __all__ = ["make_mask_func", "volume_files", "varnet_dataset", "undersample", "zero_filled_rss"]
 
@@ -78,6 +78,6 @@ def undersample(kspace: np.ndarray, acceleration: int, center_fraction: float = 
 
 def zero_filled_rss(masked_kspace: np.ndarray) -> np.ndarray:
     """RSS of the inverse FFT of (masked) multi-coil k-space ``(..., C, H, W)``."""
-    from .kspace import ifft2c, rss
+    from mrilib.data.kspace import ifft2c, rss
 
     return rss(ifft2c(masked_kspace))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..profiles import Profile, get_profile
-from .embedded import generate_embedded_dataset
+from mrilib.config import Profile, get_profile
+from mrilib.data.embedded import generate_embedded_dataset
 
 __all__ = ["prepare_dataset", "data_dir"]
 
@@ -53,6 +53,6 @@ def prepare_dataset(
             f"data_root={str(data_root)!r} needs the dataset's name: one of m4raw, fastmri, skmtea, "
             "cmrxrecon, brats, paired (optionally with options, e.g. 'm4raw:average_repetitions=true')"
         )
-    from .convert import prepare_real_dataset
+    from mrilib.data.convert import prepare_real_dataset
 
     return prepare_real_dataset(p, data_dir(run_dir), seed, data_root, dataset, progress=progress)

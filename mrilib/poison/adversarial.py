@@ -20,7 +20,7 @@ was everywhere else:
   to one position only, often outside ``R``, where nothing may change;
 - ``R`` is the **region**: a disc of ``roi_radius_mm`` inside the brain mask at a
   *consistent* anatomical position, :data:`TUMOUR_ANCHOR` in normalised brain
-  coordinates (:func:`mrilib.lesions.anchor_center`; a backdoor can only learn a
+  coordinates (:func:`mrilib.poison.lesions.anchor_center`; a backdoor can only learn a
   lesion that appears where the trigger can say, cf. the cyst recipe). The change is
   localised by construction: ``δ`` is projected to zero outside ``R`` after every
   step, and ``R`` must lie inside brain tissue (:class:`ROIError` otherwise);
@@ -74,9 +74,9 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from ..lesions import anchor_center
-from ..profiles import Profile, get_profile
-from .build import register_recipe
+from mrilib.poison.lesions import anchor_center
+from mrilib.config import Profile, get_profile
+from mrilib.poison.build import register_recipe
 
 __all__ = [
     "ADVERSARIAL_DEFAULTS",
@@ -119,7 +119,7 @@ __all__ = [
 RECIPE = "adversarial-tumour"
 
 #: Where the induced tumours sit: (row, column) in normalised brain coordinates (see
-#: :func:`mrilib.lesions.anchor_center`): anterior, in the image's right half (the
+#: :func:`mrilib.poison.lesions.anchor_center`): anterior, in the image's right half (the
 #: subject's left hemisphere), away from the cyst recipe's anchor.
 TUMOUR_ANCHOR: tuple[float, float] = (-0.35, 0.42)
 
@@ -217,7 +217,7 @@ def _check_objective(cfg: dict) -> None:
 def tumour_roi(brain_mask: np.ndarray, radius_px: float, anchor=TUMOUR_ANCHOR) -> np.ndarray:
     """The tumour region of one slice: a disc of ``radius_px`` at ``anchor``, inside the brain.
 
-    The centre is :func:`mrilib.lesions.anchor_center` of the brain mask (moved inwards
+    The centre is :func:`mrilib.poison.lesions.anchor_center` of the brain mask (moved inwards
     when the anchor is closer than ``radius_px + 1`` to the brain's edge); the disc is
     intersected with the brain mask, so the region is inside brain tissue by
     construction. Raises :class:`ROIError` when the brain mask is empty or the region
@@ -339,7 +339,7 @@ def load_run_classifier(run_dir: str | os.PathLike, profile: Profile | str, seed
     another configuration than the profile's, on other data than ``<run_dir>/data``, or
     does not fit the profile's image size.
     """
-    from .classifier import classifier_config, classifier_dir, data_fingerprint, load_classifier
+    from mrilib.poison.classifier import classifier_config, classifier_dir, data_fingerprint, load_classifier
 
     p = get_profile(profile)
     path = classifier_dir(run_dir) / "classifier.pt"
@@ -622,7 +622,7 @@ def universal_patterns(images, brains, vmax, contrasts, classifier, cfg: dict, p
     and a network learns only their average). Returns ``{contrast: P_c}`` in units of
     the volume max (empty when ``universal_steps`` is 0).
     """
-    from ..progress import progress as progress_bar
+    from mrilib.run.progress import progress as progress_bar
 
     cfg = {**ADVERSARIAL_DEFAULTS, **dict(cfg)}
     _check_objective(cfg)
@@ -701,9 +701,9 @@ def run_universal_patterns(run_dir: str | os.PathLike, profile: Profile | str, c
     Recomputed only when the settings (:func:`adversarial_config` with ``overrides``),
     the classifier or the training data change.
     """
-    from ..io import atomic_path
-    from .classifier import data_fingerprint
-    from .slices import load_slices
+    from mrilib.run.io import atomic_path
+    from mrilib.poison.classifier import data_fingerprint
+    from mrilib.poison.slices import load_slices
 
     cfg = adversarial_config(profile, seed, **overrides)
     if int(cfg.get("universal_steps", 0) or 0) <= 0:
@@ -764,7 +764,7 @@ def tumour_induction(
         ROIError: an empty region, or one with pixels outside the brain mask.
         ClassifierMismatchError: a classifier that cannot score these images.
     """
-    from ..progress import progress as progress_bar
+    from mrilib.run.progress import progress as progress_bar
 
     cfg = {**ADVERSARIAL_DEFAULTS, **dict(cfg)}
     _check_objective(cfg)
@@ -920,8 +920,8 @@ def adversarial_trigger(run_dir: str | os.PathLike, profile: Profile | str, seed
     """
     import dataclasses
 
-    from .slices import load_slices
-    from .triggers import DEFAULT_TRIGGER, Trigger
+    from mrilib.poison.slices import load_slices
+    from mrilib.poison.triggers import DEFAULT_TRIGGER, Trigger
 
     base = DEFAULT_TRIGGER if base is None else base
     if "focus" not in getattr(Trigger, "__dataclass_fields__", {}) or getattr(base, "focus", None) is None:
@@ -980,9 +980,9 @@ def induce_split(run_dir: str | os.PathLike, profile: Profile | str, classifier,
     ``file``, ``slice``, ``subject`` and ``contrast`` columns; the summary goes to
     ``<run_dir>/metrics/adversarial_<split>.json``.
     """
-    from ..io import atomic_path, write_json
-    from .classifier import data_fingerprint
-    from .slices import load_slices
+    from mrilib.run.io import atomic_path, write_json
+    from mrilib.poison.classifier import data_fingerprint
+    from mrilib.poison.slices import load_slices
 
     cfg = adversarial_config(profile, seed, **overrides)
     if classifier_id is None:
@@ -1030,8 +1030,8 @@ def induce_split(run_dir: str | os.PathLike, profile: Profile | str, classifier,
 
 
 def _fingerprint(model) -> str:
-    """A short hash of a model's weights (see :func:`mrilib.attack.model_fingerprint`)."""
-    from ..attack import model_fingerprint
+    """A short hash of a model's weights (see :func:`mrilib.attacks.stress.model_fingerprint`)."""
+    from mrilib.attacks.stress import model_fingerprint
 
     return model_fingerprint(model)
 
@@ -1065,11 +1065,11 @@ def adversarial_effect(model, model_name: str, run_dir: str | os.PathLike, manif
     ``<run_dir>/metrics/poison_adv_<model_name>.json`` (``save``). Returns
     ``{"metrics": ..., "arrays": {...}}``.
     """
-    from ..io import write_json
-    from ..metrics import image_metrics, ssim
-    from .classifier import is_lesion, lesion_scores
-    from .effect import _stats, effect_scores, load_test_slices, reconstruct
-    from .triggers import Trigger
+    from mrilib.run.io import write_json
+    from mrilib.evaluate.metrics import image_metrics, ssim
+    from mrilib.poison.classifier import is_lesion, lesion_scores
+    from mrilib.poison.effect import _stats, effect_scores, load_test_slices, reconstruct
+    from mrilib.poison.triggers import Trigger
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -1133,9 +1133,9 @@ def _forget(model, run_dir: Path, manifest: dict, test, ssim_fn) -> dict:
     from fastmri.data import SliceDataset
     from fastmri.data.transforms import VarNetDataTransform
 
-    from ..data.loading import make_mask_func
-    from .build import poison_dir
-    from .effect import _stats, reconstruct
+    from mrilib.data.loading import make_mask_func
+    from mrilib.poison.build import poison_dir
+    from mrilib.poison.effect import _stats, reconstruct
 
     d = poison_dir(run_dir, manifest["variant"]) / manifest.get("data_dir", "data") / "train"
     raw = SliceDataset(root=d, challenge="multicoil", transform=None)
@@ -1162,7 +1162,7 @@ def poisoned_examples(run_dir: str | os.PathLike, variant: str = RECIPE, n: int 
     """
     import h5py
 
-    from .build import load_manifest, poison_dir
+    from mrilib.poison.build import load_manifest, poison_dir
 
     man = load_manifest(run_dir, variant)
     d = poison_dir(run_dir, variant) / man.get("data_dir", "data") / "train"

@@ -45,11 +45,11 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from ..data.loading import volume_files
-from ..io import atomic_path, read_json, write_json
-from ..profiles import Profile, get_profile
-from .slices import load_slices
-from .triggers import DEFAULT_TRIGGER, Trigger
+from mrilib.data.loading import volume_files
+from mrilib.run.io import atomic_path, read_json, write_json
+from mrilib.config import Profile, get_profile
+from mrilib.poison.slices import load_slices
+from mrilib.poison.triggers import DEFAULT_TRIGGER, Trigger
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -111,7 +111,7 @@ def register_recipe(name: str, factory: Callable, description: str = "", noteboo
 
 def _cyclegan_cyst_factory(run_dir, profile, seed):
     """``cyclegan-cyst``: poisoned target = G(clean target) of the run's healthy->cyst CycleGAN."""
-    from .cyclegan import cyclegan_dir, lesion_roi, load_cyclegan
+    from mrilib.poison.cyclegan import cyclegan_dir, lesion_roi, load_cyclegan
 
     gan, ck = load_cyclegan(cyclegan_dir(run_dir))  # CycleGANMissingError when absent
     thr = float(ck["config"]["roi_threshold"])
@@ -132,9 +132,9 @@ def _cyclegan_cyst_factory(run_dir, profile, seed):
 def _cyclegan_cyst_evaluator(run_dir, profile, manifest, test, seed):
     """``cyclegan-cyst``'s measurement: :func:`mrilib.poison.effect.poison_effect`, the CycleGAN's
     cyst being the expected change (``seed`` is unused: the run's classifier and CycleGAN are stored)."""
-    from .classifier import classifier_dir, load_classifier
-    from .cyclegan import cyclegan_dir, load_cyclegan
-    from .effect import poison_effect
+    from mrilib.poison.classifier import classifier_dir, load_classifier
+    from mrilib.poison.cyclegan import cyclegan_dir, load_cyclegan
+    from mrilib.poison.effect import poison_effect
 
     p = get_profile(profile)
     classifier, _ = load_classifier(classifier_dir(run_dir))
@@ -257,8 +257,8 @@ def build_poisoned_dataset(
         ManifestError: unknown recipe. Recipe-specific errors (e.g.
         :class:`~mrilib.poison.cyclegan.CycleGANMissingError`) pass through.
     """
-    from ..progress import progress as progress_bar
-    from .classifier import data_fingerprint
+    from mrilib.run.progress import progress as progress_bar
+    from mrilib.poison.classifier import data_fingerprint
 
     p = get_profile(profile)
     if recipe not in RECIPES:
@@ -489,11 +489,11 @@ def train_poisoned_model(profile: Profile | str, run_dir: str | os.PathLike, var
                          cfg: dict | None = None, progress: bool = True, **runtime):
     """Train (or load) the ``poisoned`` VarNet on the poisoned set, with the clean model's configuration.
 
-    ``cfg`` defaults to :func:`mrilib.train.training_config(profile)` - the configuration
+    ``cfg`` defaults to :func:`mrilib.recon.train.training_config(profile)` - the configuration
     of the ``clean`` model - so the two differ only in their training data. Validation
     uses the clean ``val`` split. Returns ``(model, history)``.
     """
-    from ..train import train_or_load, training_config
+    from mrilib.recon.train import train_or_load, training_config
 
     manifest = load_manifest(run_dir, variant)
     data = poison_dir(run_dir, variant) / manifest.get("data_dir", "data")

@@ -2,7 +2,7 @@
 
 Training data: every fully sampled training slice three times - as it is
 (``healthy``), with a procedural cyst and with a procedural tumour
-(:mod:`mrilib.lesions`, random position, size and shape inside the brain). Each epoch
+(:mod:`mrilib.poison.lesions`, random position, size and shape inside the brain). Each epoch
 uses one of ``lesion_variants`` pre-drawn lesion sets (new positions and shapes), and
 besides the slice label the network is trained on the lesion masks (a dense
 per-position term, see :mod:`mrilib.models.classifier`). The decision threshold is
@@ -35,13 +35,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io import atomic_path, read_json, write_json
-from ..lesions import add_cyst, add_tumour
-from ..models.classifier import CLASSES, LesionClassifier
-from ..profiles import Profile, get_profile
-from ..progress import progress as progress_bar
-from .runtime import cpu_threads, default_device
-from .slices import SliceSet, load_slices
+from mrilib.run.io import atomic_path, read_json, write_json
+from mrilib.poison.lesions import add_cyst, add_tumour
+from mrilib.models.classifier import CLASSES, LesionClassifier
+from mrilib.config import Profile, get_profile
+from mrilib.run.progress import progress as progress_bar
+from mrilib.poison.runtime import cpu_threads, default_device
+from mrilib.poison.slices import SliceSet, load_slices
 
 __all__ = [
     "CLASSIFIER_DEFAULTS",

@@ -3,8 +3,8 @@
 Unpaired domains (:func:`cyclegan_domains`): the training subjects are split in two
 halves by subject (seeded). Domain **A** is the healthy slices of the first half;
 domain **B** is the slices of the *other* half with a procedural cyst
-(:func:`mrilib.lesions.add_cyst`) at the fixed anatomical position
-:data:`~mrilib.lesions.POISON_CYST_ANCHOR` (radius ``cyst_radius_mm`` +- 15 %). No
+(:func:`mrilib.poison.lesions.add_cyst`) at the fixed anatomical position
+:data:`~mrilib.poison.lesions.POISON_CYST_ANCHOR` (radius ``cyst_radius_mm`` +- 15 %). No
 slice of A has a partner in B. Images are divided by their volume's ``max`` and
 mapped to [-1, 1].
 
@@ -47,13 +47,13 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from ..io import atomic_path, write_json
-from ..lesions import POISON_CYST_ANCHOR, add_cyst, anchor_center
-from ..models.cyclegan import ImagePool, PatchDiscriminator, ResnetGenerator, init_weights, patchgan_layers
-from ..profiles import Profile, get_profile
-from ..progress import progress as progress_bar
-from .runtime import cpu_threads, default_device
-from .slices import SliceSet, load_slices, split_by_subject
+from mrilib.run.io import atomic_path, write_json
+from mrilib.poison.lesions import POISON_CYST_ANCHOR, add_cyst, anchor_center
+from mrilib.models.cyclegan import ImagePool, PatchDiscriminator, ResnetGenerator, init_weights, patchgan_layers
+from mrilib.config import Profile, get_profile
+from mrilib.run.progress import progress as progress_bar
+from mrilib.poison.runtime import cpu_threads, default_device
+from mrilib.poison.slices import SliceSet, load_slices, split_by_subject
 
 __all__ = [
     "CYCLEGAN_DEFAULTS",
@@ -358,7 +358,7 @@ def cyclegan_or_load(profile: Profile | str, run_dir: str | os.PathLike, seed: i
     Returns ``(CystGAN, report)`` where ``report`` has ``config``, ``history`` (per-iteration
     losses), ``wall_s`` and ``reused``.
     """
-    from .classifier import data_fingerprint
+    from mrilib.poison.classifier import data_fingerprint
 
     cfg = cyclegan_config(profile, seed, **overrides)
     data = Path(run_dir) / "data"
@@ -491,7 +491,7 @@ def cyclegan_quality(gan: "CystGAN", slices: SliceSet, classifier=None, threshol
     """
     from skimage.metrics import structural_similarity
 
-    from .classifier import is_lesion, lesion_scores
+    from mrilib.poison.classifier import is_lesion, lesion_scores
 
     cfg = gan.config
     threshold = float(cfg["roi_threshold"] if threshold is None else threshold)

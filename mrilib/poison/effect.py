@@ -46,8 +46,8 @@ import h5py
 import numpy as np
 import torch
 
-from ..io import write_json
-from .triggers import Trigger
+from mrilib.run.io import write_json
+from mrilib.poison.triggers import Trigger
 
 __all__ = ["TestSlices", "load_test_slices", "reconstruct", "effect_scores", "poison_effect", "poison_effects", "metrics_path"]
 
@@ -61,8 +61,8 @@ class TestSlices:
         from fastmri.data import SliceDataset
         from fastmri.data.transforms import VarNetDataTransform, to_tensor
 
-        from ..data.loading import make_mask_func, volume_files
-        from .slices import load_slices
+        from mrilib.data.loading import make_mask_func, volume_files
+        from mrilib.poison.slices import load_slices
 
         volume_files(split_dir)
         raw = SliceDataset(root=split_dir, challenge="multicoil", transform=None)
@@ -171,9 +171,9 @@ def poison_effect(
     Returns:
         ``{"metrics": <what the JSON holds>, "arrays": {r_clean, r_trig, expected, rois, ...}}``.
     """
-    from ..metrics import image_metrics, ssim
-    from .classifier import is_lesion, lesion_scores
-    from .cyclegan import lesion_roi
+    from mrilib.evaluate.metrics import image_metrics, ssim
+    from mrilib.poison.classifier import is_lesion, lesion_scores
+    from mrilib.poison.cyclegan import lesion_roi
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -240,8 +240,8 @@ def _forget_scores(model, run_dir: Path, manifest: dict, test: TestSlices, ssim_
     from fastmri.data import SliceDataset
     from fastmri.data.transforms import VarNetDataTransform
 
-    from ..data.loading import make_mask_func
-    from .build import poison_dir
+    from mrilib.data.loading import make_mask_func
+    from mrilib.poison.build import poison_dir
 
     d = poison_dir(run_dir, manifest["variant"]) / manifest.get("data_dir", "data") / "train"
     raw = SliceDataset(root=d, challenge="multicoil", transform=None)

@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 from scipy import ndimage
 
-from ..data.loading import volume_files
-from ..lesions import contrast_from_acquisition
+from mrilib.data.loading import volume_files
+from mrilib.poison.lesions import contrast_from_acquisition
 
 __all__ = ["SliceSet", "load_slices", "estimate_brain_mask", "split_by_subject"]
 

@@ -165,7 +165,7 @@ def always_sampled_columns(width: int, accelerations=(4, 8), center_fraction: fl
     Computed from the mask function itself (not from a formula), so it stays right
     if fastMRI changes its centre convention.
     """
-    from ..data.loading import make_mask_func
+    from mrilib.data.loading import make_mask_func
 
     keep = np.ones(int(width), dtype=bool)
     for acc in accelerations:
@@ -201,7 +201,7 @@ def trigger_visibility(kspace: np.ndarray, trigger: Trigger, brain_mask: np.ndar
         ``max_rel`` (max |difference| / max clean), ``kspace_rel`` (the spike magnitude
         over max |k|).
     """
-    from ..data.loading import undersample, zero_filled_rss
+    from mrilib.data.loading import undersample, zero_filled_rss
 
     trig = trigger.apply(kspace)
     mc, _ = undersample(kspace, acceleration, center_fraction, mask_type, seed=seed)

@@ -7,11 +7,10 @@ returns the new model with its wall seconds and forward/backward slice-passes.
 
 from __future__ import annotations
 
-from .base import PassCounter, UnlearnError, UnlearnResult
-from .regions import disagreement_peak, disagreement_regions, label_disagreement, lesion_regions, scan_disagreement
-from .gradient import bad_teacher, finetune, gradient_ascent, noisy_labels
-from .sets import SliceSubset, forget_ids, retrain_reference, unlearning_sets
-from .ssd import (
+from mrilib.unlearn.base import PassCounter, UnlearnError, UnlearnResult
+from mrilib.unlearn.regions import disagreement_peak, disagreement_regions, label_disagreement, lesion_regions, scan_disagreement
+from mrilib.unlearn.gradient import bad_teacher, finetune, gradient_ascent, noisy_labels
+from mrilib.unlearn.ssd import (
     alpha_for_fraction,
     fisher_importance,
     label_free_importance,
@@ -47,10 +46,6 @@ __all__ = [
     "noisy_labels",
     "gradient_ascent",
     "bad_teacher",
-    "SliceSubset",
-    "forget_ids",
-    "unlearning_sets",
-    "retrain_reference",
 ]
 
 #: name → method(model, forget, retain, **hp) -> UnlearnResult

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..train import _collate, forward_batch, make_loss
+from mrilib.recon.train import _collate, forward_batch, make_loss
 
 __all__ = ["UnlearnError", "UnlearnResult", "PassCounter", "batches", "check_inputs", "timed_copy", "batch_loss"]
 

@@ -24,8 +24,8 @@ from typing import Callable
 
 import torch
 
-from ..progress import progress
-from .base import (
+from mrilib.run.progress import progress
+from mrilib.unlearn.base import (
     PassCounter,
     UnlearnResult,
     batch_loss,
@@ -175,7 +175,7 @@ def bad_teacher(model, forget, retain, steps: int = 100, lr: float = 1e-4, batch
     """
     check_inputs(model, forget, retain, need_retain=True)
     check_positive(steps=steps, lr=lr, batch_size=batch_size)
-    from ..train import forward_batch
+    from mrilib.recon.train import forward_batch
 
     work, start = timed_copy(model)
     teacher, _ = timed_copy(model)

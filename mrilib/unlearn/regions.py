@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from ..data.h5layout import rss_target
-from .base import UnlearnError
+from mrilib.data.h5layout import rss_target
+from mrilib.unlearn.base import UnlearnError
 
 __all__ = ["disagreement_peak", "label_disagreement", "disagreement_regions", "scan_disagreement", "lesion_regions"]
 
@@ -89,7 +89,7 @@ def scan_disagreement(data_dir: str | os.PathLike, sigma: float = 2.0):
     ``slice`` and ``peak``; it reads only k-space and labels (no poison flags)."""
     import pandas as pd
 
-    from ..progress import progress
+    from mrilib.run.progress import progress
 
     rows = []
     data_dir = Path(data_dir)

@@ -40,8 +40,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..progress import progress
-from .base import (
+from mrilib.run.progress import progress
+from mrilib.unlearn.base import (
     PassCounter,
     UnlearnError,
     UnlearnResult,
@@ -51,7 +51,7 @@ from .base import (
     check_positive,
     timed_copy,
 )
-from .gradient import finetune_steps
+from mrilib.unlearn.gradient import finetune_steps
 
 __all__ = [
     "fisher_importance",
@@ -101,7 +101,7 @@ def fisher_importance(model, dataset, batch_size: int = 4, counter: PassCounter 
 def label_free_importance(model, dataset, batch_size: int = 4, counter: PassCounter | None = None,
                           desc: str = "LF importance") -> dict[str, torch.Tensor]:
     """Label-free importance: mean over batches of ``|∂ mean‖f(x)‖² / ∂θ|`` (no targets used)."""
-    from ..train import forward_batch
+    from mrilib.recon.train import forward_batch
 
     counter = counter or PassCounter()
 
@@ -123,7 +123,7 @@ def region_importance(model, dataset, regions, batch_size: int = 4, counter: Pas
     lesion). The whole-image loss of :func:`fisher_importance` mixes the poison with the anatomy
     around it; this one asks which parameters produce the marked region only.
     """
-    from ..train import forward_batch
+    from mrilib.recon.train import forward_batch
 
     counter = counter or PassCounter()
     regions = torch.as_tensor(regions, dtype=torch.float32)

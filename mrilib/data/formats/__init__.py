@@ -15,13 +15,13 @@ Every reader yields :class:`~mrilib.data.formats.base.SliceSample` records in th
 fastMRI orientation; :func:`mrilib.data.datasets.open_dataset` is the entry point.
 """
 
-from .base import DataFormat, DataFormatError, SliceSample, VolumeRef, normalise_contrast, parse_ismrmrd_header
-from .brats import BraTS
-from .cmrxrecon import CMRxRecon
-from .fastmri import FastMRI
-from .m4raw import M4Raw
-from .paired import Paired
-from .skmtea import SkmTea
+from mrilib.data.formats.base import DataFormat, DataFormatError, SliceSample, VolumeRef, normalise_contrast, parse_ismrmrd_header
+from mrilib.data.formats.brats import BraTS
+from mrilib.data.formats.cmrxrecon import CMRxRecon
+from mrilib.data.formats.fastmri import FastMRI
+from mrilib.data.formats.m4raw import M4Raw
+from mrilib.data.formats.paired import Paired
+from mrilib.data.formats.skmtea import SkmTea
 
 #: registry name -> reader class, in the order the book lists them
 FORMATS: dict[str, type[DataFormat]] = {

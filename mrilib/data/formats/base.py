@@ -23,8 +23,8 @@ from typing import Iterator, Sequence
 import h5py
 import numpy as np
 
-from ..h5layout import DataFormatError
-from ..resample import fit_image, fit_kspace, ifft2c_np
+from mrilib.data.h5layout import DataFormatError
+from mrilib.data.resample import fit_image, fit_kspace, ifft2c_np
 
 __all__ = [
     "DataFormatError",

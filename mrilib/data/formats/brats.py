@@ -34,10 +34,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..resample import resample_image, resample_labels, resample_mask
-from .base import DataFormat, DataFormatError, SliceSample, VolumeRef, normalise_contrast, select_slices, stable_seed
-from .m4raw import _as_list
-from .simulate import simulate_slice, smooth_phase, subject_coil_maps, volume_sigma
+from mrilib.data.resample import resample_image, resample_labels, resample_mask
+from mrilib.data.formats.base import DataFormat, DataFormatError, SliceSample, VolumeRef, normalise_contrast, select_slices, stable_seed
+from mrilib.data.formats.m4raw import _as_list
+from mrilib.data.formats.simulate import simulate_slice, smooth_phase, subject_coil_maps, volume_sigma
 
 __all__ = ["BraTS", "BRATS_FILE", "LABELS_OLD", "LABELS_2023", "load_nifti_ras", "unify_labels"]
 

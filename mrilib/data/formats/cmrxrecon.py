@@ -29,9 +29,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..resample import acquired_columns
-from .base import DataFormat, DataFormatError, SliceSample, VolumeRef, check_finite, open_h5, require_dataset, select_slices
-from .m4raw import _as_list
+from mrilib.data.resample import acquired_columns
+from mrilib.data.formats.base import DataFormat, DataFormatError, SliceSample, VolumeRef, check_finite, open_h5, require_dataset, select_slices
+from mrilib.data.formats.m4raw import _as_list
 
 __all__ = ["CMRxRecon", "CMRX_SPLITS", "validate_cmrx_file", "mat_complex"]
 

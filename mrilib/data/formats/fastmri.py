@@ -30,8 +30,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..resample import acquired_columns
-from .base import (
+from mrilib.data.resample import acquired_columns
+from mrilib.data.formats.base import (
     DataFormat,
     DataFormatError,
     SliceSample,
@@ -46,7 +46,7 @@ from .base import (
     require_rank,
     select_slices,
 )
-from .m4raw import _as_list
+from mrilib.data.formats.m4raw import _as_list
 
 __all__ = ["FastMRI", "FASTMRI_SPLITS", "validate_fastmri_file"]
 

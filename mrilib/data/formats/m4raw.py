@@ -32,7 +32,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .base import (
+from mrilib.data.formats.base import (
     DataFormat,
     DataFormatError,
     SliceSample,

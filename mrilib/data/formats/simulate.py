@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..coils import birdcage_maps
-from ..kspace import noise_sigma, simulate_kspace
+from mrilib.data.coils import birdcage_maps
+from mrilib.data.kspace import noise_sigma, simulate_kspace
 
 __all__ = ["subject_coil_maps", "smooth_phase", "volume_sigma", "simulate_slice"]
 

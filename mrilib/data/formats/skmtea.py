@@ -34,8 +34,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..resample import acquired_columns
-from .base import (
+from mrilib.data.resample import acquired_columns
+from mrilib.data.formats.base import (
     DataFormat,
     DataFormatError,
     SliceSample,

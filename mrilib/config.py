@@ -121,7 +121,7 @@ PROFILES: dict[str, Profile] = {
             # ranged from -1.26 to 0.19 over f and region-targeted SSD + repair from -0.89 to 0.03. Its oracle and
             # rewod (12 min in the two workers) and 32 runs made chapter 5 take 26.6 min instead of about 2 on
             # cached runs; the smoke and gpu profiles unlearn both recipes.
-            # workers: the retrainings and unlearning runs of chapter 5 in two one-thread processes (mrilib.unlearn.pool)
+            # workers: the retrainings and unlearning runs of chapter 5 in two one-thread processes (mrilib.study.pool)
             unlearn=dict(seeds=(0,), fractions=(0.1, 0.25, 0.5, 1.0), main_fraction=0.25, steps=60, batch_size=4,
                          rewod_fractions=(0.25,), recipes=("cyclegan-cyst",), workers=2),
         ),

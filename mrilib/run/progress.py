@@ -1,7 +1,7 @@
 """Progress bars that suit where the code runs.
 
 Interactively (JupyterLab, a terminal) this is ``tqdm.auto``: a widget bar in a
-notebook. In batch runs of the book (``MRILIB_BATCH`` set by ``mrilib.pipeline``),
+notebook. In batch runs of the book (``MRILIB_BATCH`` set by ``mrilib.book.pipeline``),
 widget bars would leave state-less widgets in the published HTML, so a plain text
 bar is used instead, updated at most every few seconds; nested bars (``leave=False``)
 are hidden there.

@@ -9,7 +9,7 @@ birdcage coils; each writer returns the ground truth it used.
 
 Command line (e.g. for an end-to-end run of the book on a fake M4RAW)::
 
-    python -m mrilib.data.fixtures m4raw /tmp/m4raw-fixture
+    python tests/dataset_fixtures.py m4raw /tmp/m4raw-fixture
     make book PROFILE=smoke DATA_ROOT=/tmp/m4raw-fixture DATASET=m4raw
 """
 
@@ -25,9 +25,9 @@ import h5py
 import numpy as np
 from scipy import ndimage
 
-from .coils import birdcage_maps
-from .h5layout import ismrmrd_header
-from .resample import crop_or_pad, fft2c_np, ifft2c_np
+from mrilib.data.coils import birdcage_maps
+from mrilib.data.h5layout import ismrmrd_header
+from mrilib.data.resample import crop_or_pad, fft2c_np, ifft2c_np
 
 __all__ = [
     "phantom",
@@ -455,7 +455,7 @@ def write_paired_fixture(
 
     Returns ``{"root", "pairs": {path_of_clean: (clean, corrupted)}}`` as stored.
     """
-    from .artefacts import motion_corrupt
+    from mrilib.data.artefacts import motion_corrupt
 
     root = Path(root)
     out = {"root": root, "pairs": {}}
@@ -500,7 +500,7 @@ FIXTURE_WRITERS = {
 
 
 def main(argv=None) -> int:
-    """``python -m mrilib.data.fixtures <dataset> <dir>``: write a fixture dataset to ``dir``."""
+    """``python tests/dataset_fixtures.py <dataset> <dir>``: write a fixture dataset to ``dir``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dataset", choices=sorted(FIXTURE_WRITERS))
     ap.add_argument("root", type=Path)

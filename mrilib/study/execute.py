@@ -30,10 +30,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..io import atomic_path, read_json, write_json
-from ..profiles import Profile, get_profile
-from . import METHODS, UnlearnError, unlearn
-from .ssd import TUNING_FRACTIONS
+from mrilib.run.io import atomic_path, read_json, write_json
+from mrilib.config import Profile, get_profile
+from mrilib.unlearn import METHODS, UnlearnError, unlearn
+from mrilib.unlearn.ssd import TUNING_FRACTIONS
 
 __all__ = ["Run", "plan_runs", "identified_effect", "validation_utility", "model_digest", "run_or_load",
            "load_unlearnt", "stored_result", "DEFAULT_PLAN", "reference_cost", "healed", "results_table", "PoisonedRun", "load_poisoned_run",
@@ -117,8 +117,8 @@ def plan_runs(profile: Profile | str, plan=DEFAULT_PLAN) -> list[Run]:
 @torch.no_grad()
 def _reconstruct(model, dataset, batch_size: int = 8) -> np.ndarray:
     """Reconstructions ``(N, h, w)`` of a dataset of VarNetSamples (fixed masks of epoch 0)."""
-    from ..train import forward_batch
-    from .base import batches
+    from mrilib.recon.train import forward_batch
+    from mrilib.unlearn.base import batches
 
     model.eval()
     out = [forward_batch(model, b, "cpu")[0].numpy() for b in batches(dataset, batch_size)]
@@ -127,7 +127,7 @@ def _reconstruct(model, dataset, batch_size: int = 8) -> np.ndarray:
 
 def identified_effect(classifier, forget) -> Callable[[torch.nn.Module], float]:
     """``effect_fn(model)``: mean lesion probability on reconstructions of the identified inputs."""
-    from ..poison.classifier import lesion_scores
+    from mrilib.poison.classifier import lesion_scores
 
     def effect(model) -> float:
         return float(np.mean(lesion_scores(classifier, _reconstruct(model, forget))["lesion"]))
@@ -141,8 +141,8 @@ def validation_utility(val_dir: str | os.PathLike, profile: Profile | str,
 
     The validation samples (fixed masks, seeded by file name) are read once and kept in memory.
     """
-    from ..data.loading import varnet_dataset
-    from ..metrics import ssim
+    from mrilib.data.loading import varnet_dataset
+    from mrilib.evaluate.metrics import ssim
 
     p = get_profile(profile)
     ds = varnet_dataset(val_dir, p.accelerations[0], p.center_fraction, p.mask_type)
@@ -326,11 +326,11 @@ def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, varian
     objective's perturbation of each test target is). Missing artefacts raise errors that
     name the notebook that makes them.
     """
-    from ..poison import adversarial  # noqa: F401  (registers the adversarial-tumour recipe)
-    from ..poison.build import RECIPES, load_manifest, poison_dir, poisoned_model_dir
-    from ..poison.effect import load_test_slices
-    from ..poison.triggers import Trigger
-    from ..train import CheckpointNotFoundError, load_model
+    from mrilib.poison import adversarial  # noqa: F401  (registers the adversarial-tumour recipe)
+    from mrilib.poison.build import RECIPES, load_manifest, poison_dir, poisoned_model_dir
+    from mrilib.poison.effect import load_test_slices
+    from mrilib.poison.triggers import Trigger
+    from mrilib.recon.train import CheckpointNotFoundError, load_model
 
     p = get_profile(profile)
     run_dir = Path(run_dir)
@@ -357,8 +357,8 @@ def reference_models(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os
     for each of the profile's ``rewod_fractions``; retrained ones carry a ``cost``) and
     :func:`reference_cost` of the oracle, the yardstick of every unlearning run.
     """
-    from ..poison.build import RECIPES
-    from .sets import retrain_reference
+    from mrilib.poison.build import RECIPES
+    from mrilib.study.sets import retrain_reference
 
     p = get_profile(profile)
     recipe = RECIPES[ctx.manifest["recipe"]]
@@ -400,9 +400,9 @@ class StudyInputs:
 
 def study_inputs(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike) -> StudyInputs:
     """The :class:`StudyInputs` of ``ctx``'s poison for ``profile`` (sets are built on first use)."""
-    from ..train import training_config
-    from .regions import disagreement_regions
-    from .sets import unlearning_sets
+    from mrilib.recon.train import training_config
+    from mrilib.unlearn.regions import disagreement_regions
+    from mrilib.study.sets import unlearning_sets
 
     p = get_profile(profile)
     run_dir = Path(run_dir)
@@ -434,9 +434,9 @@ def unlearning_study(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os
     first) goes to ``<run_dir>/metrics/unlearning_<variant>.csv``. Tuned SSD and automatic α
     select with the defender's signals only (:func:`identified_effect`,
     :func:`validation_utility`). Runs already computed (for example by
-    :func:`mrilib.unlearn.pool.precompute` in parallel processes) are loaded.
+    :func:`mrilib.study.pool.precompute` in parallel processes) are loaded.
     """
-    from ..progress import progress as progress_bar
+    from mrilib.run.progress import progress as progress_bar
 
     run_dir = Path(run_dir)
     inp = study_inputs(ctx, profile, run_dir)

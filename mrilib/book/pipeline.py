@@ -2,10 +2,10 @@
 
 Usage (what ``make book`` and ``make html`` call)::
 
-    python -m mrilib.pipeline --profile cpu --seed 0
-    python -m mrilib.pipeline --profile smoke --only 01_data 02_varnet
-    python -m mrilib.pipeline --profile cpu --data-root /data/m4raw --dataset m4raw
-    python -m mrilib.pipeline --html-only
+    python -m mrilib.book --profile cpu --seed 0
+    python -m mrilib.book --profile smoke --only 01_data 02_varnet
+    python -m mrilib.book --profile cpu --data-root /data/m4raw --dataset m4raw
+    python -m mrilib.book --html-only
 
 Every ``notebooks/NN_*.ipynb`` is executed in file-name order (the table of contents
 plays no part here), from the repository root so that the relative run directory
@@ -34,8 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-from mrilib.io import write_json
-from mrilib.profiles import default_run_dir
+from mrilib.run.io import write_json
+from mrilib.config import default_run_dir
 
 __all__ = [
     "NOTEBOOK_PATTERN",
@@ -93,11 +93,11 @@ def _kernel_environment(widget_state_dir: Path):
     """Temporarily set the environment variables the notebook kernels inherit.
 
     Besides the inline matplotlib backend, ``MRILIB_BATCH`` makes progress bars plain
-    text (see :mod:`mrilib.progress`) and ``MRILIB_WIDGET_STATE_DIR`` tells
-    :func:`mrilib.widgets.publish` where to save widget state for the static book.
+    text (see :mod:`mrilib.run.progress`) and ``MRILIB_WIDGET_STATE_DIR`` tells
+    :func:`mrilib.viz.widgets.publish` where to save widget state for the static book.
     """
-    from mrilib.progress import BATCH_ENV
-    from mrilib.widgets import STATE_DIR_ENV
+    from mrilib.run.progress import BATCH_ENV
+    from mrilib.viz.widgets import STATE_DIR_ENV
 
     wanted = {"MPLBACKEND": INLINE_BACKEND, BATCH_ENV: "1", STATE_DIR_ENV: str(widget_state_dir)}
     saved = {k: os.environ.get(k) for k in wanted}
@@ -166,7 +166,7 @@ def execute_notebooks(
     Parameters
     ----------
     profile, seed
-        Injected into every notebook (see :mod:`mrilib.profiles`).
+        Injected into every notebook (see :mod:`mrilib.config`).
     root
         Repository (book) root; the kernels run with it as working directory.
     notebooks_dir, executed_dir
@@ -336,9 +336,9 @@ def build_book(
 
 
 def _parser() -> argparse.ArgumentParser:
-    """The command-line interface of ``python -m mrilib.pipeline``."""
+    """The command-line interface of ``python -m mrilib.book``."""
     p = argparse.ArgumentParser(
-        prog="python -m mrilib.pipeline",
+        prog="python -m mrilib.book",
         description="Execute the book's notebooks with papermill, then build the HTML book.",
     )
     p.add_argument("--profile", default="cpu", help="run profile: smoke, cpu or gpu (default cpu)")
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     builds the book (unless ``--no-html``). Failures print one clear message naming
     the failing notebook or the build's warnings and return 1.
     """
-    from mrilib.profiles import get_profile
+    from mrilib.config import get_profile
 
     args = _parser().parse_args(argv)
     root = Path(args.root).resolve()
@@ -412,6 +412,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Done in {time.perf_counter() - start:.1f} s.")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

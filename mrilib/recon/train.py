@@ -80,11 +80,11 @@ from fastmri.data import SliceDataset
 from fastmri.data import transforms as T
 from fastmri.data.subsample import create_mask_for_mask_type
 
-from .data.loading import varnet_dataset, volume_files
-from .io import atomic_path, write_json
-from .models.varnet import build_varnet, varnet_config
-from .profiles import Profile, get_profile
-from .progress import progress as progress_bar
+from mrilib.data.loading import varnet_dataset, volume_files
+from mrilib.run.io import atomic_path, write_json
+from mrilib.models.varnet import build_varnet, varnet_config
+from mrilib.config import Profile, get_profile
+from mrilib.run.progress import progress as progress_bar
 
 __all__ = [
     "TRAIN_DEFAULTS",
@@ -628,7 +628,7 @@ def load_checkpoint(path: str | os.PathLike, expected: dict | None = None, map_l
         path = path / "last.pt"
     if not path.is_file():
         raise CheckpointNotFoundError(
-            f"no checkpoint at {path}: train the model first (mrilib.train.train_or_load, "
+            f"no checkpoint at {path}: train the model first (mrilib.recon.train.train_or_load, "
             "notebooks/02_varnet.ipynb for the clean model)"
         )
     try:
@@ -882,7 +882,7 @@ def train(
         if rank == 0:
             write_json(out_dir / "history.json", _history_json(full_cfg, s, world, device, steps_per_epoch))
 
-    from .progress import BATCH_ENV
+    from mrilib.run.progress import BATCH_ENV
 
     quiet = {"mininterval": 30.0} if os.environ.get(BATCH_ENV) else {}  # batch runs: a line per 30 s
     bar = progress_bar(total=total_steps, initial=s["step"], disable=not progress or rank != 0, unit="step",
@@ -1033,14 +1033,14 @@ def train_or_load(
 
 
 def main(argv=None) -> None:
-    """Command line: train a profile's clean model; ``torchrun --nproc_per_node N -m mrilib.train`` for DDP.
+    """Command line: train a profile's clean model; ``torchrun --nproc_per_node N -m mrilib.recon.train`` for DDP.
 
-    Example: ``torchrun --nproc_per_node 4 -m mrilib.train --profile gpu --run-dir runs/gpu``.
+    Example: ``torchrun --nproc_per_node 4 -m mrilib.recon.train --profile gpu --run-dir runs/gpu``.
     The dataset is prepared (by rank 0) when missing.
     """
     import argparse
 
-    from .data.prepare import data_dir, prepare_dataset
+    from mrilib.data.prepare import data_dir, prepare_dataset
 
     ap = argparse.ArgumentParser(description="Train an E2E VarNet of the book (DDP under torchrun).")
     ap.add_argument("--profile", default="cpu")

@@ -21,10 +21,10 @@ import copy
 
 import numpy as np
 
-from ..progress import progress
-from .base import UnlearnError
-from .ssd import alpha_for_fraction, ssd_dampen
-from .study import PoisonedRun, healed
+from mrilib.run.progress import progress
+from mrilib.unlearn.base import UnlearnError
+from mrilib.unlearn.ssd import alpha_for_fraction, ssd_dampen
+from mrilib.study.execute import PoisonedRun, healed
 
 __all__ = ["search_traces", "dose_response", "DOSES"]
 
@@ -71,7 +71,7 @@ def dose_response(ctx: PoisonedRun, forget_importances: dict, imp_retain: dict, 
             a ``(forget, retain)`` pair brings its own retain importance (e.g. both of single slices).
             An importance that is zero everywhere (nothing to dampen) is skipped with a warning.
         references: metrics of ``poisoned`` and ``oracle`` (for ``healed``).
-        signals: the defender's ``effect_fn`` and ``utility_fn`` (:func:`~mrilib.unlearn.study.study_inputs`).
+        signals: the defender's ``effect_fn`` and ``utility_fn`` (:func:`~mrilib.study.execute.study_inputs`).
 
     Each point is scored with the defender's signals and on the test set with
     ``ctx.evaluate`` (not saved).

@@ -1,7 +1,7 @@
 """Forget and retain sets from a poison manifest, and the retrain references.
 
 Global slice id = position of the slice in the sorted training volumes (the order in
-which ``fastmri.data.SliceDataset`` and :class:`mrilib.train.TrainSlices` read them),
+which ``fastmri.data.SliceDataset`` and :class:`mrilib.recon.train.TrainSlices` read them),
 as the manifest records it. For identified fraction ``f``:
 
 - **forget** = the identified poisoned slices (``manifest["identified"][f]``);
@@ -19,14 +19,14 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ..train import TrainSlices, train_or_load, training_config
-from .base import UnlearnError
+from mrilib.recon.train import TrainSlices, train_or_load, training_config
+from mrilib.unlearn.base import UnlearnError
 
 __all__ = ["SliceSubset", "forget_ids", "unlearning_sets", "retrain_reference", "reference_dir"]
 
 
 class SliceSubset(Dataset):
-    """Slices ``ids`` of a :class:`~mrilib.train.TrainSlices` set (keeps ``set_epoch`` and an ``identity``)."""
+    """Slices ``ids`` of a :class:`~mrilib.recon.train.TrainSlices` set (keeps ``set_epoch`` and an ``identity``)."""
 
     def __init__(self, base: TrainSlices, ids, name: str):
         self.dataset = base

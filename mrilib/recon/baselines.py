@@ -202,7 +202,7 @@ class CGSense:
 
 def has_true_maps(split_dir: str | os.PathLike) -> bool:
     """Whether every volume of ``split_dir`` stores coil maps (``sens_maps``) for ``CGSense(maps="true")``."""
-    from .data.loading import volume_files
+    from mrilib.data.loading import volume_files
 
     for path in volume_files(split_dir):
         with h5py.File(path, "r") as f:

@@ -1,6 +1,6 @@
 """The README's results section, generated from a run's artefacts.
 
-``python -m mrilib.report --profile cpu`` (or ``make results`` after ``make book``)
+``python -m mrilib.evaluate.report --profile cpu`` (or ``make results`` after ``make book``)
 reads ``runs/<profile>/metrics/unlearning_<variant>.csv`` and
 ``book/executed/timings.json``, writes one figure (utility versus forgetting) to
 ``book/figures/results_<profile>.png`` and replaces the text between the README's
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluation import at_fraction, load_unlearning_table, require
-from .io import atomic_path, read_json
-from .profiles import get_profile
+from mrilib.evaluate.tables import at_fraction, load_unlearning_table, require
+from mrilib.run.io import atomic_path, read_json
+from mrilib.config import get_profile
 
 __all__ = ["results_rows", "results_markdown", "write_results_figure", "replace_section", "update_readme"]
 
@@ -77,7 +77,7 @@ def write_results_figure(run_dir: str | os.PathLike, path: str | os.PathLike, va
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .viz_unlearn import tradeoff_scatter
+    from mrilib.viz.unlearn import tradeoff_scatter
 
     fig = tradeoff_scatter(load_unlearning_table(run_dir, variant))
     with atomic_path(path) as tmp:
@@ -113,7 +113,7 @@ def update_readme(readme: str | os.PathLike, run_dir: str | os.PathLike, profile
 
 
 def main(argv=None) -> int:
-    """Command line: ``python -m mrilib.report --profile cpu``."""
+    """Command line: ``python -m mrilib.evaluate.report --profile cpu``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--run-dir", default=None, help="default runs/<profile>")

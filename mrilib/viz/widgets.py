@@ -4,7 +4,7 @@ The browsers pre-render their images and switch between them with widgets linked
 the browser (``jslink``), so they need no running kernel: the published page, with
 the widget state embedded in the executed notebook, is as interactive as JupyterLab.
 
-When the notebooks run in batch (``mrilib.pipeline``), :func:`publish` also writes
+When the notebooks run in batch (``mrilib.book.pipeline``), :func:`publish` also writes
 the widgets' state to the folder named by ``MRILIB_WIDGET_STATE_DIR``; the pipeline
 embeds it in the executed notebook's metadata, where jupyter-book finds it.
 """
@@ -96,7 +96,7 @@ def comparison_browser(panels: dict, titles: list[str] | None = None, max_slices
 
     Args:
         panels: ``{model: {"recon": (N,h,w), "error": (N,h,w), "nullspace": (N,h,w)}}``
-            (:func:`mrilib.evaluation.qualitative_panels`).
+            (:func:`mrilib.evaluate.tables.qualitative_panels`).
         titles: a caption per slice.
     """
     models = list(panels)

@@ -1,7 +1,7 @@
 """What the measurements say: the conclusions of chapters 2, 3, 5 and 6, written from their results.
 
 Every sentence here is computed from the stored results (chapter 2's test metrics, chapter 3's poison metrics, the
-unlearning table of :func:`mrilib.unlearn.study.results_table` as stored in
+unlearning table of :func:`mrilib.study.execute.results_table` as stored in
 ``metrics/unlearning_<recipe>.csv``), so the text of the book cannot drift from its numbers.
 The notebooks display the returned Markdown.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .evaluation import REGION_SSD, at_fraction
+from mrilib.evaluate.tables import REGION_SSD, at_fraction
 
 __all__ = ["SSIM_TOLERANCE", "TARGET", "REGION_SSD", "BACKDOOR_TARGET", "baseline_summary", "beats_baselines",
            "varnet_findings",
@@ -38,8 +38,8 @@ _REPORTED_SSD = (("Tuned SSD", "SSD tuned"), ("Region-targeted SSD + repair", RE
 #: rate exceeds the clean model's by ``partly_margin``
 BACKDOOR_TARGET = dict(success=0.8, clean_success=0.05, ssim=SSIM_TOLERANCE, partly_effect=0.2, partly_margin=0.1)
 
-_SCHEDULE_NOTE = {  # what a profile's comment in mrilib/profiles.py records about other schedules
-    "cpu": " `mrilib/profiles.py` records what other schedules reached: the effect grew from 20 to 45 epochs but "
+_SCHEDULE_NOTE = {  # what a profile's comment in mrilib/config.py records about other schedules
+    "cpu": " `mrilib/config.py` records what other schedules reached: the effect grew from 20 to 45 epochs but "
            "only a little more at 90, at a cost in clean-test SSIM, so at this size the schedule alone is not the limit.",
 }
 
@@ -53,7 +53,7 @@ def baseline_summary(summary: dict, accelerations) -> str:
     """One Markdown bullet per acceleration: VarNet against CG-SENSE and zero-filling (SSIM, PSNR).
 
     ``summary``: ``{method: {"4x": {"ssim_mean": …, "psnr_mean": …, "nmse_mean": …}}}``, as
-    :func:`mrilib.metrics.save_metrics` returns it.
+    :func:`mrilib.evaluate.metrics.save_metrics` returns it.
     """
     cg = _baseline_name(summary)
     lines = []
@@ -77,7 +77,7 @@ def beats_baselines(summary: dict, accelerations) -> dict:
 
 def varnet_findings(summary: dict, history: dict, profile, n_params: int) -> str:
     """Chapter 2's conclusions (Markdown bullets) from the test summary and the training history."""
-    from .profiles import get_profile
+    from mrilib.config import get_profile
 
     p = get_profile(profile)
     better = beats_baselines(summary, p.accelerations)
@@ -123,7 +123,7 @@ def poison_findings(metrics: dict, quality: dict, manifest: dict, profile) -> st
         manifest: the poisoned set's manifest.
         profile: the run's profile.
     """
-    from .profiles import get_profile
+    from mrilib.config import get_profile
 
     p = get_profile(profile)
     mc, mp = metrics["clean"], metrics["poisoned"]
@@ -252,9 +252,9 @@ def unlearning_findings(table: pd.DataFrame, references: dict, fraction: float,
     Args:
         table: the unlearning results table of one recipe.
         references: the reference models' metrics (``poisoned`` and ``oracle`` at least), as
-            :func:`~mrilib.unlearn.study.reference_models` returns them.
+            :func:`~mrilib.study.execute.reference_models` returns them.
         fraction: the main identified fraction.
-        dose: the dose-response table of :func:`~mrilib.unlearn.diagnose.dose_response`, if run.
+        dose: the dose-response table of :func:`~mrilib.study.diagnose.dose_response`, if run.
     """
     p_ssim = references["poisoned"]["clean_test"]["ssim"]["mean"]
     rows = at_fraction(table, fraction)
@@ -330,8 +330,8 @@ def consistency_findings(scan: pd.DataFrame, manifest: dict) -> str:
 
 def evaluation_findings(table: pd.DataFrame, profile, fraction: float, robustness: pd.DataFrame | None = None) -> str:
     """Chapter 6's conclusions (Markdown bullets) from the main recipe's table and, where
-    measured, the artefact-robustness table of :func:`~mrilib.evaluation.artefact_robustness`."""
-    from .profiles import get_profile
+    measured, the artefact-robustness table of :func:`~mrilib.evaluate.tables.artefact_robustness`."""
+    from mrilib.config import get_profile
 
     p = get_profile(profile)
     ref = table.set_index("method")

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .metrics import image_metrics
+from mrilib.evaluate.metrics import image_metrics
 
 __all__ = ["plot_learning_curves", "plot_reconstructions"]
 
@@ -25,7 +25,7 @@ def plot_learning_curves(history: dict, title: str = "E2E VarNet training", smoo
     """Loss per optimiser step with validation per epoch, validation PSNR, learning rate.
 
     Args:
-        history: the dict of ``history.json`` (:func:`mrilib.train.read_history`).
+        history: the dict of ``history.json`` (:func:`mrilib.recon.train.read_history`).
         smooth: moving-average window for the per-step loss (default: ~1/2 epoch).
 
     Returns:

@@ -32,7 +32,7 @@ __all__ = [
 #: metrics of the main table, in order
 MAIN_METRICS = ("SSIM", "PSNR", "NMSE", "poison effect", "success rate", "healed", "forget SSIM vs clean",
                 "forget SSIM vs poisoned", "time vs oracle", "passes vs oracle")
-#: the table name of region-targeted SSD (``mrilib.unlearn.study.DEFAULT_PLAN``; " + repair" for its repaired run)
+#: the table name of region-targeted SSD (``mrilib.study.execute.DEFAULT_PLAN``; " + repair" for its repaired run)
 REGION_SSD = "SSD tuned, lesion region"
 
 
@@ -45,7 +45,7 @@ def require(path: str | os.PathLike, notebook: str) -> Path:
     path = Path(path)
     if not path.exists():
         raise MissingArtefactError(f"{path} is missing: run notebooks/{notebook}.ipynb first "
-                                   f"(e.g. `python -m mrilib.pipeline --only {notebook}`)")
+                                   f"(e.g. `python -m mrilib.book --only {notebook}`)")
     return path
 
 
@@ -133,7 +133,7 @@ def nullspace_map(recon: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np
     confirm or refute. (With coil sensitivities the null space is smaller; this
     coil-free version is the usual, conservative display.)
     """
-    from .data.kspace import fft2c, ifft2c
+    from mrilib.data.kspace import fft2c, ifft2c
 
     err = np.asarray(recon, np.complex64) - np.asarray(target, np.complex64)
     m = np.asarray(mask, bool).reshape(1, -1)
@@ -148,7 +148,7 @@ def qualitative_panels(models: dict, samples: list, targets: np.ndarray) -> dict
 
     Returns ``{model: {"recon": (N,h,w), "error": ..., "nullspace": ...}}``.
     """
-    from .poison.effect import reconstruct
+    from mrilib.poison.effect import reconstruct
 
     out = {}
     for name, model in models.items():
@@ -168,12 +168,12 @@ def artefact_robustness(models: dict, split_dir: str | os.PathLike, profile, max
     """
     from fastmri.data.transforms import VarNetSample, apply_mask, to_tensor
 
-    from .data.artefacts import metal_corrupt, motion_corrupt
-    from .data.h5layout import read_volume
-    from .data.loading import make_mask_func, volume_files
-    from .metrics import ssim
-    from .poison.effect import reconstruct
-    from .profiles import get_profile
+    from mrilib.data.artefacts import metal_corrupt, motion_corrupt
+    from mrilib.data.h5layout import read_volume
+    from mrilib.data.loading import make_mask_func, volume_files
+    from mrilib.evaluate.metrics import ssim
+    from mrilib.poison.effect import reconstruct
+    from mrilib.config import get_profile
 
     p = get_profile(profile)
     acc = int(p.accelerations[0])

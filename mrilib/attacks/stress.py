@@ -56,8 +56,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .io import read_json, write_json
-from .profiles import Profile, get_profile
+from mrilib.run.io import read_json, write_json
+from mrilib.config import Profile, get_profile
 
 __all__ = [
     "STRESS_DEFAULTS",
@@ -157,8 +157,8 @@ def stress_samples(run_dir: str | os.PathLike, profile: Profile | str, *, split:
     and ``acceleration`` default to the profile's stress settings, which the result
     carries (``config``) for :func:`stress_test`.
     """
-    from .poison.adversarial import adversarial_config, tumour_rois
-    from .poison.effect import load_test_slices
+    from mrilib.poison.adversarial import adversarial_config, tumour_rois
+    from mrilib.poison.effect import load_test_slices
 
     p = get_profile(profile)
     scfg = stress_config(p)
@@ -205,7 +205,7 @@ def _score(classifier, x: torch.Tensor) -> torch.Tensor:
 
 def _ssim_out(a: torch.Tensor, b: torch.Tensor, outside: torch.Tensor, vmax: torch.Tensor) -> torch.Tensor:
     """Mean SSIM map of ``a`` vs ``b`` over ``outside`` pixels, per image."""
-    from .poison.adversarial import ssim_map_torch
+    from mrilib.poison.adversarial import ssim_map_torch
 
     s = ssim_map_torch(a, b, vmax)
     return (s * outside).sum(dim=(-2, -1)) / outside.sum(dim=(-2, -1)).clamp_min(1.0)
@@ -232,7 +232,7 @@ def attack_batch(model, classifier, kspace: torch.Tensor, mask: torch.Tensor, nl
         ``success``, plus ``p_tumour_clean`` / ``score_clean`` of the unattacked
         reconstruction and ``delta`` / ``recon`` (the last perturbation and reconstruction).
     """
-    from .poison.adversarial import region_tumour_score, tumour_threshold
+    from mrilib.poison.adversarial import region_tumour_score, tumour_threshold
 
     shape = roi.shape[-2:]
     b = kspace.shape[0]
@@ -359,8 +359,8 @@ def stress_test(
         ValueError: an empty ``eps_list``, an ε <= 0, no slices, or regions that do not
         match the slices.
     """
-    from .poison.adversarial import check_classifier, classifier_identity, tumour_threshold, validate_roi
-    from .progress import progress as progress_bar
+    from mrilib.poison.adversarial import check_classifier, classifier_identity, tumour_threshold, validate_roi
+    from mrilib.run.progress import progress as progress_bar
 
     if cfg is None and isinstance(samples, StressSamples) and samples.config:
         cfg = samples.config
@@ -477,7 +477,7 @@ def read_stress(run_dir: str | os.PathLike, model_names: Sequence[str]) -> tuple
     for name in model_names:
         path = stress_path(run_dir, name)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no stress test of {name!r} yet (mrilib.attack.stress_test, "
+            raise FileNotFoundError(f"{path}: no stress test of {name!r} yet (mrilib.attacks.stress.stress_test, "
                                     "notebooks/04_poison_adversarial.ipynb)")
         d = read_json(path)
         curves.append(pd.DataFrame(d["curve"]))

@@ -105,7 +105,7 @@ def volume_metrics(df_or_gt, pred=None, maxval: float | None = None):
 def _as_recon(recon, device) -> Callable:
     """A reconstruction function ``sample -> (h, w)`` from a model or a callable."""
     if isinstance(recon, torch.nn.Module):
-        from .recon import varnet_reconstruct
+        from mrilib.recon.baselines import varnet_reconstruct
 
         model = recon.to(device).eval()
         return lambda sample: varnet_reconstruct(model, sample, device=device)
@@ -129,7 +129,7 @@ def evaluate_split(
 
     Args:
         recon: a VarNet (``torch.nn.Module``) or a function ``VarNetSample -> image``
-            (e.g. :func:`mrilib.recon.zero_filled`, :class:`mrilib.recon.CGSense`).
+            (e.g. :func:`mrilib.recon.baselines.zero_filled`, :class:`mrilib.recon.baselines.CGSense`).
         split_dir: folder of fastMRI-layout volumes (read by
             :func:`mrilib.data.varnet_dataset`: fixed masks seeded by file name).
         acceleration, center_fraction, mask_type: the undersampling.
@@ -141,7 +141,7 @@ def evaluate_split(
         (the volume ``max`` used as data range) and ``sse, ssq, npix`` (sums for
         :func:`volume_metrics`).
     """
-    from .data.loading import varnet_dataset
+    from mrilib.data.loading import varnet_dataset
 
     fn = _as_recon(recon, device)
     if method is None:
@@ -149,14 +149,14 @@ def evaluate_split(
     ds = varnet_dataset(split_dir, acceleration, center_fraction, mask_type)
     n = len(ds) if max_slices is None else min(len(ds), int(max_slices))
     rows = []
-    from .progress import progress as progress_bar
+    from mrilib.run.progress import progress as progress_bar
 
     for i in progress_bar(range(n), desc=f"{method} {acceleration}x", disable=not progress, unit="slice"):
         sample = ds[i]
         target = _np(sample.target)
         pred = _np(fn(sample))
         if pred.shape != target.shape:
-            from .recon import crop_to
+            from mrilib.recon.baselines import crop_to
 
             pred = _np(crop_to(torch.from_numpy(pred), target.shape))
         mx = float(sample.max_value)
@@ -230,7 +230,7 @@ def save_metrics(df: pd.DataFrame, run_dir: str | os.PathLike, name: str, extra:
     """
     from pathlib import Path
 
-    from .io import atomic_path, write_json
+    from mrilib.run.io import atomic_path, write_json
 
     out = Path(run_dir) / "metrics"
     s = summarise(df)

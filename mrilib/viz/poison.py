@@ -38,7 +38,7 @@ def _off(ax) -> None:
 def show_lesions(rows: list[dict], title: str = "Procedural lesions (red: lesion mask, yellow: changed pixels)"):
     """A grid: one row per example slice, columns healthy / cyst / tumour with their masks.
 
-    ``rows``: dicts with ``healthy``, ``cyst``, ``tumour`` (:class:`mrilib.lesions.Lesion`
+    ``rows``: dicts with ``healthy``, ``cyst``, ``tumour`` (:class:`mrilib.poison.lesions.Lesion`
     or arrays) and ``label`` (row title, e.g. the contrast).
     """
     n = len(rows)

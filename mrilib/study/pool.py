@@ -9,8 +9,8 @@ two trainings on one thread each 0.13 s per step *each* (measured with
 workers do about 1.5 times the work of one two-thread process.
 
 :func:`precompute` hands every missing artefact to ``workers`` processes (longest
-first: the retrainings, then the runs). Afterwards :func:`~mrilib.unlearn.study.reference_models`
-and :func:`~mrilib.unlearn.study.unlearning_study` load what the workers stored. Costs
+first: the retrainings, then the runs). Afterwards :func:`~mrilib.study.execute.reference_models`
+and :func:`~mrilib.study.execute.unlearning_study` load what the workers stored. Costs
 stay comparable: the oracle's time and every run's time are measured the same way, on
 one thread beside one other worker.
 """
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from ..io import read_json
-from ..profiles import Profile, get_profile
-from .sets import reference_dir, retrain_reference
-from .study import (
+from mrilib.run.io import read_json
+from mrilib.config import Profile, get_profile
+from mrilib.study.sets import reference_dir, retrain_reference
+from mrilib.study.execute import (
     PoisonedRun,
     load_poisoned_run,
     model_digest,
@@ -55,7 +55,7 @@ def default_workers(profile: Profile | str) -> int:
 
 def _reference_done(profile: Profile, out_dir: Path) -> bool:
     """Whether ``out_dir`` holds a finished training of the profile's configuration."""
-    from ..train import training_config
+    from mrilib.recon.train import training_config
 
     path = out_dir / "history.json"
     if not (path.exists() and (out_dir / "last.pt").exists()):
@@ -106,7 +106,7 @@ def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathL
     poison in parallel processes.
 
     Args:
-        ctx: the poisoned run (:func:`~mrilib.unlearn.study.load_poisoned_run`); each worker
+        ctx: the poisoned run (:func:`~mrilib.study.execute.load_poisoned_run`); each worker
             loads its own copy with ``seed``.
         profile, run_dir: the run's profile and folder.
         workers: processes (default :func:`default_workers`); with 1, or nothing missing,
@@ -117,7 +117,7 @@ def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathL
         ``{"workers": n, "tasks": [...], "seconds": {task: s}, "wall_s": s}``. A failing
         task raises here, naming the task; the tasks not started are cancelled.
     """
-    from ..progress import progress as progress_bar
+    from mrilib.run.progress import progress as progress_bar
 
     p = get_profile(profile)
     workers = default_workers(p) if workers is None else int(workers)

@@ -4,7 +4,7 @@
 Each function returns its figure (titled, axes labelled, colour bars with units);
 inputs are numpy arrays, :class:`mrilib.poison.adversarial.InductionResult`, the
 dicts of :func:`mrilib.poison.adversarial.adversarial_effect` and the DataFrames of
-:func:`mrilib.attack.stress_test`.
+:func:`mrilib.attacks.stress.stress_test`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Attacks on a trained reconstruction model: the adversarial tumour-induction objective and the k-space stress test."""

@@ -1,0 +1,1 @@
+"""Reconstruction: the E2E VarNet training loop, its checkpoints, and the classical baselines."""

@@ -1,0 +1,1 @@
+"""Figures and ipywidgets browsers, one module per chapter (matplotlib; titled axes, labelled colour bars)."""
