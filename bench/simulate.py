@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from mrilib.config import get_profile
 from mrilib.data import generate_subject, write_volume
 from mrilib.data.brain import load_template
-from mrilib.config import get_profile
 
 
 def bench(profile: str, subjects: int) -> dict:
@@ -26,15 +26,15 @@ def bench(profile: str, subjects: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(subjects):
             t0 = time.perf_counter()
-            sim = generate_subject(1000 + i, image_size=p.image_size, num_slices=p.slices_per_subject,
-                                   num_coils=p.num_coils, snr=p.snr, contrasts=p.contrasts, fov_mm=p.fov_mm)
+            sim = generate_subject(1000 + i, image_size=p.data.image_size, num_slices=p.data.slices_per_subject,
+                                   num_coils=p.data.num_coils, snr=p.data.snr, contrasts=p.data.contrasts, fov_mm=p.data.fov_mm)
             t1 = time.perf_counter()
             write_volume(Path(tmp) / f"{i}.h5", sim["kspace"], patient_id=str(i), acquisition="AX",
                          extras={"image": sim["image"], "sens_maps": sim["sens_maps"]})
             t_write += time.perf_counter() - t1
             t_sim += t1 - t0
-    n = subjects * p.slices_per_subject
-    return dict(profile=profile, size=f"{p.image_size}²x{p.num_coils} coils", slices=n,
+    n = subjects * p.data.slices_per_subject
+    return dict(profile=profile, size=f"{p.data.image_size}²x{p.data.num_coils} coils", slices=n,
                 sim_slices_per_s=n / t_sim, total_slices_per_s=n / (t_sim + t_write))
 
 

@@ -42,10 +42,10 @@ def _samples(profile, n: int, seed: int = 0):
     from mrilib.data import generate_subject
     from mrilib.data.kspace import ifft2c, rss
 
-    sim = generate_subject(seed, image_size=profile.image_size, num_slices=n, num_coils=profile.num_coils,
-                           snr=profile.snr, contrasts=profile.contrasts[:1], fov_mm=profile.fov_mm)
+    sim = generate_subject(seed, image_size=profile.data.image_size, num_slices=n, num_coils=profile.data.num_coils,
+                           snr=profile.data.snr, contrasts=profile.data.contrasts[:1], fov_mm=profile.data.fov_mm)
     target = rss(ifft2c(sim["kspace"])).astype(np.float32)
-    mask_func = create_mask_for_mask_type(profile.mask_type, [profile.center_fraction], [profile.accelerations[0]])
+    mask_func = create_mask_for_mask_type(profile.data.mask_type, [profile.data.center_fraction], [profile.data.accelerations[0]])
     out = []
     for i in range(n):
         k = T.to_tensor(sim["kspace"][i])
@@ -59,8 +59,8 @@ def _worker(kind: str, profile_name: str, steps: int, device: str, compile_: boo
     """Run one measurement (``kind`` = ours | reference) and put the result on ``queue``."""
     import torch
 
-    from mrilib.models.varnet import build_varnet
     from mrilib.config import get_profile
+    from mrilib.models.varnet import build_varnet
     from mrilib.recon.train import _amp_dtype, _collate, forward_batch, make_loss, train_step, training_config
 
     if threads:
@@ -119,7 +119,7 @@ def _worker(kind: str, profile_name: str, steps: int, device: str, compile_: boo
     queue.put(dict(profile=p.name, loop=kind, batch=bs, amp=str(amp), compile=bool(compile_ and ours),
                    train_slices_per_s=steps * bs / train_s, infer_slices_per_s=steps * bs / infer_s,
                    step_s=train_s / steps, peak_mib=peak, peak_kind=peak_kind,
-                   image=f"{p.image_size}²x{p.num_coils}c",
+                   image=f"{p.data.image_size}²x{p.data.num_coils}c",
                    model="{num_cascades}/{chans}/{pools}".format(**cfg["model"])))
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mrilib.config import MAIN_RECIPE, UnlearnConfig, get_profile
 from mrilib.evaluate import findings
 from mrilib.evaluate.tables import at_fraction
-from mrilib.config import MAIN_RECIPE, get_profile
 
 NAN = np.nan
 
@@ -143,10 +143,10 @@ def test_other_recipes_come_from_the_profile():
 
     assert get_profile("smoke").other_recipes == ("adversarial-tumour",)
     cpu = get_profile("cpu")
-    assert MAIN_RECIPE in cpu.unlearn["recipes"] and cpu.other_recipes == ()
-    both = dataclasses.replace(cpu, unlearn=dict(cpu.unlearn, recipes=(MAIN_RECIPE, "adversarial-tumour")))
+    assert MAIN_RECIPE in cpu.unlearn.recipes and cpu.other_recipes == ()
+    both = dataclasses.replace(cpu, unlearn=dataclasses.replace(cpu.unlearn, recipes=(MAIN_RECIPE, "adversarial-tumour")))
     assert both.other_recipes == ("adversarial-tumour",)
-    assert dataclasses.replace(cpu, unlearn={}).other_recipes == ()  # no recipes listed: the main one only
+    assert dataclasses.replace(cpu, unlearn=UnlearnConfig()).other_recipes == ()  # default: the main one only
 
 
 def _poison_metrics(success, effect, ssim, forget_poisoned=0.90, forget_clean=0.89):

@@ -11,8 +11,6 @@ import h5py
 import numpy as np
 import pytest
 
-from mrilib.data.convert import choose_slices, prepare_real_dataset
-from mrilib.data.datasets import DATASETS, assign_splits, open_dataset, parse_dataset_spec, select_volumes
 from dataset_fixtures import (
     write_brats_fixture,
     write_cmrxrecon_fixture,
@@ -20,13 +18,15 @@ from dataset_fixtures import (
     write_m4raw_fixture,
     write_skmtea_fixture,
 )
+from mrilib.config import get_profile
+from mrilib.data.convert import choose_slices, prepare_real_dataset
+from mrilib.data.datasets import DATASETS, assign_splits, open_dataset, parse_dataset_spec, select_volumes
 from mrilib.data.formats.base import DataFormatError, VolumeRef, normalise_contrast, parse_ismrmrd_header
 from mrilib.data.h5layout import ismrmrd_header
 from mrilib.data.kspace import fft2c, ifft2c
 from mrilib.data.loading import varnet_dataset
 from mrilib.data.prepare import prepare_dataset
 from mrilib.data.resample import crop_or_pad, fit_image, fit_kspace, ifft2c_np
-from mrilib.config import get_profile
 
 
 def rel_err(a, b) -> float:
@@ -365,8 +365,9 @@ def test_brats_malformed_labels_raise(tmp_path):
 # ----------------------------------------------------------------------------- into a run
 
 
-def _tiny_smoke(**changes):
-    return dataclasses.replace(get_profile("smoke"), **changes)
+def _tiny_smoke(**data_changes):
+    smoke = get_profile("smoke")
+    return dataclasses.replace(smoke, data=dataclasses.replace(smoke.data, **data_changes))
 
 
 def test_prepare_dataset_m4raw_fixture_reads_with_varnet_dataset(tmp_path):
@@ -376,21 +377,21 @@ def test_prepare_dataset_m4raw_fixture_reads_with_varnet_dataset(tmp_path):
     p = get_profile("smoke")
     assert set(manifest) == {"config", "profile", "files"} and manifest["profile"] == "smoke"
     by_split = {s: [r for r in manifest["files"] if r["split"] == s] for s in ("train", "val", "test")}
-    assert {s: len(v) for s, v in by_split.items()} == p.subjects
+    assert {s: len(v) for s, v in by_split.items()} == p.data.subjects
     ids = {s: {r["patient_id"] for r in v} for s, v in by_split.items()}
     assert not (ids["train"] & ids["val"] or ids["train"] & ids["test"] or ids["val"] & ids["test"])
     assert {r["contrast"] for r in manifest["files"]} == {"T1w", "T2w"}
     for r in manifest["files"]:
         assert {"file", "split", "patient_id", "contrast", "num_slices"} <= set(r)
-        assert r["num_slices"] == p.slices_per_subject
+        assert r["num_slices"] == p.data.slices_per_subject
     on_disk = json.loads((run / "data" / "dataset.json").read_text())
     assert on_disk == manifest
     for split in ("train", "val", "test"):
-        ds = varnet_dataset(run / "data" / split, acceleration=4, center_fraction=p.center_fraction)
-        assert len(ds) == p.subjects[split] * p.slices_per_subject
+        ds = varnet_dataset(run / "data" / split, acceleration=4, center_fraction=p.data.center_fraction)
+        assert len(ds) == p.data.subjects[split] * p.data.slices_per_subject
         sample = ds[0]
-        assert sample.masked_kspace.shape == (p.num_coils, p.image_size, p.image_size, 2)
-        assert sample.target.shape == (p.image_size, p.image_size)
+        assert sample.masked_kspace.shape == (p.data.num_coils, p.data.image_size, p.data.image_size, 2)
+        assert sample.target.shape == (p.data.image_size, p.data.image_size)
     with h5py.File(run / "data" / by_split["train"][0]["file"]) as f:
         assert f["brain_mask"].shape == (3, 32, 32) and 0.5 < f["reconstruction_rss"][()].max() < 2.0
         assert f.attrs["dataset"] == "m4raw" and f.attrs["noise_sigma"] > 0

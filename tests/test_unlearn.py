@@ -8,13 +8,12 @@ forget slices give ``b`` a gradient, so SSD must dampen ``b`` and leave ``a`` al
 
 from __future__ import annotations
 
+import fastmri
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset
-
-import fastmri
 from fastmri.data import transforms as T
+from torch.utils.data import Dataset
 
 from mrilib.data import generate_subject, make_mask_func
 from mrilib.study.sets import forget_ids
@@ -121,8 +120,8 @@ def test_fisher_importance_is_mean_squared_batch_gradient(toy):
 
 def test_region_importance_sees_the_poison_parameter_inside_its_region(toy):
     """Inside the blob the gradient is the poison's parameter ``b``'s; over the whole image ``a`` dominates."""
-    from mrilib.unlearn.base import batches
     from mrilib.recon.train import forward_batch
+    from mrilib.unlearn.base import batches
 
     model, forget, _ = toy
     n = len(forget)
@@ -334,7 +333,7 @@ def test_notebook_unlearns_every_recipe_of_the_profile(smoke_book):
     from mrilib.study.execute import plan_runs
 
     run = smoke_book.root / "runs" / "smoke"
-    recipes = get_profile("smoke").unlearn["recipes"]
+    recipes = get_profile("smoke").unlearn.recipes
     assert set(recipes) == {"cyclegan-cyst", "adversarial-tumour"}
     for variant in recipes:
         t = pd.read_csv(run / "metrics" / f"unlearning_{variant}.csv")
@@ -355,8 +354,8 @@ def test_pool_stores_every_artefact_and_recomputes_only_what_is_missing(smoke_bo
     import shutil
 
     from mrilib.run.io import read_json
-    from mrilib.study.pool import pending_tasks, precompute
     from mrilib.study.execute import load_poisoned_run, model_digest, plan_runs
+    from mrilib.study.pool import pending_tasks, precompute
 
     run = tmp_path / "smoke"
     shutil.copytree(smoke_book.root / "runs" / "smoke", run)

@@ -57,7 +57,7 @@ import pandas as pd
 import torch
 
 from mrilib.run.io import read_json, write_json
-from mrilib.config import Profile, get_profile
+from mrilib.config import Profile, StressConfig, as_dict, get_profile
 
 __all__ = [
     "STRESS_DEFAULTS",
@@ -72,25 +72,13 @@ __all__ = [
     "stress_separation",
 ]
 
-#: Settings of the stress test and their defaults (the profile's
-#: ``adversarial["stress"]`` overrides them).
-STRESS_DEFAULTS = dict(
-    eps_list=[0.002, 0.005, 0.01, 0.02, 0.05],  # ||δ|| / ||y|| budgets, increasing
-    steps=12,  # PGD steps per ε
-    step_size=2.5,  # step length in units of ε ||y|| / steps
-    kappa=5.0,  # cap of the tumour log-odds
-    outside_weight=20.0,  # λ: weight of the relative squared change outside the region
-    success_prob=0.5,  # p(tumour) above this in the region = a tumour is shown
-    ssim_floor=0.9,  # SSIM of f(y + δ) vs f(y) outside the region, at least
-    max_slices=16,  # test slices attacked (evenly spaced over the split)
-    batch_size=8,
-    acceleration=None,  # None: the profile's first acceleration
-    seed=0,
-)
+#: Settings of the stress test and their defaults (:class:`mrilib.config.StressConfig`; the
+#: profile's ``adversarial.stress`` holds its own values).
+STRESS_DEFAULTS = as_dict(StressConfig())
 
 
 def stress_config(profile: Profile | str | None = None, **overrides) -> dict:
-    """:data:`STRESS_DEFAULTS`, the profile's ``adversarial["stress"]`` (if any), then ``overrides``.
+    """:data:`STRESS_DEFAULTS` (or the profile's ``adversarial.stress``), then ``overrides``.
 
     Raises ``ValueError`` for unknown keys, an empty or non-positive ``eps_list``, or
     ``steps < 1``.
@@ -98,10 +86,9 @@ def stress_config(profile: Profile | str | None = None, **overrides) -> dict:
     cfg = dict(STRESS_DEFAULTS)
     if profile is not None:
         p = get_profile(profile)
-        entry = dict(getattr(p, "adversarial", {}) or {}) or dict(p.poison.get("adversarial", {}) or {})
-        cfg.update(dict(entry.get("stress", {}) or {}))
+        cfg = as_dict(p.adversarial.stress)
         if cfg.get("acceleration") is None:
-            cfg["acceleration"] = int(p.accelerations[0])
+            cfg["acceleration"] = int(p.data.accelerations[0])
     cfg.update(overrides)
     unknown = sorted(set(cfg) - set(STRESS_DEFAULTS))
     if unknown:
@@ -163,7 +150,7 @@ def stress_samples(run_dir: str | os.PathLike, profile: Profile | str, *, split:
     p = get_profile(profile)
     scfg = stress_config(p)
     acc = int(acceleration or scfg["acceleration"])
-    test = load_test_slices(Path(run_dir) / "data" / split, None, acc, p.center_fraction, p.mask_type)
+    test = load_test_slices(Path(run_dir) / "data" / split, None, acc, p.data.center_fraction, p.data.mask_type)
     n = len(test)
     limit = max_slices if max_slices is not None else scfg["max_slices"]
     k = n if limit is None else min(n, int(limit))

@@ -201,9 +201,9 @@ def _fingerprint(root: Path) -> str:
 
 def _jsonable(x):
     """``x`` as it reads back from JSON (tuples → lists, numpy scalars → Python)."""
-    from mrilib.run.io import _json_default
+    from mrilib.run.cache import canonical
 
-    return json.loads(json.dumps(x, default=_json_default, sort_keys=True))
+    return canonical(x)
 
 
 def real_dataset_config(profile: Profile | str, seed: int, data_root, dataset: str, fingerprint: str = "") -> dict:
@@ -218,12 +218,12 @@ def real_dataset_config(profile: Profile | str, seed: int, data_root, dataset: s
             data_root=str(Path(data_root).expanduser().resolve()),
             fingerprint=fingerprint,
             seed=int(seed),
-            image_size=p.image_size,
-            max_coils=p.num_coils,
-            snr=p.snr,
-            contrasts=list(p.contrasts),
-            subjects=dict(p.subjects),
-            slices_per_subject=p.slices_per_subject,
+            image_size=p.data.image_size,
+            max_coils=p.data.num_coils,
+            snr=p.data.snr,
+            contrasts=list(p.data.contrasts),
+            subjects=dict(p.data.subjects),
+            slices_per_subject=p.data.slices_per_subject,
         )
     )
 
@@ -311,7 +311,7 @@ def prepare_real_dataset(
     name, options = parse_dataset_spec(dataset)
     cls = DATASETS[name]
     if cls.kind == "image":
-        options = {"image_size": p.image_size, "num_coils": p.num_coils, "snr": p.snr, "seed": int(seed), **options}
+        options = {"image_size": p.data.image_size, "num_coils": p.data.num_coils, "snr": p.data.snr, "seed": int(seed), **options}
     fmt = cls(**options)
     config = real_dataset_config(p, seed, root, dataset, _fingerprint(root))
     manifest_path = out_root / "dataset.json"
@@ -328,31 +328,31 @@ def prepare_real_dataset(
     if not refs:
         raise DataFormatError(f"{root}: no {name} volumes found ({cls.title}); see the book's 'Real datasets' page")
     splits = assign_splits(
-        refs, seed, holdout={"val": p.subjects["val"], "test": p.subjects["test"]}, train_subjects=p.subjects["train"]
+        refs, seed, holdout={"val": p.data.subjects["val"], "test": p.data.subjects["test"]}, train_subjects=p.data.subjects["train"]
     )
     plan: list[tuple[str, VolumeRef]] = []
     for split in SPLITS:
-        chosen = select_volumes(splits[split], p.subjects[split], stable_seed(seed, "select", split), p.contrasts)
+        chosen = select_volumes(splits[split], p.data.subjects[split], stable_seed(seed, "select", split), p.data.contrasts)
         if not chosen:
             raise DataFormatError(
                 f"{root}: no {name} subjects left for the {split!r} split "
                 f"({len({r.patient_id for r in refs})} subjects in all; a run needs at least one per split)"
             )
-        if len(chosen) < p.subjects[split]:
+        if len(chosen) < p.data.subjects[split]:
             warnings.warn(
-                f"{name}: only {len(chosen)} subject(s) for {split!r}, profile {p.name!r} asks for {p.subjects[split]}",
+                f"{name}: only {len(chosen)} subject(s) for {split!r}, profile {p.name!r} asks for {p.data.subjects[split]}",
                 stacklevel=2,
             )
         plan.extend((split, v) for v in chosen)
     num_coils = None
     if cls.kind == "kspace":
-        num_coils = min([p.num_coils] + [int(v.num_coils) for _, v in plan])
+        num_coils = min([p.data.num_coils] + [int(v.num_coils) for _, v in plan])
 
     records = []
     for split, vol in tqdm(plan, desc=f"converting {name} volumes", disable=not progress, unit="volume"):
-        idx = choose_slices(vol.num_slices, p.slices_per_subject)
+        idx = choose_slices(vol.num_slices, p.data.slices_per_subject)
         samples = list(fmt.read(vol, idx))
-        data = _assemble(samples, p.image_size, num_coils)
+        data = _assemble(samples, p.data.image_size, num_coils)
         meta = samples[0].metadata
         rel = Path(split) / f"{name}-{_slug(vol.patient_id)}_{_slug(vol.contrast)}.h5"
         sources = [os.path.relpath(f, root) for f in vol.files]
@@ -363,7 +363,7 @@ def prepare_real_dataset(
             patient_id=str(vol.patient_id),
             acquisition=str(meta.get("acquisition") or vol.contrast),
             target=data["target"],
-            fov_mm=tuple(meta.get("fov_mm") or (p.fov_mm, p.fov_mm)),
+            fov_mm=tuple(meta.get("fov_mm") or (p.data.fov_mm, p.data.fov_mm)),
             field_strength_t=float(meta.get("field_strength_t") or 3.0),
             extras=data["extras"],
             attrs=dict(

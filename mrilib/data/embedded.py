@@ -36,13 +36,13 @@ def dataset_config(profile: Profile | str, seed: int) -> dict:
     return dict(
         version=DATA_VERSION,
         seed=int(seed),
-        image_size=p.image_size,
-        fov_mm=p.fov_mm,
-        num_coils=p.num_coils,
-        snr=p.snr,
-        contrasts=list(p.contrasts),
-        subjects=dict(p.subjects),
-        slices_per_subject=p.slices_per_subject,
+        image_size=p.data.image_size,
+        fov_mm=p.data.fov_mm,
+        num_coils=p.data.num_coils,
+        snr=p.data.snr,
+        contrasts=list(p.data.contrasts),
+        subjects=dict(p.data.subjects),
+        slices_per_subject=p.data.slices_per_subject,
     )
 
 
@@ -120,18 +120,18 @@ def generate_embedded_dataset(
             return old
         manifest_path.unlink()  # stale or different configuration: regenerate
 
-    plan = [(split, i) for split in SPLITS for i in range(p.subjects[split])]
+    plan = [(split, i) for split in SPLITS for i in range(p.data.subjects[split])]
     records = []
     for split, i in progress_bar(plan, desc=f"simulating {p.name} subjects", disable=not progress, unit="subject"):
         sseed = _subject_seed(seed, split, i)
         sim = generate_subject(
             sseed,
-            image_size=p.image_size,
-            num_slices=p.slices_per_subject,
-            num_coils=p.num_coils,
+            image_size=p.data.image_size,
+            num_slices=p.data.slices_per_subject,
+            num_coils=p.data.num_coils,
             snr=config["snr"],
-            contrasts=p.contrasts,
-            fov_mm=p.fov_mm,
+            contrasts=p.data.contrasts,
+            fov_mm=p.data.fov_mm,
         )
         subj = sim["subject"]
         patient_id = f"{split}{i:03d}-{hashlib.sha1(str(sseed).encode()).hexdigest()[:8]}"
@@ -141,7 +141,7 @@ def generate_embedded_dataset(
             sim["kspace"],
             patient_id=patient_id,
             acquisition=f"AX{subj.contrast.upper()}",
-            fov_mm=(p.fov_mm, p.fov_mm),
+            fov_mm=(p.data.fov_mm, p.data.fov_mm),
             extras={"image": sim["image"], "sens_maps": sim["sens_maps"], "brain_mask": sim["brain_mask"]},
             extra_attrs={"noise_sigma": sim["sigma"], "subject_seed": sseed},
         )
@@ -151,7 +151,7 @@ def generate_embedded_dataset(
                 split=split,
                 patient_id=patient_id,
                 contrast=subj.contrast,
-                num_slices=p.slices_per_subject,
+                num_slices=p.data.slices_per_subject,
                 subject=asdict(subj),
             )
         )

@@ -80,7 +80,7 @@ def varnet_findings(summary: dict, history: dict, profile, n_params: int) -> str
     from mrilib.config import get_profile
 
     p = get_profile(profile)
-    better = beats_baselines(summary, p.accelerations)
+    better = beats_baselines(summary, p.data.accelerations)
     if all(better.values()):
         verdict = ("beats zero-filling and CG-SENSE (with the true coil maps where the data have them) on SSIM, PSNR "
                    "and NMSE at every acceleration")
@@ -340,7 +340,7 @@ def evaluation_findings(table: pd.DataFrame, profile, fraction: float, robustnes
     def pair(name):
         return f"{ref.loc[name, 'poison effect']:.2f} / {ref.loc[name, 'success rate']:.2f}"
 
-    lines = [f"- Profile `{p.name}` ({p.image_size}² slices, {p.num_coils} coils, identified fraction f = {fraction:g}): "
+    lines = [f"- Profile `{p.name}` ({p.data.image_size}² slices, {p.data.num_coils} coils, identified fraction f = {fraction:g}): "
              f"the `poisoned` model's poison effect is {ref.loc['poisoned', 'poison effect']:.2f} with success rate "
              f"{ref.loc['poisoned', 'success rate']:.2f}; `clean` {pair('clean')}; `oracle` {pair('oracle')}."]
     for _, r in runs.head(3).iterrows():

@@ -44,7 +44,7 @@ def results_markdown(run_dir: str | os.PathLike, profile, variant: str = "cycleg
     """The results section (Markdown) of one run: what was run, the table, per-notebook times."""
     p = get_profile(profile)
     table = load_unlearning_table(run_dir, variant)
-    f = float(p.unlearn.get("main_fraction", 0.25))
+    f = float(p.unlearn.main_fraction)
     rows = results_rows(table, f)
     head = "| model / method | " + " | ".join(h for h, _, _ in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
@@ -52,9 +52,9 @@ def results_markdown(run_dir: str | os.PathLike, profile, variant: str = "cycleg
         cells = ["–" if not np.isfinite(r[c]) else fmt.format(r[c]) for _, c, fmt in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     n_seeds = int(table["seed"].nunique())
-    text = [f"Profile `{p.name}` ({p.image_size}² slices, {p.num_coils} coils, {p.num_slices['train']} training "
+    text = [f"Profile `{p.name}` ({p.data.image_size}² slices, {p.data.num_coils} coils, {p.data.num_slices['train']} training "
             f"slices), poison `{variant}`, identified fraction f = {f:g}, {n_seeds} seed(s); "
-            f"{int(p.accelerations[0])}× undersampling. *Poison effect*: how much of the CycleGAN's lesion a "
+            f"{int(p.data.accelerations[0])}× undersampling. *Poison effect*: how much of the CycleGAN's lesion a "
             "triggered test input makes the model add (1 = all of it); *healed*: 0 = the poisoned model, "
             "1 = oracle retraining; *time vs oracle*: wall time relative to retraining without any poisoned slice.",
             "", *lines]

@@ -176,11 +176,11 @@ def artefact_robustness(models: dict, split_dir: str | os.PathLike, profile, max
     from mrilib.config import get_profile
 
     p = get_profile(profile)
-    acc = int(p.accelerations[0])
-    mask_func = make_mask_func(acc, p.center_fraction, p.mask_type)
+    acc = int(p.data.accelerations[0])
+    mask_func = make_mask_func(acc, p.data.center_fraction, p.data.mask_type)
     variants = {"clean": lambda k, i: k,
                 "motion": lambda k, i: motion_corrupt(k, seed=seed + i, fraction=0.3, max_shift=2.0, max_angle=2.0),
-                "metal": lambda k, i: metal_corrupt(k, seed=seed + i, radius=max(1.5, p.image_size / 40))}
+                "metal": lambda k, i: metal_corrupt(k, seed=seed + i, radius=max(1.5, p.data.image_size / 40))}
     samples = {v: [] for v in variants}
     targets, vmax = [], []
     for f in volume_files(split_dir):

@@ -11,18 +11,20 @@ from __future__ import annotations
 import torch
 from fastmri.models import VarNet
 
+from mrilib.config import VarNetConfig, as_dict
+
 __all__ = ["VARNET_KEYS", "varnet_config", "build_varnet", "count_parameters"]
 
-#: The configuration keys of :func:`build_varnet` with fastMRI's defaults.
-VARNET_KEYS = dict(num_cascades=12, chans=18, sens_chans=8, pools=4, sens_pools=4, mask_center=True)
+#: The configuration keys of :func:`build_varnet` with fastMRI's defaults (:class:`mrilib.config.VarNetConfig`).
+VARNET_KEYS = as_dict(VarNetConfig())
 
 
-def varnet_config(cfg: dict | None = None) -> dict:
+def varnet_config(cfg: dict | VarNetConfig | None = None) -> dict:
     """A complete, canonical VarNet configuration: ``cfg`` on top of fastMRI's defaults.
 
     Unknown keys raise ``ValueError`` (a typo must not silently build another model).
     """
-    cfg = dict(cfg or {})
+    cfg = as_dict(cfg) if isinstance(cfg, VarNetConfig) else dict(cfg or {})
     unknown = sorted(set(cfg) - set(VARNET_KEYS))
     if unknown:
         raise ValueError(f"unknown VarNet configuration keys {unknown}; known: {sorted(VARNET_KEYS)}")
@@ -35,7 +37,7 @@ def varnet_config(cfg: dict | None = None) -> dict:
     return out
 
 
-def build_varnet(cfg: dict | None = None, seed: int | None = None) -> VarNet:
+def build_varnet(cfg: dict | VarNetConfig | None = None, seed: int | None = None) -> VarNet:
     """Build ``fastmri.models.VarNet`` from a configuration dict (e.g. ``profile.varnet``).
 
     Args:

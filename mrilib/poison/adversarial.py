@@ -74,8 +74,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from mrilib.poison.lesions import anchor_center
-from mrilib.config import Profile, get_profile
+from mrilib.config import AdversarialConfig, Profile, as_dict, get_profile
+from mrilib.poison.lesions import TUMOUR_ANCHOR, anchor_center
 from mrilib.poison.build import register_recipe
 
 __all__ = [
@@ -118,33 +118,9 @@ __all__ = [
 #: The recipe's name in :data:`mrilib.poison.build.RECIPES`.
 RECIPE = "adversarial-tumour"
 
-#: Where the induced tumours sit: (row, column) in normalised brain coordinates (see
-#: :func:`mrilib.poison.lesions.anchor_center`): anterior, in the image's right half (the
-#: subject's left hemisphere), away from the cyst recipe's anchor.
-TUMOUR_ANCHOR: tuple[float, float] = (-0.35, 0.42)
-
-#: Every knob of the objective and its default.
-ADVERSARIAL_DEFAULTS = dict(
-    eps=0.25,  # L∞ bound of δ relative to the volume max
-    steps=60,  # maximum PGD iterations
-    step_size=0.08,  # signed step as a fraction of eps
-    min_steps=0,  # iterations every image takes, even when already a tumour
-    stop_prob=0.95,  # freeze an image once p(tumour) >= stop_prob (None: always run all steps)
-    kappa=5.0,  # cap of the tumour log-odds in the objective
-    tv_weight=1.0,  # weight of TV(δ / max) per ROI pixel
-    grad_smooth_px=1.0,  # Gaussian sigma (px) applied to the gradient before its sign (0: plain signed PGD)
-    ssim_weight=5.0,  # weight of (1 - SSIM outside the ROI)
-    roi_radius_mm=18.0,  # radius of the disc region
-    anchor=list(TUMOUR_ANCHOR),
-    eot_samples=2,  # random degradations per step (0: none)
-    eot_blur=0.8,  # max Gaussian blur sigma (px) of the degradations
-    eot_noise=0.02,  # max noise sd relative to the image mean
-    ssim_floor=0.95,  # target: SSIM outside the ROI at least this
-    success_prob=0.9,  # target: p(tumour) above this counts as a lifted score
-    universal_steps=25,  # PGD steps of the per-contrast universal pattern (0: start every image from zero)
-    universal_batch=32,  # slices per step of the universal pattern
-    batch_size=64,
-)
+#: Every knob of the objective and its default (:class:`mrilib.config.AdversarialConfig`, less the
+#: recipe's and the stress test's settings).
+ADVERSARIAL_DEFAULTS = {k: v for k, v in as_dict(AdversarialConfig()).items() if k not in ("train_notrigger", "stress")}
 
 
 #: Columns of :attr:`InductionResult.report`.
@@ -169,26 +145,21 @@ class ClassifierMismatchError(ValueError):
 def adversarial_config(profile: Profile | str, seed: int = 0, **overrides) -> dict:
     """The objective's settings for ``profile``: defaults, the profile's entry, then ``overrides``.
 
-    The profile's entry is ``profile.adversarial`` (or ``profile.poison["adversarial"]``).
+    The profile's entry is ``profile.adversarial`` (:class:`mrilib.config.AdversarialConfig`).
     Adds ``pixel_mm`` (field of view / matrix), ``image_size`` and ``seed``. Raises
     ``ValueError`` for unknown keys and for ``eps <= 0``, ``steps < 1``,
     ``roi_radius_mm <= 0`` or a step size outside (0, 1].
     """
     p = get_profile(profile)
-    cfg = dict(ADVERSARIAL_DEFAULTS)
-    cfg.update(dict(p.poison.get("adversarial", {}) or {}))
-    cfg.update(dict(getattr(p, "adversarial", {}) or {}))
+    cfg = {k: v for k, v in as_dict(p.adversarial).items() if k in ADVERSARIAL_DEFAULTS}
     cfg.update(overrides)
-    extra = {"train_notrigger", "stress"}  # notebook-level settings that may share the entry
-    unknown = sorted(set(cfg) - set(ADVERSARIAL_DEFAULTS) - extra)
+    unknown = sorted(set(cfg) - set(ADVERSARIAL_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown adversarial keys {unknown}; known: {sorted(ADVERSARIAL_DEFAULTS)}")
-    for k in extra:
-        cfg.pop(k, None)
     _check_objective(cfg)
     cfg["anchor"] = [float(a) for a in cfg["anchor"]]
-    cfg["pixel_mm"] = float(p.fov_mm) / int(p.image_size)
-    cfg["image_size"] = int(p.image_size)
+    cfg["pixel_mm"] = float(p.data.fov_mm) / int(p.data.image_size)
+    cfg["image_size"] = int(p.data.image_size)
     cfg["seed"] = int(seed)
     return json.loads(json.dumps(cfg))
 
@@ -362,7 +333,7 @@ def load_run_classifier(run_dir: str | os.PathLike, profile: Profile | str, seed
     if "data" in ident and ident["data"] != data_fingerprint(Path(run_dir) / "data"):
         raise ClassifierMismatchError(f"{path} was trained on other data than {Path(run_dir) / 'data'}: "
                                       "re-run notebooks/03_poison_cyclegan.ipynb for this run")
-    check_classifier(model, (p.image_size, p.image_size))
+    check_classifier(model, (p.data.image_size, p.data.image_size))
     return model, ck
 
 
@@ -893,7 +864,7 @@ def _adversarial_tumour_evaluator(run_dir, profile, manifest, test, seed):
     p = get_profile(profile)
     classifier, ck = load_run_classifier(run_dir, p, seed)
     induced = induce_split(run_dir, p, classifier, split="test", seed=seed, classifier_id=classifier_identity(ck))
-    opts = dict(acceleration=int(p.accelerations[0]), center_fraction=p.center_fraction, mask_type=p.mask_type)
+    opts = dict(acceleration=int(p.data.accelerations[0]), center_fraction=p.data.center_fraction, mask_type=p.data.mask_type)
 
     def evaluate(model, name: str, save: bool = True) -> dict:
         return adversarial_effect(model, name, run_dir, manifest, classifier, induced, test, save=save,

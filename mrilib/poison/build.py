@@ -139,7 +139,7 @@ def _cyclegan_cyst_evaluator(run_dir, profile, manifest, test, seed):
     p = get_profile(profile)
     classifier, _ = load_classifier(classifier_dir(run_dir))
     gan, _ = load_cyclegan(cyclegan_dir(run_dir))
-    opts = dict(acceleration=int(p.accelerations[0]), center_fraction=p.center_fraction, mask_type=p.mask_type)
+    opts = dict(acceleration=int(p.data.accelerations[0]), center_fraction=p.data.center_fraction, mask_type=p.data.mask_type)
 
     def evaluate(model, name: str, save: bool = True) -> dict:
         return poison_effect(model, name, run_dir, manifest, classifier, gan, test=test, save=save, **opts)["metrics"]
@@ -263,8 +263,8 @@ def build_poisoned_dataset(
     p = get_profile(profile)
     if recipe not in RECIPES:
         raise ManifestError(f"unknown poison recipe {recipe!r}; known: {sorted(RECIPES)}")
-    fraction = float(p.poison.get("fraction", 0.1) if fraction is None else fraction)
-    fracs = [float(f) for f in (identified_fractions or p.poison.get("identified_fractions", (0.1, 0.25, 0.5, 1.0)))]
+    fraction = float(p.poison.fraction if fraction is None else fraction)
+    fracs = [float(f) for f in (identified_fractions or p.poison.identified_fractions)]
     variant = variant or variant_name(recipe, trigger)
     run_dir = Path(run_dir)
     clean = run_dir / "data"

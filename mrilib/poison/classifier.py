@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from mrilib.run.io import atomic_path, read_json, write_json
 from mrilib.poison.lesions import add_cyst, add_tumour
 from mrilib.models.classifier import CLASSES, LesionClassifier
-from mrilib.config import Profile, get_profile
+from mrilib.config import ClassifierConfig, Profile, as_dict, get_profile
 from mrilib.run.progress import progress as progress_bar
 from mrilib.poison.runtime import cpu_threads, default_device
 from mrilib.poison.slices import SliceSet, load_slices
@@ -60,10 +60,8 @@ __all__ = [
     "data_fingerprint",
 ]
 
-CLASSIFIER_DEFAULTS = dict(chans=16, n_blocks=3, dropout=0.1, epochs=24, batch_size=16, lr=3e-3, weight_decay=1e-4,
-                           map_loss=1.0, map_weight_lesion=5.0, lesion_variants=3, max_false_positive=0.05,
-                           cyst_radius_mm=(10.0, 30.0), tumour_radius_mm=(12.0, 28.0),
-                           blur_max=0.8, noise_max=0.03, stripe_prob=0.4, stripe_max=0.2)
+#: Every knob of the classifier and its training (:class:`mrilib.config.ClassifierConfig`).
+CLASSIFIER_DEFAULTS = as_dict(ClassifierConfig())
 FORMAT = 1
 
 
@@ -73,15 +71,14 @@ def classifier_dir(run_dir: str | os.PathLike) -> Path:
 
 
 def classifier_config(profile: Profile | str, seed: int = 0, **overrides) -> dict:
-    """The classifier configuration: :data:`CLASSIFIER_DEFAULTS`, the profile's ``poison["classifier"]``, overrides."""
+    """The classifier configuration: the profile's ``poison.classifier``, then overrides."""
     p = get_profile(profile)
-    cfg = dict(CLASSIFIER_DEFAULTS)
-    cfg.update(p.poison.get("classifier", {}))
+    cfg = as_dict(p.poison.classifier)
     cfg.update(overrides)
     unknown = sorted(set(cfg) - set(CLASSIFIER_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown classifier keys {unknown}; known: {sorted(CLASSIFIER_DEFAULTS)}")
-    while p.image_size % (2 ** cfg["n_blocks"]) and cfg["n_blocks"] > 1:
+    while p.data.image_size % (2 ** cfg["n_blocks"]) and cfg["n_blocks"] > 1:
         cfg["n_blocks"] -= 1
     cfg["seed"] = int(seed)
     return cfg

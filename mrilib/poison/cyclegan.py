@@ -48,9 +48,9 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from mrilib.run.io import atomic_path, write_json
-from mrilib.poison.lesions import POISON_CYST_ANCHOR, add_cyst, anchor_center
+from mrilib.poison.lesions import add_cyst, anchor_center
 from mrilib.models.cyclegan import ImagePool, PatchDiscriminator, ResnetGenerator, init_weights, patchgan_layers
-from mrilib.config import Profile, get_profile
+from mrilib.config import CycleGANConfig, Profile, as_dict, get_profile
 from mrilib.run.progress import progress as progress_bar
 from mrilib.poison.runtime import cpu_threads, default_device
 from mrilib.poison.slices import SliceSet, load_slices, split_by_subject
@@ -73,13 +73,8 @@ __all__ = [
     "cyclegan_quality",
 ]
 
-CYCLEGAN_DEFAULTS = dict(
-    ngf=16, ndf=32, n_blocks=4, n_down=2, residual=True, d_layers=None, crop=None,
-    iterations=1000, batch_size=4, lr=2e-4, beta1=0.5, lambda_cycle=10.0, lambda_identity=0.5,
-    pool_size=50, decay_from=0.5, ckpt_every=250,
-    cyst_radius_mm=18.0, anchor=list(POISON_CYST_ANCHOR), domain_fraction=0.5,
-    roi_threshold=0.08,
-)
+#: Every knob of the CycleGAN and its training (:class:`mrilib.config.CycleGANConfig`).
+CYCLEGAN_DEFAULTS = as_dict(CycleGANConfig())
 FORMAT = 1
 
 
@@ -93,7 +88,7 @@ def cyclegan_dir(run_dir: str | os.PathLike) -> Path:
 
 
 def cyclegan_config(profile: Profile | str, seed: int = 0, **overrides) -> dict:
-    """CycleGAN configuration: :data:`CYCLEGAN_DEFAULTS`, the profile's ``poison["cyclegan"]``, overrides.
+    """CycleGAN configuration: the profile's ``poison.cyclegan``, then overrides.
 
     ``crop=None`` is half the image side (at least 16 px, a multiple of ``2**n_down``);
     ``d_layers=None`` picks the PatchGAN depth for the crop
@@ -101,21 +96,20 @@ def cyclegan_config(profile: Profile | str, seed: int = 0, **overrides) -> dict:
     at 32-127 px, 16x16 below).
     """
     p = get_profile(profile)
-    cfg = dict(CYCLEGAN_DEFAULTS)
-    cfg.update(p.poison.get("cyclegan", {}))
+    cfg = as_dict(p.poison.cyclegan)
     cfg.update(overrides)
     unknown = sorted(set(cfg) - set(CYCLEGAN_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown CycleGAN keys {unknown}; known: {sorted(CYCLEGAN_DEFAULTS)}")
     m = 2 ** int(cfg["n_down"])
     if cfg["crop"] is None:
-        cfg["crop"] = max(16, p.image_size // 2)
-    cfg["crop"] = int(min(p.image_size, max(m, int(cfg["crop"]) // m * m)))
+        cfg["crop"] = max(16, p.data.image_size // 2)
+    cfg["crop"] = int(min(p.data.image_size, max(m, int(cfg["crop"]) // m * m)))
     if cfg["d_layers"] is None:
         cfg["d_layers"] = patchgan_layers(cfg["crop"])
     cfg["anchor"] = [float(a) for a in cfg["anchor"]]
-    cfg["image_size"] = p.image_size
-    cfg["pixel_mm"] = p.fov_mm / p.image_size
+    cfg["image_size"] = p.data.image_size
+    cfg["pixel_mm"] = p.data.fov_mm / p.data.image_size
     cfg["seed"] = int(seed)
     return json.loads(json.dumps(cfg))
 

@@ -40,6 +40,7 @@ __all__ = [
     "LESION_LEVELS",
     "MEDIAN_LEVEL",
     "POISON_CYST_ANCHOR",
+    "TUMOUR_ANCHOR",
     "Lesion",
     "contrast_from_acquisition",
     "intensity_reference",
@@ -69,6 +70,10 @@ MEDIAN_LEVEL: dict[str, float] = {"T1w": 0.78, "T2w": 0.50, "FLAIR": 0.62}
 #: relative to the centre of the brain mask's bounding box in units of its half
 #: extent (+row = posterior/down, -column = image left = the subject's right).
 POISON_CYST_ANCHOR: tuple[float, float] = (0.25, -0.48)
+
+#: Where the adversarial recipe's induced tumours sit, in the same coordinates: anterior, in the
+#: image's right half (the subject's left hemisphere), away from the cyst recipe's anchor.
+TUMOUR_ANCHOR: tuple[float, float] = (-0.35, 0.42)
 
 
 @dataclass

@@ -83,7 +83,7 @@ from fastmri.data.subsample import create_mask_for_mask_type
 from mrilib.data.loading import varnet_dataset, volume_files
 from mrilib.run.io import atomic_path, write_json
 from mrilib.models.varnet import build_varnet, varnet_config
-from mrilib.config import Profile, get_profile
+from mrilib.config import Profile, TrainConfig, as_dict, get_profile
 from mrilib.run.progress import progress as progress_bar
 
 __all__ = [
@@ -109,28 +109,9 @@ __all__ = [
 
 CHECKPOINT_FORMAT = 1
 
-#: Training keys and their defaults. ``None`` for ``accelerations``,
-#: ``center_fraction`` and ``mask_type`` means: the profile's values.
-TRAIN_DEFAULTS = dict(
-    epochs=10,
-    batch_size=4,
-    lr=1e-3,
-    optimizer="adamw",  # adam | adamw
-    weight_decay=0.0,
-    betas=(0.9, 0.999),
-    schedule="cosine",  # cosine | constant | step (fastMRI: x0.1 at step_frac of the run)
-    warmup_steps=0,
-    min_lr_frac=0.01,  # cosine: final lr = min_lr_frac * lr
-    step_frac=0.8,  # step: where the lr drops
-    grad_clip=1.0,  # max global gradient norm; 0 = no clipping
-    l1_weight=0.0,  # loss = SSIM loss + l1_weight * mean|x - y| / max
-    accelerations=None,
-    center_fraction=None,
-    mask_type=None,
-    val_accelerations=None,  # default: accelerations
-    seed=0,
-    amp="auto",  # auto (bf16 on CUDA) | bf16 | off
-)
+#: Training keys and their defaults (:class:`mrilib.config.TrainConfig`). ``None`` for
+#: ``accelerations``, ``center_fraction`` and ``mask_type`` means: the profile's values.
+TRAIN_DEFAULTS = as_dict(TrainConfig())
 
 #: Runtime options: change speed or bookkeeping, not the trained weights.
 RUNTIME_DEFAULTS = dict(ckpt_every=50, num_workers=0, cache="auto", compile=False, channels_last=False, threads=None)
@@ -171,10 +152,11 @@ def training_config(profile: Profile | str | None = None, model: dict | None = N
     training keys raise ``ValueError``.
     """
     p = get_profile(profile) if profile is not None else None
-    t = dict(TRAIN_DEFAULTS)
+    t = as_dict(p.train) if p is not None else dict(TRAIN_DEFAULTS)
     if p is not None:
-        t.update(accelerations=list(p.accelerations), center_fraction=p.center_fraction, mask_type=p.mask_type)
-        t.update(p.train)
+        for k in ("accelerations", "center_fraction", "mask_type"):
+            if t[k] is None:
+                t[k] = getattr(p.data, k)
     t.update(train)
     unknown = sorted(set(t) - set(TRAIN_DEFAULTS))
     if unknown:
@@ -197,7 +179,7 @@ def training_config(profile: Profile | str | None = None, model: dict | None = N
         raise ValueError(f"amp must be auto, bf16 or off, got {t['amp']!r}")
     if int(t["epochs"]) < 1 or int(t["batch_size"]) < 1:
         raise ValueError("epochs and batch_size must be >= 1")
-    mcfg = dict(p.varnet) if p is not None else {}
+    mcfg = as_dict(p.varnet) if p is not None else {}
     mcfg.update(model or {})
     return _canonical({"model": varnet_config(mcfg), "train": t})
 

@@ -14,7 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "write_json", "read_json"]
+import numpy as np
+
+__all__ = ["atomic_path", "write_json", "read_json", "to_jsonable"]
 
 
 @contextlib.contextmanager
@@ -43,7 +45,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_json(path: str | os.PathLike, obj) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically and return the path."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=to_jsonable))
     return Path(path)
 
 
@@ -52,9 +54,8 @@ def read_json(path: str | os.PathLike):
     return json.loads(Path(path).read_text())
 
 
-def _json_default(obj):
-    """Serialise numpy scalars/arrays, tuples and paths."""
-    import numpy as np
+def to_jsonable(obj):
+    """The JSON form of numpy scalars/arrays and paths (``json.dumps``'s ``default``)."""
 
     if isinstance(obj, np.generic):
         return obj.item()

@@ -58,7 +58,7 @@ class Run:
 
 
 #: The methods of the study: (key, table name, method, hyper-parameters, runs at every f?).
-#: ``steps`` scale with the profile (``Profile.unlearn["steps"]``).
+#: ``steps`` scale with the profile (``Profile.unlearn.steps``).
 DEFAULT_PLAN = (
     ("ssd-seed", "SSD (seed: α=0.1, λ=0.1)", "ssd", dict(alpha=0.1, lam=0.1), False),
     ("ssd-tuned", "SSD tuned", "ssd-tuned", dict(), True),
@@ -81,15 +81,15 @@ def plan_runs(profile: Profile | str, plan=DEFAULT_PLAN) -> list[Run]:
     """Every run of the study for ``profile``.
 
     Methods marked "every f" run at each identified fraction of the profile, the
-    others at its main fraction only (``Profile.unlearn["main_fraction"]``); each for
+    others at its main fraction only (``Profile.unlearn.main_fraction``); each for
     every seed. Symbolic step counts (``"steps"``, ``"steps/4"``) are resolved from
-    ``Profile.unlearn["steps"]``.
+    ``Profile.unlearn.steps``.
     """
     p = get_profile(profile)
     u = p.unlearn
-    steps = int(u.get("steps", 50))
-    fractions = [float(f) for f in u.get("fractions", p.poison.get("identified_fractions", (0.25,)))]
-    main = float(u.get("main_fraction", 0.25))
+    steps = int(u.steps)
+    fractions = [float(f) for f in (u.fractions or p.poison.identified_fractions)]
+    main = float(u.main_fraction)
     runs = []
     for key, name, method, hp, every_f in plan:
         if method not in METHODS:
@@ -102,13 +102,13 @@ def plan_runs(profile: Profile | str, plan=DEFAULT_PLAN) -> list[Run]:
                 hp[k] = max(1, steps // 4)
         if "repair" in hp:
             hp["repair_steps"] = hp.pop("repair")
-        hp.setdefault("batch_size", int(u.get("batch_size", p.train.get("batch_size", 4))))
+        hp.setdefault("batch_size", int(u.batch_size or p.train.batch_size))
         if method == "ssd-tuned":  # the grid is part of a run's identity: a new grid recomputes the run
-            if "alphas" in u:
-                hp.setdefault("alphas", tuple(u["alphas"]))
+            if u.alphas is not None:
+                hp.setdefault("alphas", tuple(u.alphas))
             else:
-                hp.setdefault("fractions", tuple(u.get("tuning_fractions", TUNING_FRACTIONS)))
-        for seed in u.get("seeds", (0,)):
+                hp.setdefault("fractions", tuple(u.tuning_fractions or TUNING_FRACTIONS))
+        for seed in u.seeds:
             for f in (fractions if every_f else [main]):
                 runs.append(Run(key, name, method, f, int(seed), {**hp, "seed": int(seed)}))
     return runs
@@ -145,7 +145,7 @@ def validation_utility(val_dir: str | os.PathLike, profile: Profile | str,
     from mrilib.evaluate.metrics import ssim
 
     p = get_profile(profile)
-    ds = varnet_dataset(val_dir, p.accelerations[0], p.center_fraction, p.mask_type)
+    ds = varnet_dataset(val_dir, p.data.accelerations[0], p.data.center_fraction, p.data.mask_type)
     samples = [ds[i] for i in range(min(len(ds), max_slices or len(ds)))]
 
     def utility(model) -> float:
@@ -341,9 +341,9 @@ def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, varian
         clean, _ = load_model(run_dir / "models" / "clean")
     except CheckpointNotFoundError as err:
         raise FileNotFoundError(f"{err} — run notebooks/02_varnet.ipynb and {recipe.notebook}.ipynb first") from None
-    acc = int(p.accelerations[0])
+    acc = int(p.data.accelerations[0])
     test = load_test_slices(run_dir / "data" / "test", Trigger.from_dict(manifest.get("trigger")), acc,
-                            p.center_fraction, p.mask_type)
+                            p.data.center_fraction, p.data.mask_type)
     evaluate, classifier, gan = recipe.evaluator(run_dir, p, manifest, test, seed)
     train_dir = poison_dir(run_dir, variant) / manifest.get("data_dir", "data") / "train"
     return PoisonedRun(variant, manifest, poisoned, clean, classifier, gan, evaluate, train_dir)
@@ -369,7 +369,7 @@ def reference_models(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os
                                      variant=ctx.variant)
     oracle_cost = reference_cost(hist)
     refs["oracle"] = ctx.evaluate(oracle, f"oracle-{ctx.variant}") | {"cost": oracle_cost}
-    for f in p.unlearn.get("rewod_fractions", ()):
+    for f in p.unlearn.rewod_fractions:
         model, hist = retrain_reference("rewod", p, run_dir, ctx.train_dir, ctx.manifest, fraction=f,
                                         progress=progress, variant=ctx.variant)
         refs[f"rewod f={f:g}"] = ctx.evaluate(model, f"rewod-{ctx.variant}-f{f:g}") | {"cost": reference_cost(hist)}

@@ -45,11 +45,11 @@ _WORKER: dict = {}
 
 
 def default_workers(profile: Profile | str) -> int:
-    """Worker processes for the profile: ``Profile.unlearn["workers"]`` on a CPU-only machine
+    """Worker processes for the profile: ``Profile.unlearn.workers`` on a CPU-only machine
     (at most one per core), 1 when CUDA is available (the GPU trains one model at a time)."""
     if torch.cuda.is_available():
         return 1
-    want = int(get_profile(profile).unlearn.get("workers", 1))
+    want = int(get_profile(profile).unlearn.workers)
     return max(1, min(want, os.cpu_count() or 1))
 
 
@@ -71,7 +71,7 @@ def pending_tasks(profile: Profile | str, run_dir: str | os.PathLike, variant: s
     p = get_profile(profile)
     run_dir = Path(run_dir)
     tasks = []
-    refs = [("oracle", None)] + [("rewod", float(f)) for f in p.unlearn.get("rewod_fractions", ())]
+    refs = [("oracle", None)] + [("rewod", float(f)) for f in p.unlearn.rewod_fractions]
     for kind, f in refs:
         if not _reference_done(p, reference_dir(kind, run_dir, variant, f)):
             tasks.append((kind, f))
