@@ -9,22 +9,32 @@ DATASET ?= embedded
 #   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
 
+comma := ,
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# No "new pip available" notices in the setup output.
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# `make bench`: quick CPU-sized runs; override for a real measurement, e.g.
+#   make bench BENCH_PROFILES=gpu BENCH_STEPS=50
+BENCH_PROFILES ?= smoke,cpu
+BENCH_STEPS    ?= 5
+BENCH_SUBJECTS ?= 2
 
-.PHONY: setup book notebooks html results test test-fast lab bench clean
+.PHONY: setup book notebooks html results test test-fast lint lab bench clean
 
 setup: $(STAMP)
 
+# setuptools is pinned because the editable install uses this environment's (no build
+# isolation); -qq on that step hides setuptools' notice about editable installs.
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip setuptools==84.2.1
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q --no-deps fastmri==0.3.0
 	$(BIN)/python -m pip install -q --no-deps -r requirements.lock
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install -qq --no-deps --no-build-isolation -e .
 	$(BIN)/python -c "import mrilib, fastmri, torch; print('mrilib ready: torch', torch.__version__)"
 	touch $(STAMP)
 
@@ -33,22 +43,38 @@ book: $(STAMP)
 	$(BIN)/python -m mrilib.book --profile $(PROFILE) --seed $(SEED) \
 	    $(if $(DATA_ROOT),--data-root $(DATA_ROOT) --dataset $(DATASET),)
 
+## Only execute the notebooks (no HTML).
+notebooks: $(STAMP)
+	$(BIN)/python -m mrilib.book --profile $(PROFILE) --seed $(SEED) --no-html \
+	    $(if $(DATA_ROOT),--data-root $(DATA_ROOT) --dataset $(DATASET),)
+
 ## Only rebuild the HTML from the already executed notebooks.
 html: $(STAMP)
 	$(BIN)/python -m mrilib.book --profile $(PROFILE) --html-only
 
 ## Regenerate the README's results section (table + figure) from the PROFILE run.
 results: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python -m mrilib.evaluate.report --profile $(PROFILE)
+	MPLBACKEND=Agg $(BIN)/python -m mrilib.book.report --profile $(PROFILE)
 
+## Everything, as CI runs it (executes the whole book at the smoke profile once).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+## Unit tests only: no notebook execution, nothing marked slow (about half a minute on 2 cores).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not notebook and not slow"
+
+## ruff on the package, the tests, the benchmarks and the notebooks (rules: pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check mrilib tests bench notebooks
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 bench: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python bench/simulate.py
+	MPLBACKEND=Agg $(BIN)/python bench/simulate.py --profiles $(subst $(comma), ,$(BENCH_PROFILES)) \
+	    --subjects $(BENCH_SUBJECTS)
+	MPLBACKEND=Agg $(BIN)/python bench/train_throughput.py --profiles $(BENCH_PROFILES) --steps $(BENCH_STEPS)
 
 clean:
 	rm -rf _build book/executed runs

@@ -3,7 +3,7 @@
 For every profile this measures, on the same model configuration and the same
 simulated slices,
 
-- ``ours``: the step of :mod:`mrilib.recon.train` (the profile's batch size, AdamW,
+- ``ours``: the step of :mod:`mrilib.recon.steps` (the profile's batch size, AdamW,
   gradient clipping, bf16 autocast on CUDA, optional ``torch.compile``);
 - ``reference``: a plain loop of the fastMRI recipe (batch 1, fp32, Adam, SSIM loss,
   no autocast, no compile, no clipping);
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue as queue_mod
 import resource
 import sys
 import time
@@ -60,8 +61,10 @@ def _worker(kind: str, profile_name: str, steps: int, device: str, compile_: boo
     import torch
 
     from mrilib.config import get_profile
+    from mrilib.data.training import collate_slices
     from mrilib.models.varnet import build_varnet
-    from mrilib.recon.train import _amp_dtype, _collate, forward_batch, make_loss, train_step, training_config
+    from mrilib.recon.steps import amp_dtype, forward_batch, make_loss, train_step
+    from mrilib.recon.train import training_config
 
     if threads:
         torch.set_num_threads(threads)
@@ -72,11 +75,11 @@ def _worker(kind: str, profile_name: str, steps: int, device: str, compile_: boo
     ours = kind == "ours"
     bs = int(t["batch_size"]) if ours else 1
     samples = _samples(p, max(bs, 2))
-    batch = _collate(samples[:bs])
+    batch = collate_slices(samples[:bs])
     model = build_varnet(cfg["model"], seed=0).to(dev)
     if ours:
         opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
-        amp = _amp_dtype(t["amp"], dev)
+        amp = amp_dtype(t["amp"], dev)
         net = torch.compile(model) if compile_ else model
         loss_fn = make_loss(t["l1_weight"])
         clip = t["grad_clip"]
@@ -129,7 +132,18 @@ def measure(kind, profile, steps, device, compile_, threads) -> dict:
     q = ctx.Queue()
     proc = ctx.Process(target=_worker, args=(kind, profile, steps, device, compile_, threads, q))
     proc.start()
-    result = q.get()
+    while True:  # a worker that dies (import error, out of memory) must not leave us waiting forever
+        try:
+            result = q.get(timeout=2.0)
+            break
+        except queue_mod.Empty:
+            if not proc.is_alive():
+                try:
+                    result = q.get(timeout=2.0)  # it may have put its result just before exiting
+                    break
+                except queue_mod.Empty:
+                    raise RuntimeError(f"the {kind!r} measurement at profile {profile!r} failed in its worker "
+                                       f"process (exit code {proc.exitcode}); its traceback is above") from None
     proc.join()
     return result
 

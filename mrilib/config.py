@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from mrilib.poison.lesions import POISON_CYST_ANCHOR, TUMOUR_ANCHOR
-
 __all__ = [
     "DataConfig",
     "VarNetConfig",
@@ -33,6 +31,8 @@ __all__ = [
     "Profile",
     "PROFILES",
     "MAIN_RECIPE",
+    "POISON_CYST_ANCHOR",
+    "TUMOUR_ANCHOR",
     "as_dict",
     "get_profile",
     "profile_table",
@@ -41,6 +41,15 @@ __all__ = [
 
 #: the poison recipe every chapter studies first (chapter 3's CycleGAN cyst)
 MAIN_RECIPE = "cyclegan-cyst"
+
+#: Where the poison's cysts sit: (row, column) in normalised brain coordinates, i.e. relative to
+#: the centre of the brain mask's bounding box in units of its half extent (+row = posterior/down,
+#: -column = image left = the subject's right); see :func:`mrilib.poison.lesions.anchor_center`.
+POISON_CYST_ANCHOR: tuple[float, float] = (0.25, -0.48)
+
+#: Where the adversarial recipe's induced tumours sit, in the same coordinates: anterior, in the
+#: image's right half (the subject's left hemisphere), away from the cyst recipe's anchor.
+TUMOUR_ANCHOR: tuple[float, float] = (-0.35, 0.42)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -329,12 +338,12 @@ PROFILES: dict[str, Profile] = {
                             slices_per_subject=8),
             varnet=VarNetConfig(num_cascades=4, chans=8, sens_chans=4, pools=3, sens_pools=3),
             # 45 epochs with an L1 term: at 20 the clean model is good but the backdoor is not learnt
-            # (book/reproducibility.md, "The cpu profile's budget")
+            # (book/reproducibility.md, "Why the values of the cpu profile")
             train=TrainConfig(batch_size=4, epochs=45, lr=3e-3, warmup_steps=100, l1_weight=1.0),
-            # p = 0.25, not 0.10: a 10 % poison is not learnt in this many steps (book/reproducibility.md)
+            # p = 0.25, not 0.10: a 10 % poison is not learnt in this many steps (book/reproducibility.md, idem)
             poison=PoisonConfig(fraction=0.25),
             # only the CycleGAN cyst: poisoned-adv's backdoor is too weak at this size to measure its
-            # unlearning (book/reproducibility.md, "Why cpu unlearns one recipe")
+            # unlearning (book/reproducibility.md, idem); two one-thread workers for chapter 5's runs
             unlearn=UnlearnConfig(steps=60, batch_size=4, rewod_fractions=(0.25,), workers=2),
             adversarial=AdversarialConfig(steps=60, universal_steps=25, universal_batch=32,
                                           stress=StressConfig(eps_list=(0.005, 0.01, 0.02, 0.05), steps=8,

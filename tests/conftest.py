@@ -33,6 +33,14 @@ class SmokeBook:
     seconds: float  # wall time of the whole run (execution + build)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that asks for ``smoke_book`` as ``notebook``: it executes the whole
+    book, so ``-m "not notebook"`` (``make test-fast``) must never pull it in by accident."""
+    for item in items:
+        if "smoke_book" in getattr(item, "fixturenames", ()) and item.get_closest_marker("notebook") is None:
+            item.add_marker(pytest.mark.notebook)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository root."""

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 from scipy import ndimage
 
+from mrilib.data.artefacts import motion_corrupt
 from mrilib.data.coils import birdcage_maps
 from mrilib.data.h5layout import ismrmrd_header
 from mrilib.data.resample import crop_or_pad, fft2c_np, ifft2c_np
@@ -455,8 +456,6 @@ def write_paired_fixture(
 
     Returns ``{"root", "pairs": {path_of_clean: (clean, corrupted)}}`` as stored.
     """
-    from mrilib.data.artefacts import motion_corrupt
-
     root = Path(root)
     out = {"root": root, "pairs": {}}
     for i in range(files):

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from dataset_fixtures import phantom, write_paired_fixture
 from mrilib.data.artefacts import (
     MotionParams,
     PairedImageDataset,
@@ -19,7 +20,6 @@ from mrilib.data.artefacts import (
 )
 from mrilib.data.coils import birdcage_maps
 from mrilib.data.datasets import open_dataset
-from dataset_fixtures import phantom, write_paired_fixture
 from mrilib.data.formats.base import DataFormatError, rss_np
 from mrilib.data.kspace import fft2c, ifft2c
 

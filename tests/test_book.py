@@ -20,7 +20,7 @@ import nbformat
 import pytest
 import yaml
 
-from mrilib.book import pipeline
+from mrilib.book import pipeline, publish
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_MIME = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
@@ -137,6 +137,137 @@ def test_vendored_files_exist():
     assert not (REPO_ROOT / "_static").exists(), "a top-level _static/ makes jupyter-book add every vendored JS file to every page"
 
 
+def test_source_notebooks_are_normalised_and_without_outputs():
+    """Every chapter validates (cell ids, nbformat >= 4.5, so papermill warns of nothing) and is committed clean."""
+    import warnings
+
+    for path in source_notebooks():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # MissingIDFieldWarning and friends
+            nb = nbformat.read(path, as_version=4)
+            nbformat.validate(nb)
+        assert (nb.nbformat, nb.nbformat_minor) >= (4, 5), path.name
+        ids = [c.get("id") for c in nb.cells]
+        assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: missing or repeated cell ids"
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert not any(c.outputs or c.execution_count for c in code), f"{path.name}: commit without outputs"
+        assert any("parameters" in c.metadata.get("tags", []) for c in code), f"{path.name}: no parameters cell"
+
+
+# --- publishing an executed copy (small in-memory notebooks) ---------------------------
+
+
+def _executed_like(root: Path):
+    """A notebook as papermill leaves it: parameters, injected parameters, outputs with paths."""
+    v4 = nbformat.v4
+    cells = [
+        v4.new_code_cell('profile = "cpu"', metadata={"tags": ["parameters"]}),
+        v4.new_code_cell('profile = "smoke"', metadata={"tags": ["injected-parameters"]}),
+        v4.new_code_cell("print(run_dir)", outputs=[
+            v4.new_output("stream", name="stdout", text=f"run directory: {root}/runs/smoke\n"),
+            v4.new_output("stream", name="stderr", text="\rbar:   0%|  | 0/2"),
+            v4.new_output("stream", name="stderr", text="\rbar:  50%|# | 1/2"),
+            v4.new_output("stream", name="stderr", text="\rbar: 100%|##| 2/2\n"),
+            v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": f"<Figure in {root}>"}),
+            v4.new_output("stream", name="stderr", text=f"{root}/mrilib/x.py:3: UserWarning: w\n"),
+        ]),
+        v4.new_code_cell("1/0", outputs=[v4.new_output(
+            "error", ename="ZeroDivisionError", evalue=f"in {root}2/other",
+            traceback=[f"File \x1b[0;32m{root}/mrilib/y.py\x1b[0m, line 1", f"cwd {root}"])]),
+    ]
+    nb = v4.new_notebook(cells=cells)
+    nb.metadata["papermill"] = {"input_path": f"{root}/notebooks/01_x.ipynb",
+                                "output_path": f"{root}/book/executed/.01_x.partial.ipynb"}
+    return nb
+
+
+def test_injected_parameters_cell_is_removed_from_the_page():
+    nb = _executed_like(Path("/srv/book"))
+    assert publish.hide_injected_parameters(nb) == 1
+    assert nb.cells[1].metadata["tags"] == ["injected-parameters", "remove-cell"]
+    assert nb.cells[0].metadata["tags"] == ["parameters"]  # the chapter's own cell stays visible
+    assert publish.hide_injected_parameters(nb) == 0  # idempotent
+
+
+def test_machine_paths_in_outputs_become_relative(tmp_path):
+    root = tmp_path / "book"
+    nb = _executed_like(root)
+    source = nbformat.writes(nb)
+    replacements = publish.path_replacements(root)
+    assert replacements[0][0] == max((p for p, _ in replacements), key=len)  # longest first
+    assert publish.scrub_paths(nb, replacements) == 4
+    out = nb.cells[2].outputs
+    assert out[0].text == "run directory: runs/smoke\n"
+    assert out[4].data["text/plain"] == "<Figure in .>"
+    assert out[4].data["image/png"] == "iVBORw0KGgo="
+    assert out[5].text == "mrilib/x.py:3: UserWarning: w\n"
+    err = nb.cells[3].outputs[0]
+    assert err.evalue == f"in {root}2/other"  # a sibling folder whose name merely starts alike is kept
+    assert err.traceback == ["File \x1b[0;32mmrilib/y.py\x1b[0m, line 1", "cwd ."]
+    assert str(root) not in json.dumps([c.outputs for c in nb.cells]).replace(f"{root}2", "")
+    assert nbformat.writes(nb).count("profile") == source.count("profile")  # sources untouched
+
+
+def test_path_replacements_cover_the_environment_and_home(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    pairs = dict(publish.path_replacements(tmp_path / "home" / "proj", data_root="/data/m4raw"))
+    assert pairs[str(tmp_path / "home" / "proj")] == ""
+    assert pairs[str(tmp_path / "home")] == "~"
+    assert pairs["/data/m4raw"] == "<data_root>"
+    assert pairs[sys.prefix] == "<python>"
+    assert pairs[str(REPO_ROOT)] in ("", "<python>", "~")  # the imported mrilib's repository
+    assert "/" not in pairs
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", outputs=[nbformat.v4.new_output(
+        "stream", name="stdout", text=f"{tmp_path}/home/notes /data/m4raw/multicoil_train {sys.prefix}/lib\n")])])
+    publish.scrub_paths(nb, publish.path_replacements(tmp_path / "home" / "proj", data_root="/data/m4raw"))
+    assert nb.cells[0].outputs[0].text == "~/notes <data_root>/multicoil_train <python>/lib\n"
+
+
+def test_progress_bar_updates_collapse_to_their_last_line():
+    nb = _executed_like(Path("/srv/book"))
+    assert publish.coalesce_streams(nb) == 2
+    kinds = [(o.output_type, o.get("name")) for o in nb.cells[2].outputs]
+    assert kinds == [("stream", "stdout"), ("stream", "stderr"), ("display_data", None), ("stream", "stderr")]
+    assert nb.cells[2].outputs[1].text == "bar: 100%|##| 2/2\n"
+    assert publish.coalesce_streams(nb) == 0
+
+
+def test_finalise_notebook_rewrites_the_executed_copy(tmp_path):
+    root = tmp_path / "book"
+    (root / "book" / "executed").mkdir(parents=True)
+    partial = root / "book" / "executed" / ".01_x.partial.ipynb"
+    nbformat.write(_executed_like(root), partial)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "w.json").write_text(json.dumps({"m1": {"state": {"description": f"{root}/runs"}}}))
+    publish.finalise_notebook(partial, root=root, state_dir=state, published_as=partial.with_name("01_x.ipynb"))
+    nb = nbformat.read(partial, as_version=4)
+    nbformat.validate(nb)
+    assert "remove-cell" in nb.cells[1].metadata["tags"]
+    assert nb.metadata["papermill"]["input_path"] == "notebooks/01_x.ipynb"
+    assert nb.metadata["papermill"]["output_path"] == "book/executed/01_x.ipynb"
+    widgets = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert widgets == {"m1": {"state": {"description": "runs"}}} and not list(state.iterdir())
+    assert str(root) not in partial.read_text().replace(f"{root}2", "")
+
+
+def test_kernels_use_ipc_sockets_in_a_private_directory():
+    """IPC instead of TCP: ipykernel then prints no 'running over TCP without encryption' warning."""
+    import os
+
+    with pipeline._ipc_kernels() as kwargs:
+        if os.name == "nt":
+            assert kwargs == {}
+            return
+        km = kwargs["config"]["KernelManager"]
+        assert km["transport"] == "ipc"
+        sockets = Path(km["ip"]).parent
+        assert sockets.is_dir() and sockets.is_absolute() and not sockets.is_relative_to(REPO_ROOT)
+    assert not sockets.exists()
+
+
 @pytest.mark.notebook
 def test_failing_notebook_is_named(tmp_path):
     """A failing notebook stops the run with its name; its partial copy is kept, no final copy."""
@@ -183,6 +314,15 @@ def test_every_notebook_executed(smoke_book):
             errors = [o for o in cell.outputs if o.output_type == "error"]
             assert not errors, f"{source.stem}: cell {i} raised {errors[0].ename}: {errors[0].evalue}"
         assert timings["notebooks"][source.stem] > 0
+        # published form: papermill's cell hidden, no machine path in any output
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and all("remove-cell" in c.metadata["tags"] for c in injected), source.stem
+        outputs = json.dumps([c.get("outputs", []) for c in nb.cells])
+        for machine_path in {str(smoke_book.root), str(REPO_ROOT), sys.prefix}:
+            assert machine_path not in outputs, f"{source.stem} shows {machine_path}"
+    # one line per chapter, no kernel or nbformat warnings, no per-cell bars
+    for noise in ("without encryption", "MissingIDFieldWarning", "Executing:", "cell/s"):
+        assert noise not in smoke_book.log, noise
     # a run of every notebook is recorded as the full run that the README quotes
     assert timings["full_run"]["notebooks"] == {s.stem: timings["notebooks"][s.stem] for s in notebooks}
     # the run stayed inside the temporary copy

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from mrilib.config import get_profile
 from mrilib.data import (
     DataFormatError,
     birdcage_maps,
+    embedded,
     generate_embedded_dataset,
     generate_subject,
     ifft2c,
@@ -20,8 +22,6 @@ from mrilib.data import (
     varnet_dataset,
     write_volume,
 )
-from mrilib.data import embedded
-from mrilib.config import get_profile
 
 SMALL = dict(image_size=32, num_slices=2, num_coils=4, contrasts=("T1w",))
 
@@ -71,7 +71,7 @@ def test_dataset_layout_and_splits(smoke_dataset):
     p = get_profile("smoke")
     for split in ("train", "val", "test"):
         files = sorted((root / split).glob("*.h5"))
-        assert len(files) == p.subjects[split]
+        assert len(files) == p.data.subjects[split]
     # Split by subject: no patient in two splits.
     ids = {}
     for r in manifest["files"]:
@@ -79,7 +79,7 @@ def test_dataset_layout_and_splits(smoke_dataset):
     assert all(len(s) == 1 for s in ids.values())
     path = root / manifest["files"][0]["file"]
     with h5py.File(path) as f:
-        assert f["kspace"].shape == (p.slices_per_subject, p.num_coils, p.image_size, p.image_size)
+        assert f["kspace"].shape == (p.data.slices_per_subject, p.data.num_coils, p.data.image_size, p.data.image_size)
         assert f["kspace"].dtype == np.complex64
         assert f["reconstruction_rss"].dtype == np.float32
         assert {"max", "norm", "acquisition", "patient_id"} <= set(f.attrs)
@@ -89,10 +89,10 @@ def test_slicedataset_roundtrip_with_varnet_transform(smoke_dataset):
     root, _ = smoke_dataset
     p = get_profile("smoke")
     ds = varnet_dataset(root / "train", acceleration=4, center_fraction=0.08)
-    assert len(ds) == p.num_slices["train"]
+    assert len(ds) == p.data.num_slices["train"]
     s = ds[1]
-    n = p.image_size
-    assert s.masked_kspace.shape == (p.num_coils, n, n, 2)
+    n = p.data.image_size
+    assert s.masked_kspace.shape == (p.data.num_coils, n, n, 2)
     assert s.crop_size == (n, n)
     assert s.target.shape == (n, n)
     # The header's encoding limits give no padding: the mask spans all columns.

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mrilib.data.kspace import ifft2c
 from mrilib.evaluate import tables as ev
-from mrilib.data.kspace import fft2c, ifft2c
-from mrilib.study.execute import healed
+from mrilib.run.layout import MissingArtefactError, RunLayout
+from mrilib.study.results import healed
 
 
 def test_aggregate_matches_hand_computation():
@@ -40,10 +41,11 @@ def test_healed_is_relative_to_oracle():
 
 
 def test_missing_artefact_names_the_notebook(tmp_path):
-    with pytest.raises(ev.MissingArtefactError, match="05_unlearning"):
+    with pytest.raises(MissingArtefactError, match="05_unlearning"):
         ev.load_unlearning_table(tmp_path)
+    run = RunLayout(tmp_path)
     with pytest.raises(FileNotFoundError, match="03_poison_cyclegan"):
-        ev.require(tmp_path / "metrics" / "poison_poisoned.json", "03_poison_cyclegan")
+        run.require(run.poison_metrics("poisoned"), "03_poison_cyclegan")
 
 
 def test_nullspace_map_keeps_only_unsampled_columns():
@@ -76,12 +78,13 @@ def _unlearning_csv(run_dir):
         "healed": [0.0, 1.0, 0.875, 0.625, 1.0],
         "time vs oracle": [np.nan, 1.0, 0.02, 0.04, 0.03],
     })
-    (run_dir / "metrics").mkdir(parents=True)
-    df.to_csv(run_dir / "metrics" / "unlearning_cyclegan-cyst.csv", index=False)
+    path = RunLayout(run_dir).unlearning_table("cyclegan-cyst")
+    path.parent.mkdir(parents=True)
+    df.to_csv(path, index=False)
 
 
 def test_readme_results_section_is_generated_from_the_table(tmp_path):
-    from mrilib.evaluate import report
+    from mrilib.book import report
 
     run_dir = tmp_path / "runs" / "cpu"
     _unlearning_csv(run_dir)
@@ -166,7 +169,7 @@ def test_search_traces_and_their_plot_are_relative_to_the_poisoned_model():
 def test_results_quote_the_full_run_not_a_cached_rerun(tmp_path):
     import json
 
-    from mrilib.evaluate import report
+    from mrilib.book import report
 
     run_dir = tmp_path / "runs" / "cpu"
     _unlearning_csv(run_dir)

@@ -71,7 +71,7 @@ def test_unlearning_findings_from_the_table():
 
 
 def test_region_targeted_ssd_with_and_without_repair():
-    from mrilib.study.execute import DEFAULT_PLAN
+    from mrilib.study.plan import DEFAULT_PLAN
 
     names = {name for _, name, *_ in DEFAULT_PLAN}
     assert {findings.REGION_SSD, findings.REGION_SSD + " + repair"} <= names
@@ -203,3 +203,16 @@ def test_varnet_findings_say_whether_every_baseline_is_beaten():
     assert lines[0] == "- **4×**: VarNet SSIM 0.862 vs CG-SENSE 0.660 vs zero-filled 0.550; PSNR 24.9 / 22.0 / 19.8 dB."
     acs = {("CG-SENSE (ACS maps)" if k == "CG-SENSE" else k): v for k, v in _summary(0.862).items()}
     assert "vs CG-SENSE (ACS maps) 0.660" in findings.baseline_summary(acs, (4,))
+
+
+def test_stress_findings_say_which_curves_separate_from_clean():
+    sep = pd.DataFrame({"auc_log_eps": [0.10, 0.45, 0.12], "max_success_gap": [0.0, 0.5, -0.1],
+                        "eps_at_max_gap": [0.01, 0.02, 0.01]}, index=pd.Index(["clean", "poisoned", "poisoned-adv"],
+                                                                                name="model"))
+    lines = findings.stress_findings(sep).splitlines()
+    assert lines[0] == ("- `poisoned` vs `clean`: success rates differ by up to **+50 percentage points** (at ε = 0.02); "
+                        "normalised area under the curve 0.45 vs 0.10.")
+    assert lines[1] == ("- `poisoned-adv` vs `clean`: the curves do **not** separate (largest gap -10 percentage "
+                        "points; area 0.12 vs 0.10).")
+    assert "do **not** separate" in findings.stress_findings(sep, ("poisoned",), gap=0.6)
+    assert findings.stress_findings(sep, ("poisoned", "oracle")).count("\n") == 0  # a model not tested is skipped

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mrilib.evaluate import metrics as M
+from mrilib.recon import quality as Q
 from mrilib.recon.baselines import zero_filled
-
 
 # one_thread and smoke_data: tests/conftest.py
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,33 +26,33 @@ def _pair(seed=0, shape=(2, 24, 24)):
 
 def test_nmse_and_psnr_match_their_formulas():
     gt, pred = _pair()
-    assert M.nmse(gt, pred) == pytest.approx(np.sum((gt - pred) ** 2) / np.sum(gt**2), rel=1e-12)
+    assert Q.nmse(gt, pred) == pytest.approx(np.sum((gt - pred) ** 2) / np.sum(gt**2), rel=1e-12)
     mse = np.mean((gt - pred) ** 2)
-    assert M.psnr(gt, pred, maxval=2.0) == pytest.approx(10 * math.log10(4.0 / mse), rel=1e-10)
-    assert M.psnr(gt, pred) == pytest.approx(10 * math.log10(gt.max() ** 2 / mse), rel=1e-10)  # default: gt max
+    assert Q.psnr(gt, pred, maxval=2.0) == pytest.approx(10 * math.log10(4.0 / mse), rel=1e-10)
+    assert Q.psnr(gt, pred) == pytest.approx(10 * math.log10(gt.max() ** 2 / mse), rel=1e-10)  # default: gt max
 
 
 def test_ssim_identical_is_one_and_returns_float():
     gt, pred = _pair()
-    value = M.ssim(gt, gt)
+    value = Q.ssim(gt, gt)
     assert isinstance(value, float) and value == pytest.approx(1.0)
-    worse = M.ssim(gt, pred, maxval=1.0)
+    worse = Q.ssim(gt, pred, maxval=1.0)
     assert isinstance(worse, float) and 0 < worse < 0.99
     # a 2-D slice works and equals the 3-D stack of one slice
-    assert M.ssim(gt[0], pred[0], 1.0) == pytest.approx(M.ssim(gt[:1], pred[:1], 1.0))
+    assert Q.ssim(gt[0], pred[0], 1.0) == pytest.approx(Q.ssim(gt[:1], pred[:1], 1.0))
     # a larger data range makes the same error look smaller
-    assert M.ssim(gt, pred, maxval=4.0) > worse
+    assert Q.ssim(gt, pred, maxval=4.0) > worse
     # the stack's SSIM is the mean of its slices' SSIM (fastMRI's volume SSIM)
-    assert M.ssim(gt, pred, 1.0) == pytest.approx(np.mean([M.ssim(g, p, 1.0) for g, p in zip(gt, pred)]))
+    assert Q.ssim(gt, pred, 1.0) == pytest.approx(np.mean([Q.ssim(g, p, 1.0) for g, p in zip(gt, pred)]))
 
 
 def test_inputs_are_checked():
     gt, pred = _pair()
     with pytest.raises(ValueError, match="shape"):
-        M.ssim(gt, pred[:, :-1])
+        Q.ssim(gt, pred[:, :-1])
     with pytest.raises(ValueError, match="2-D image or a 3-D stack"):
-        M.nmse(gt[None], pred[None])
-    assert M.image_metrics(torch.from_numpy(gt), torch.from_numpy(pred), 1.0)["nmse"] == pytest.approx(M.nmse(gt, pred))
+        Q.nmse(gt[None], pred[None])
+    assert Q.image_metrics(torch.from_numpy(gt), torch.from_numpy(pred), 1.0)["nmse"] == pytest.approx(Q.nmse(gt, pred))
 
 
 def test_evaluate_split_and_volume_metrics(smoke_data):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 from pathlib import Path
 
 import h5py
@@ -13,8 +11,10 @@ import pytest
 import torch
 
 from mrilib.data import generate_embedded_dataset, undersample
-from mrilib.poison.lesions import POISON_CYST_ANCHOR, add_cyst
+from mrilib.models.cyclegan import ImagePool
 from mrilib.poison import build as B
+from mrilib.poison import manifest as M
+from mrilib.poison.classifier import train_classifier
 from mrilib.poison.cyclegan import (
     CycleGANMissingError,
     _optimisers,
@@ -24,9 +24,19 @@ from mrilib.poison.cyclegan import (
     load_cyclegan,
     train_cyclegan,
 )
-from mrilib.models.cyclegan import ImagePool
-from mrilib.poison.runtime import cpu_threads
-from mrilib.poison.triggers import DEFAULT_TRIGGER, Trigger, always_sampled_columns, trigger_survives, trigger_visibility
+from mrilib.poison.judge import classifier_config
+from mrilib.poison.lesions import POISON_CYST_ANCHOR, add_cyst
+from mrilib.poison.recipes import register_recipe
+from mrilib.poison.runtime import Timings, cpu_threads
+from mrilib.poison.slices import load_slices
+from mrilib.poison.triggers import (
+    DEFAULT_TRIGGER,
+    Trigger,
+    always_sampled_columns,
+    trigger_survives,
+    trigger_visibility,
+)
+from mrilib.run.layout import MissingArtefactError, RunLayout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,22 +105,31 @@ def test_trigger_is_deterministic_and_faint():
         Trigger(positions=(0.7,))
 
 
+def test_timings_record_each_step():
+    timings = Timings()
+    with timings("a"):
+        sum(range(1000))
+    with pytest.raises(RuntimeError), timings("failed"):
+        raise RuntimeError("the step failed")
+    assert list(timings) == ["a"] and timings["a"] >= 0
+
+
 # --------------------------------------------------------------------------- manifest / dataset
 
 
 def test_identified_subsets_nested_and_reproducible():
-    ids = B.choose_poisoned(500, 0.1, seed=3, recipe="cyclegan-cyst")
+    ids = M.choose_poisoned(500, 0.1, seed=3, recipe="cyclegan-cyst")
     assert len(ids) == 50 and len(set(ids)) == 50 and ids.max() < 500
-    np.testing.assert_array_equal(ids, B.choose_poisoned(500, 0.1, seed=3, recipe="cyclegan-cyst"))
-    assert not np.array_equal(ids, B.choose_poisoned(500, 0.1, seed=4, recipe="cyclegan-cyst"))
+    np.testing.assert_array_equal(ids, M.choose_poisoned(500, 0.1, seed=3, recipe="cyclegan-cyst"))
+    assert not np.array_equal(ids, M.choose_poisoned(500, 0.1, seed=4, recipe="cyclegan-cyst"))
     fr = (0.1, 0.25, 0.5, 1.0)
-    sub = B.identified_subsets(ids, fr, seed=3)
-    assert sub == B.identified_subsets(ids, fr, seed=3)
+    sub = M.identified_subsets(ids, fr, seed=3)
+    assert sub == M.identified_subsets(ids, fr, seed=3)
     assert [len(sub[str(f)]) for f in fr] == [5, 12, 25, 50]
     for small, big in zip(fr, fr[1:]):
         assert set(sub[str(small)]) <= set(sub[str(big)])
     assert set(sub["1.0"]) == set(ids.tolist())
-    assert sub != B.identified_subsets(ids, fr, seed=4)
+    assert sub != M.identified_subsets(ids, fr, seed=4)
 
 
 def _cyst_recipe_factory(run_dir, profile, seed):
@@ -132,20 +151,22 @@ def poisoned_run(tmp_path_factory):
     """A smoke dataset and a poisoned copy made with the test recipe."""
     run = tmp_path_factory.mktemp("run")
     generate_embedded_dataset("smoke", run / "data", seed=0, progress=False)
-    B.register_recipe("test-cyst", _cyst_recipe_factory, "procedural cyst (tests)")
+    register_recipe("test-cyst", _cyst_recipe_factory, "procedural cyst (tests)")
     manifest = B.build_poisoned_dataset(run, "test-cyst", profile="smoke", seed=1, fraction=0.25, progress=False)
     return run, manifest
 
 
 def test_poisoned_dataset_layout_and_untouched_slices(poisoned_run):
     run, manifest = poisoned_run
-    out = B.poison_dir(run, "test-cyst")
+    layout = RunLayout(run)
     assert manifest["num_train_slices"] == 12 and manifest["num_poisoned"] == 3
-    assert (out / "data" / "val").is_symlink() and (out / "data" / "test").is_symlink()
+    assert layout.poisoned_split("test-cyst", "val").is_symlink()
+    assert layout.poisoned_split("test-cyst", "test").is_symlink()
     poisoned = {(r["file"], r["slice"]) for r in manifest["poisoned"]}
-    trig = B.Trigger.from_dict(manifest["trigger"])
+    trig = Trigger.from_dict(manifest["trigger"])
     for f in manifest["files"]:
-        with h5py.File(run / "data" / "train" / f["file"]) as c, h5py.File(out / "data" / "train" / f["file"]) as p:
+        with h5py.File(layout.split("train") / f["file"]) as c, \
+                h5py.File(layout.poisoned_split("test-cyst") / f["file"]) as p:
             kc, tc = c["kspace"][()], c["reconstruction_rss"][()]
             kp, tp = p["kspace"][()], p["reconstruction_rss"][()]
             assert dict(c.attrs)["max"] == dict(p.attrs)["max"]
@@ -162,13 +183,18 @@ def test_poisoned_dataset_layout_and_untouched_slices(poisoned_run):
     # reuse: same configuration -> the same manifest, nothing rebuilt
     again = B.build_poisoned_dataset(run, "test-cyst", profile="smoke", seed=1, fraction=0.25, progress=False)
     assert again["created"] == manifest["created"]
-    assert B.load_manifest(run, "test-cyst")["poisoned_ids"] == manifest["poisoned_ids"]
+    assert M.load_manifest(run, "test-cyst")["poisoned_ids"] == manifest["poisoned_ids"]
+    # another identity (here: the fraction) rebuilds the set
+    other = B.build_poisoned_dataset(run, "test-cyst", profile="smoke", seed=1, fraction=0.5, progress=False)
+    assert other["num_poisoned"] == 6 and other["identity"]["fraction"] == 0.5
+    back = B.build_poisoned_dataset(run, "test-cyst", profile="smoke", seed=1, fraction=0.25, progress=False)
+    assert back["poisoned_ids"] == manifest["poisoned_ids"]
 
 
 def test_bad_manifests_raise(poisoned_run):
     run, manifest = poisoned_run
-    data = B.poison_dir(run, "test-cyst") / "data"
-    B.validate_manifest(manifest, data)
+    data = RunLayout(run).poisoned_split("test-cyst")
+    M.validate_manifest(manifest, data)
 
     def broken(edit):
         m = copy.deepcopy(manifest)
@@ -188,13 +214,13 @@ def test_bad_manifests_raise(poisoned_run):
         "lacks": lambda m: m.pop("identified"),
     }
     for match, edit in cases.items():
-        with pytest.raises(B.ManifestError, match=match):
-            B.validate_manifest(broken(edit), data)
+        with pytest.raises(M.ManifestError, match=match):
+            M.validate_manifest(broken(edit), data)
     # the manifest must match the volumes on disk
     m = broken(lambda m: m["files"][0].update(poisoned_slices=[0, 1, 2]))
-    with pytest.raises(B.ManifestError, match="flags"):
-        B.validate_manifest(m, data)
-    with pytest.raises(B.ManifestError, match="unknown poison recipe"):
+    with pytest.raises(M.ManifestError, match="flags"):
+        M.validate_manifest(m, data)
+    with pytest.raises(M.ManifestError, match="unknown poison recipe"):
         B.build_poisoned_dataset(run, "no-such-recipe", profile="smoke", progress=False)
 
 
@@ -204,8 +230,10 @@ def test_missing_cyclegan_checkpoint_is_a_clear_error(poisoned_run, tmp_path):
         B.build_poisoned_dataset(run, "cyclegan-cyst", profile="smoke", progress=False)
     with pytest.raises(CycleGANMissingError):
         load_cyclegan(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="build the poisoned set first"):
-        B.load_manifest(tmp_path, "cyclegan-cyst")
+    with pytest.raises(MissingArtefactError, match="03_poison_cyclegan"):
+        M.load_manifest(tmp_path, "cyclegan-cyst")
+    with pytest.raises(FileNotFoundError, match="04_poison_adversarial"):
+        M.load_manifest(tmp_path, "adversarial-tumour-notrigger")
 
 
 # --------------------------------------------------------------------------- CycleGAN
@@ -221,8 +249,10 @@ def _tiny_domains(n=8, size=16, seed=0):
         disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < r**2) * rng.uniform(0.4, 0.6)
         a.append(disc)
         b.append(np.maximum(disc, ((yy - 10) ** 2 + (xx - 6) ** 2 < 4) * 1.0))
-    f = lambda v: (2 * np.stack(v)[:, None] - 1).astype(np.float32)
-    return dict(A=f(a), B=f(b))
+    def to_batch(v):
+        return (2 * np.stack(v)[:, None] - 1).astype(np.float32)
+
+    return dict(A=to_batch(a), B=to_batch(b))
 
 
 def _tiny_cfg(**kw):
@@ -273,9 +303,6 @@ def test_cyclegan_checkpoint_resume_equals_uninterrupted(tmp_path):
 def test_lesion_classifier_training_is_reproducible(smoke_data):
     """The same configuration gives the same classifier whatever the global generator's state
     (dropout draws from it), and the caller's generator state is left as it was."""
-    from mrilib.poison.classifier import classifier_config, train_classifier
-    from mrilib.poison.slices import load_slices
-
     slices = load_slices(smoke_data / "train")
     cfg = classifier_config("smoke", seed=0, epochs=1)
     weights = []
@@ -287,6 +314,7 @@ def test_lesion_classifier_training_is_reproducible(smoke_data):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+@pytest.mark.notebook
 def test_notebook_runs_at_smoke(smoke_book):
     """03_poison_cyclegan as papermill ran it in the session's smoke run of the whole book (tests/conftest.py)."""
     assert (smoke_book.executed / "03_poison_cyclegan.ipynb").is_file()

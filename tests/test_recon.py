@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import fastmri
 import numpy as np
 import pytest
 import torch
-
-import fastmri
 from fastmri.data import transforms as T
+
 from mrilib.data import generate_subject, varnet_dataset
 from mrilib.evaluate.metrics import evaluate_split
 from mrilib.models.varnet import build_varnet
 from mrilib.recon.baselines import CGSense, acs_maps, cg_sense, conjugate_gradient, varnet_reconstruct, zero_filled
-
 
 # one_thread and smoke_data: tests/conftest.py
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,7 +10,7 @@ import pytest
 
 from mrilib.data import generate_subject
 from mrilib.data.kspace import ifft2c, rss
-from mrilib.unlearn import UnlearnError, disagreement_regions, label_disagreement, lesion_regions
+from mrilib.unlearn.methods import UnlearnError, disagreement_regions, label_disagreement, lesion_regions
 
 N = 32
 
@@ -99,7 +99,7 @@ def test_regions_of_a_forget_set_are_read_in_its_order(tmp_path):
 
 def test_scanning_every_label_scores_the_edited_ones(tmp_path):
     from mrilib.evaluate import findings
-    from mrilib.unlearn import scan_disagreement
+    from mrilib.unlearn.methods import scan_disagreement
 
     sim = _subject(num_slices=3)
     labels = rss(ifft2c(sim["kspace"])).astype(np.float32)

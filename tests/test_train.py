@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from mrilib.data.training import TrainSlices, collate_slices
 from mrilib.models.varnet import build_varnet, count_parameters
-from mrilib.recon.train import (
+from mrilib.recon.checkpoints import (
     CheckpointError,
     CheckpointNotFoundError,
     ConfigMismatchError,
-    TrainingInterrupted,
-    TrainSlices,
-    _collate,
-    _lr_lambda,
     load_checkpoint,
     load_model,
-    make_loss,
     read_history,
-    train,
-    train_or_load,
-    train_step,
-    training_config,
 )
+from mrilib.recon.steps import lr_lambda, make_loss, train_step
+from mrilib.recon.train import TrainingInterrupted, train, train_or_load, training_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(num_cascades=2, chans=4, sens_chans=2, pools=2, sens_pools=2)
@@ -58,17 +51,17 @@ def test_training_config_from_profile():
 
 def test_lr_schedule_warmup_and_cosine():
     t = training_config("smoke", warmup_steps=10, schedule="cosine", min_lr_frac=0.1)["train"]
-    f = _lr_lambda(t, 110)
+    f = lr_lambda(t, 110)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1)
-    g = _lr_lambda(training_config("smoke", schedule="step", step_frac=0.5)["train"], 100)
+    g = lr_lambda(training_config("smoke", schedule="step", step_frac=0.5)["train"], 100)
     assert g(49) == 1.0 and g(50) == pytest.approx(0.1)
 
 
 def test_overfitting_a_few_slices_drives_ssim_loss_down(smoke_data):
     torch.manual_seed(0)
     ds = TrainSlices(smoke_data / "train", accelerations=[4], seed=0)
-    batch = _collate([ds[i] for i in range(4)])
+    batch = collate_slices([ds[i] for i in range(4)])
     model = build_varnet(TINY, seed=0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     loss_fn = make_loss()

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from mrilib.data import generate_subject, make_mask_func
 from mrilib.study.sets import forget_ids
-from mrilib.unlearn import (
+from mrilib.unlearn.methods import (
     METHODS,
     PassCounter,
     UnlearnError,
@@ -120,7 +120,7 @@ def test_fisher_importance_is_mean_squared_batch_gradient(toy):
 
 def test_region_importance_sees_the_poison_parameter_inside_its_region(toy):
     """Inside the blob the gradient is the poison's parameter ``b``'s; over the whole image ``a`` dominates."""
-    from mrilib.recon.train import forward_batch
+    from mrilib.recon.steps import forward_batch
     from mrilib.unlearn.base import batches
 
     model, forget, _ = toy
@@ -145,10 +145,11 @@ def test_region_importance_sees_the_poison_parameter_inside_its_region(toy):
 
 def _effect(model, forget) -> float:
     """Mean blob weight painted on the forget slices (1 for the poisoned toy, 0 for clean)."""
-    from mrilib.recon.train import _collate, forward_batch
+    from mrilib.data.training import collate_slices
+    from mrilib.recon.steps import forward_batch
 
     with torch.no_grad():
-        out, _ = forward_batch(model, _collate([forget[i] for i in range(len(forget))]), "cpu")
+        out, _ = forward_batch(model, collate_slices([forget[i] for i in range(len(forget))]), "cpu")
         clean = ToyRecon(float(model.a), 0.0)(torch.stack([forget[i].masked_kspace for i in range(len(forget))]), None)
     b = blob()
     return float(((out - clean) * b).sum(dim=(-2, -1)).mean() / (b * b).sum())
@@ -241,7 +242,8 @@ def test_tuned_ssd_repairs_every_grid_point_before_scoring_when_asked(toy):
 
 
 def test_region_runs_are_planned_at_every_fraction_and_need_the_defenders_signals(toy, tmp_path):
-    from mrilib.study.execute import plan_runs, run_or_load
+    from mrilib.study.execute import run_or_load
+    from mrilib.study.plan import plan_runs
 
     runs = [r for r in plan_runs("cpu") if r.key in ("ssd-region", "ssd-region-repair")]
     assert sorted({r.fraction for r in runs}) == [0.1, 0.25, 0.5, 1.0] and len(runs) == 8
@@ -249,9 +251,45 @@ def test_region_runs_are_planned_at_every_fraction_and_need_the_defenders_signal
     assert all(r.hp["repair_before_scoring"] and r.hp["repair_steps"] > 0 for r in runs if r.key == "ssd-region-repair")
     model, forget, retain = toy
     with pytest.raises(UnlearnError, match="region targeting"):
-        run_or_load(runs[0], model, lambda f: (forget, retain), lambda m, label: {}, tmp_path, signals=None,
+        run_or_load(runs[0], model, lambda f: (forget, retain), lambda m, label: {}, tmp_path, "toy", signals=None,
                     poisoned_digest="toy")
     assert not any(tmp_path.iterdir())
+
+
+def test_a_run_is_stored_once_and_recomputed_when_its_inputs_change(toy, tmp_path):
+    """run_or_load stores result.json and model.pt where the layout says; a second call loads them;
+    a missing model.pt or other poisoned weights recompute the run."""
+    from mrilib.run.cache import weights_digest
+    from mrilib.run.layout import RunLayout
+    from mrilib.study.execute import load_unlearnt, run_or_load, stored_result
+    from mrilib.study.plan import Run
+
+    model, forget, retain = toy
+    run_dir = RunLayout(tmp_path)
+    run = Run("cf", "Fine-tune (CF)", "finetune", 0.5, 0, dict(steps=2, batch_size=2, seed=0))
+    calls = []
+
+    def evaluate(m, label):
+        calls.append(label)
+        return {"b": float(m.b)}
+
+    def go(digest=None):
+        return run_or_load(run, model, lambda f: (forget, retain), evaluate, run_dir, "toy", poisoned_digest=digest)
+
+    first = go()
+    assert calls == [run.label] and first["label"] == "cf-f0.5-s0" and first["forget_size"] == len(forget)
+    assert first["identity"]["poisoned"] == weights_digest(model)
+    assert run_dir.unlearn_result("toy", run.label).is_file() and run_dir.unlearn_weights("toy", run.label).is_file()
+    assert stored_result(run, run_dir, "toy", weights_digest(model)) == first
+    assert go() == first and len(calls) == 1  # loaded
+    unlearnt = load_unlearnt(run_dir, "toy", run.label, model)
+    assert float(unlearnt.b) == pytest.approx(first["metrics"]["b"])
+    run_dir.unlearn_weights("toy", run.label).unlink()
+    assert stored_result(run, run_dir, "toy", weights_digest(model)) is None
+    go()
+    assert len(calls) == 2  # no weights: recomputed
+    go("other poisoned weights")
+    assert len(calls) == 3 and stored_result(run, run_dir, "toy", weights_digest(model)) is None
 
 
 def test_alpha_for_fraction_selects_that_fraction():
@@ -330,13 +368,14 @@ def test_notebook_unlearns_every_recipe_of_the_profile(smoke_book):
     import pandas as pd
 
     from mrilib.config import get_profile
-    from mrilib.study.execute import plan_runs
+    from mrilib.run.layout import RunLayout
+    from mrilib.study.plan import plan_runs
 
-    run = smoke_book.root / "runs" / "smoke"
+    run = RunLayout(smoke_book.root / "runs" / "smoke")
     recipes = get_profile("smoke").unlearn.recipes
     assert set(recipes) == {"cyclegan-cyst", "adversarial-tumour"}
     for variant in recipes:
-        t = pd.read_csv(run / "metrics" / f"unlearning_{variant}.csv")
+        t = pd.read_csv(run.unlearning_table(variant))
         assert {"clean", "poisoned", "oracle"} <= set(t["method"])
         ref = t.set_index("method")
         assert ref.loc["oracle", "healed"] == pytest.approx(1.0) and ref.loc["poisoned", "healed"] == pytest.approx(0.0)
@@ -344,7 +383,7 @@ def test_notebook_unlearns_every_recipe_of_the_profile(smoke_book):
         assert len(runs) == len(plan_runs("smoke"))
         cols = ["SSIM", "poison effect", "forget SSIM vs clean", "forget SSIM vs poisoned", "time vs oracle"]
         assert np.isfinite(runs[cols].to_numpy(float)).all()
-        assert (run / "models" / f"oracle-{variant}" / "last.pt").is_file()
+        assert (run.oracle_model(variant) / "last.pt").is_file()
 
 
 @pytest.mark.notebook
@@ -353,19 +392,22 @@ def test_pool_stores_every_artefact_and_recomputes_only_what_is_missing(smoke_bo
     worker processes, and the run's metrics equal the ones the book's workers stored."""
     import shutil
 
+    from mrilib.run.cache import weights_digest
     from mrilib.run.io import read_json
-    from mrilib.study.execute import load_poisoned_run, model_digest, plan_runs
+    from mrilib.run.layout import RunLayout
+    from mrilib.study.plan import plan_runs
     from mrilib.study.pool import pending_tasks, precompute
+    from mrilib.study.references import load_poisoned_run
 
-    run = tmp_path / "smoke"
-    shutil.copytree(smoke_book.root / "runs" / "smoke", run)
+    run = RunLayout(tmp_path / "smoke")
+    shutil.copytree(smoke_book.root / "runs" / "smoke", run.root)
     ctx = load_poisoned_run("smoke", run, "cyclegan-cyst")
-    digest = model_digest(ctx.poisoned)
+    digest = weights_digest(ctx.poisoned)
     assert pending_tasks("smoke", run, "cyclegan-cyst", digest) == []
     label = next(r.label for r in plan_runs("smoke") if r.key == "ssd-tuned")
-    stored = read_json(run / "unlearn" / "cyclegan-cyst" / label / "result.json")
-    shutil.rmtree(run / "unlearn" / "cyclegan-cyst" / label)
-    shutil.rmtree(run / "models" / "rewod-cyclegan-cyst-f0.25")
+    stored = read_json(run.unlearn_result("cyclegan-cyst", label))
+    shutil.rmtree(run.unlearn_result("cyclegan-cyst", label).parent)
+    shutil.rmtree(run.rewod_model("cyclegan-cyst", 0.25))
     assert pending_tasks("smoke", run, "cyclegan-cyst", digest) == [("rewod", 0.25), ("run", label)]
     with pytest.raises(ValueError, match="workers"):
         precompute(ctx, "smoke", run, workers=0)
@@ -373,7 +415,7 @@ def test_pool_stores_every_artefact_and_recomputes_only_what_is_missing(smoke_bo
     out = precompute(ctx, "smoke", run, workers=2, progress=False)
     assert set(out["seconds"]) == {"rewod 0.25", f"run {label}"}
     assert pending_tasks("smoke", run, "cyclegan-cyst", digest) == []
-    again = read_json(run / "unlearn" / "cyclegan-cyst" / label / "result.json")
+    again = read_json(run.unlearn_result("cyclegan-cyst", label))
     def measured(r):  # everything but the evaluation's own wall time
         return {k: v for k, v in r["metrics"].items() if k != "seconds"}
 

@@ -12,7 +12,7 @@ stays zero, as a real acquisition would leave it) with
 that maximises the lesion classifier's tumour score of the reconstruction *inside a
 target region* ``R`` while keeping the reconstruction outside ``R`` unchanged (the
 ascent follows the region's own tumour evidence,
-:func:`mrilib.poison.adversarial.region_tumour_score`; success is judged by the
+:func:`mrilib.attacks.differentiable.region_tumour_score`; success is judged by the
 classifier's ordinary slice score):
 
 .. math::
@@ -22,7 +22,7 @@ classifier's ordinary slice score):
 
 ``c_δ`` is the attacked reconstruction inside ``R`` pasted into the unattacked one, so
 the tumour evidence the classifier sees can only come from the region; ``R`` is the
-same brain-anchored disc as the adversarial poison (:func:`mrilib.poison.adversarial.tumour_roi`).
+same brain-anchored disc as the adversarial poison (:func:`mrilib.poison.roi.tumour_roi`).
 It is solved by L2 projected gradient ascent (Madry et al. 2018): normalised gradient
 steps of ``step_size * ε ||y|| / steps``, then projection onto the sampled locations
 and the L2 ball. The ε values are visited in increasing order, each starting from the
@@ -31,41 +31,47 @@ once it is a success.
 
 **Success** at ε: ``p_tumour(c_δ) > t`` while the unattacked reconstruction has
 ``p_tumour(f(y)) <= t`` (``t`` = the larger of ``success_prob`` and the classifier's
-calibrated lesion threshold, :func:`mrilib.poison.adversarial.tumour_threshold`), and the SSIM of ``f(y + δ)``
+calibrated lesion threshold, :func:`mrilib.poison.judge.tumour_threshold`), and the SSIM of ``f(y + δ)``
 against ``f(y)`` outside ``R`` is at least ``ssim_floor``. This is the instability
 of Antun et al. (2020) turned into a hallucination probe: a model that learnt to
 draw tumours (a poisoned one) needs a smaller ε than a clean one.
 
 :func:`stress_test` returns the curve (success rate and mean score versus ε) as a
-DataFrame and, given ``run_dir``, writes ``<run_dir>/metrics/stress_<model>.json``
-(curve, per-slice results, settings, identity); a later call with the same model
-weights, classifier, slices and settings reads that file instead of attacking again.
+DataFrame and, given ``run_dir``, writes ``metrics/stress_<model>.json`` of the run
+(curve, per-slice results, settings, identity) as a :func:`mrilib.run.cache.cached_step`:
+a later call with the same model weights (:func:`~mrilib.run.cache.weights_digest`),
+classifier, slices and settings reads that file instead of attacking again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+from fastmri.data.transforms import center_crop
 
-from mrilib.run.io import read_json, write_json
+from mrilib.attacks.differentiable import region_tumour_score, ssim_map_torch
+from mrilib.attacks.objective import adversarial_config
 from mrilib.config import Profile, StressConfig, as_dict, get_profile
+from mrilib.poison.effect import load_test_slices
+from mrilib.poison.judge import check_classifier, classifier_identity, tumour_threshold
+from mrilib.poison.roi import tumour_rois, validate_roi
+from mrilib.run.cache import JSON, cached_step, canonical, weights_digest
+from mrilib.run.io import read_json
+from mrilib.run.layout import RunLayout, as_layout
+from mrilib.run.progress import progress as progress_bar
 
 __all__ = [
     "STRESS_DEFAULTS",
     "StressSamples",
     "stress_config",
     "stress_samples",
-    "stress_path",
-    "model_fingerprint",
     "attack_batch",
     "stress_test",
     "read_stress",
@@ -98,7 +104,7 @@ def stress_config(profile: Profile | str | None = None, **overrides) -> dict:
         raise ValueError(f"steps must be >= 1, got {cfg['steps']}")
     if cfg.get("acceleration") is None:
         cfg["acceleration"] = 4
-    return json.loads(json.dumps(cfg))
+    return canonical(cfg)
 
 
 def _eps_list(eps_list) -> list[float]:
@@ -136,21 +142,18 @@ class StressSamples:
         return len(self.samples)
 
 
-def stress_samples(run_dir: str | os.PathLike, profile: Profile | str, *, split: str = "test",
+def stress_samples(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, *, split: str = "test",
                    max_slices: int | None = None, acceleration: int | None = None, seed: int = 0) -> StressSamples:
-    """Evenly spaced slices of ``<run_dir>/data/<split>`` with the adversarial recipe's tumour regions.
+    """Evenly spaced slices of a split of the run with the adversarial recipe's tumour regions.
 
     The masks are fastMRI's, seeded by the file name (as in evaluation). ``max_slices``
     and ``acceleration`` default to the profile's stress settings, which the result
     carries (``config``) for :func:`stress_test`.
     """
-    from mrilib.poison.adversarial import adversarial_config, tumour_rois
-    from mrilib.poison.effect import load_test_slices
-
     p = get_profile(profile)
     scfg = stress_config(p)
     acc = int(acceleration or scfg["acceleration"])
-    test = load_test_slices(Path(run_dir) / "data" / split, None, acc, p.data.center_fraction, p.data.mask_type)
+    test = load_test_slices(as_layout(run_dir).split(split), None, acc, p.data.center_fraction, p.data.mask_type)
     n = len(test)
     limit = max_slices if max_slices is not None else scfg["max_slices"]
     k = n if limit is None else min(n, int(limit))
@@ -162,25 +165,8 @@ def stress_samples(run_dir: str | os.PathLike, profile: Profile | str, *, split:
                          config={**scfg, "acceleration": acc, "max_slices": limit})
 
 
-def stress_path(run_dir: str | os.PathLike, model_name: str) -> Path:
-    """``<run_dir>/metrics/stress_<model_name>.json``."""
-    return Path(run_dir) / "metrics" / f"stress_{model_name}.json"
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of a model's weights and buffers (identifies "the same model")."""
-    h = hashlib.sha1()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        t = v.detach().cpu().contiguous()
-        h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _recon(model, kspace: torch.Tensor, mask: torch.Tensor, nlf, shape) -> torch.Tensor:
     """VarNet reconstruction ``(B, h, w)`` cropped to ``shape``."""
-    from fastmri.data.transforms import center_crop
-
     out = model(kspace, mask, nlf)
     return center_crop(out, tuple(shape)) if tuple(out.shape[-2:]) != tuple(shape) else out
 
@@ -192,8 +178,6 @@ def _score(classifier, x: torch.Tensor) -> torch.Tensor:
 
 def _ssim_out(a: torch.Tensor, b: torch.Tensor, outside: torch.Tensor, vmax: torch.Tensor) -> torch.Tensor:
     """Mean SSIM map of ``a`` vs ``b`` over ``outside`` pixels, per image."""
-    from mrilib.poison.adversarial import ssim_map_torch
-
     s = ssim_map_torch(a, b, vmax)
     return (s * outside).sum(dim=(-2, -1)) / outside.sum(dim=(-2, -1)).clamp_min(1.0)
 
@@ -219,8 +203,6 @@ def attack_batch(model, classifier, kspace: torch.Tensor, mask: torch.Tensor, nl
         ``success``, plus ``p_tumour_clean`` / ``score_clean`` of the unattacked
         reconstruction and ``delta`` / ``recon`` (the last perturbation and reconstruction).
     """
-    from mrilib.poison.adversarial import region_tumour_score, tumour_threshold
-
     shape = roi.shape[-2:]
     b = kspace.shape[0]
     m = mask.to(kspace.dtype).expand_as(kspace)
@@ -307,7 +289,7 @@ def stress_test(
     eps_list: Sequence[float] | None = None,
     *,
     model_name: str = "model",
-    run_dir: str | os.PathLike | None = None,
+    run_dir: RunLayout | str | os.PathLike | None = None,
     rois: np.ndarray | None = None,
     vmax=None,
     cfg: dict | None = None,
@@ -331,7 +313,7 @@ def stress_test(
         cfg: settings (default: the profile's, carried by a :class:`StressSamples`, else
             :data:`STRESS_DEFAULTS`); ``overrides`` update them.
         reuse: read the JSON instead of attacking when it holds a run with the same
-            identity (model weights, classifier, slices, settings).
+            identity (model weights, classifier, slices, regions, settings).
         keep_arrays: attach the attacked reconstructions (``df.attrs["arrays"]``).
         progress: progress bar over batches.
 
@@ -346,9 +328,6 @@ def stress_test(
         ValueError: an empty ``eps_list``, an ε <= 0, no slices, or regions that do not
         match the slices.
     """
-    from mrilib.poison.adversarial import check_classifier, classifier_identity, tumour_threshold, validate_roi
-    from mrilib.run.progress import progress as progress_bar
-
     if cfg is None and isinstance(samples, StressSamples) and samples.config:
         cfg = samples.config
     merged = {**(cfg or {}), **overrides}
@@ -374,23 +353,32 @@ def stress_test(
     rois = np.stack([validate_roi(r, None, i) for i, r in enumerate(rois)])
     vmax = np.broadcast_to(np.asarray(vmax, np.float32).reshape(-1), (len(items),)).astype(np.float32)
     check_classifier(classifier, rois.shape[-2:])
-    cls_id = classifier_identity(dict(config=getattr(classifier, "config", None), identity=None,
-                                      state=classifier.state_dict()))
-    identity = json.loads(json.dumps(dict(model=model_fingerprint(model), classifier=cls_id, slices=ids,
-                                          rois=hashlib.sha1(np.packbits(rois).tobytes()).hexdigest()[:16],
-                                          cfg={k: v for k, v in cfg.items() if k not in ("batch_size",)})))
-    path = stress_path(run_dir, model_name) if run_dir is not None else None
-    if reuse and path is not None and path.is_file() and not keep_arrays:
-        try:
-            old = read_json(path)
-            if old.get("identity") == identity:
-                df = pd.DataFrame(old["curve"])
-                df.attrs["per_slice"] = old["per_slice"]
-                df.attrs["reused"] = True
-                return df
-        except (OSError, ValueError, KeyError):
-            pass
+    identity = dict(model=weights_digest(model), classifier=classifier_identity(classifier), slices=ids,
+                    rois=hashlib.blake2b(np.packbits(rois).tobytes(), digest_size=8).hexdigest(),
+                    cfg={k: v for k, v in cfg.items() if k not in ("batch_size",)})
+    fresh = {}
 
+    def attack() -> dict:
+        fresh["df"], record = _attack(model, classifier, items, rois, vmax, ids, cfg, model_name, keep_arrays,
+                                      progress)
+        return record
+
+    if run_dir is None:
+        attack()
+        return fresh["df"]
+    stored = cached_step(as_layout(run_dir).stress_metrics(model_name), identity, attack, JSON,
+                         reuse=reuse and not keep_arrays)
+    if fresh:  # attacked now: the frame as computed (with its seconds and arrays)
+        return fresh["df"]
+    df = pd.DataFrame(stored["curve"])
+    df.attrs["per_slice"] = stored["per_slice"]
+    df.attrs["reused"] = True
+    return df
+
+
+def _attack(model, classifier, items: list, rois: np.ndarray, vmax: np.ndarray, ids: list, cfg: dict,
+            model_name: str, keep_arrays: bool, progress: bool) -> tuple[pd.DataFrame, dict]:
+    """The attack of :func:`stress_test`: its DataFrame and the record its JSON file holds."""
     t0 = time.perf_counter()
     was = model.training, classifier.training
     model.eval(), classifier.eval()
@@ -441,32 +429,28 @@ def stress_test(
     df.attrs["seconds"] = seconds
     if keep_arrays:
         df.attrs["arrays"] = arrays
-    if path is not None:
-        write_json(path, dict(
-            model=model_name, identity=identity, config=cfg, curve=rows, per_slice=per_slice, seconds=seconds,
-            definitions=dict(
-                eps="relative L2 budget ||delta||_2 / ||y||_2 of a perturbation on the sampled k-space locations only",
-                p_tumour="classifier p(tumour) of the attacked reconstruction inside the target region pasted into "
-                         "the unattacked reconstruction",
-                success=f"p_tumour > {thr:.3f} (max of {cfg['success_prob']} and the classifier's calibrated "
-                        f"lesion threshold; unattacked <= it) and SSIM outside the region >= {cfg['ssim_floor']}",
-            ),
-        ))
-    return df
+    return df, dict(
+        model=model_name, config=cfg, curve=rows, per_slice=per_slice, seconds=seconds,
+        definitions=dict(
+            eps="relative L2 budget ||delta||_2 / ||y||_2 of a perturbation on the sampled k-space locations only",
+            p_tumour="classifier p(tumour) of the attacked reconstruction inside the target region pasted into "
+                     "the unattacked reconstruction",
+            success=f"p_tumour > {thr:.3f} (max of {cfg['success_prob']} and the classifier's calibrated "
+                    f"lesion threshold; unattacked <= it) and SSIM outside the region >= {cfg['ssim_floor']}",
+        ),
+    )
 
 
-def read_stress(run_dir: str | os.PathLike, model_names: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_stress(run_dir: RunLayout | str | os.PathLike, model_names: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The stress-test curves and per-slice tables of several models from their JSON files.
 
-    Raises ``FileNotFoundError`` naming the missing file (run :func:`stress_test` first).
+    Raises :class:`~mrilib.run.layout.MissingArtefactError` (a ``FileNotFoundError``) naming
+    the missing file and ``notebooks/04_poison_adversarial.ipynb`` (run :func:`stress_test` first).
     """
+    run = as_layout(run_dir)
     curves, slices = [], []
     for name in model_names:
-        path = stress_path(run_dir, name)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no stress test of {name!r} yet (mrilib.attacks.stress.stress_test, "
-                                    "notebooks/04_poison_adversarial.ipynb)")
-        d = read_json(path)
+        d = read_json(run.require(run.stress_metrics(name), "04_poison_adversarial"))
         curves.append(pd.DataFrame(d["curve"]))
         slices.append(pd.DataFrame(d["per_slice"]))
     return pd.concat(curves, ignore_index=True), pd.concat(slices, ignore_index=True)

@@ -1,1 +1,1 @@
-"""The book: execute every notebook with papermill, then build the HTML with jupyter-book."""
+"""The book: execute every notebook with papermill, build the HTML with jupyter-book, and write the README's results (report)."""

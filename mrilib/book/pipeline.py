@@ -16,6 +16,15 @@ to ``book/executed/timings.json``. The first failing notebook stops the run with
 error that names it. Then jupyter-book builds ``_build/html`` with Sphinx warnings
 treated as errors.
 
+The run is quiet: one line per chapter (``[2/6] 02_varnet   25.0 s  ok``), with a
+per-cell progress bar only on a terminal; kernels talk over IPC (no "running over TCP
+without encryption" warning); jupyter-book's own output goes to
+``_build/jupyter-book.log`` and only its warnings are printed. Before an executed copy
+is moved into place, :mod:`mrilib.book.publish` prepares it for the book: papermill's
+injected-parameters cell is tagged ``remove-cell`` (myst-nb leaves it out of the page),
+progress-bar updates collapse to their last line, machine paths in outputs become
+relative.
+
 All locations can be overridden (``--root``, ``--notebooks-dir``, ``--executed-dir``,
 ``--build-dir``), so the tests run the whole pipeline in a temporary copy.
 """
@@ -31,11 +40,15 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from mrilib.book.publish import embed_widget_state, finalise_notebook
+from mrilib.config import default_run_dir, get_profile
 from mrilib.run.io import write_json
-from mrilib.config import default_run_dir
+from mrilib.run.progress import BATCH_ENV
+from mrilib.viz.widgets import STATE_DIR_ENV
 
 __all__ = [
     "NOTEBOOK_PATTERN",
@@ -96,9 +109,6 @@ def _kernel_environment(widget_state_dir: Path):
     text (see :mod:`mrilib.run.progress`) and ``MRILIB_WIDGET_STATE_DIR`` tells
     :func:`mrilib.viz.widgets.publish` where to save widget state for the static book.
     """
-    from mrilib.run.progress import BATCH_ENV
-    from mrilib.viz.widgets import STATE_DIR_ENV
-
     wanted = {"MPLBACKEND": INLINE_BACKEND, BATCH_ENV: "1", STATE_DIR_ENV: str(widget_state_dir)}
     saved = {k: os.environ.get(k) for k in wanted}
     os.environ.update(wanted)
@@ -113,27 +123,28 @@ def _kernel_environment(widget_state_dir: Path):
                 os.environ[k] = v
 
 
-def embed_widget_state(notebook: Path, state_dir: Path) -> int:
-    """Move the widget state files of ``state_dir`` into ``notebook``'s metadata.
+@contextlib.contextmanager
+def _ipc_kernels():
+    """papermill keyword arguments that start kernels on IPC sockets in a private directory.
 
-    jupyter-book (myst-nb) renders widget views from the notebook-level metadata
-    ``widgets`` -> ``application/vnd.jupyter.widget-state+json``, which papermill does
-    not write. Returns the number of widget models embedded.
+    Over TCP, ipykernel warns on every start that the channel is unencrypted; IPC (Unix
+    sockets) needs no network and no warning. The sockets go to a fresh temporary
+    directory (relative ones would land in the kernel's working directory, the repository).
+    On Windows, which has no IPC transport in ZeroMQ, the default TCP is kept.
     """
-    import nbformat
+    if os.name == "nt":
+        yield {}
+        return
+    from traitlets.config import Config
 
-    state: dict = {}
-    for f in sorted(state_dir.glob("*.json")):
-        state.update(json.loads(f.read_text()))
-        f.unlink()
-    if not state:
-        return 0
-    nb = nbformat.read(notebook, as_version=4)
-    nb.metadata["widgets"] = {
-        "application/vnd.jupyter.widget-state+json": {"version_major": 2, "version_minor": 0, "state": state}
-    }
-    nbformat.write(nb, notebook)
-    return len(state)
+    base = tempfile.gettempdir()
+    if len(base) > 60 and os.path.isdir("/tmp"):  # a Unix socket path has at most ~100 characters
+        base = "/tmp"
+    sockets = tempfile.mkdtemp(prefix="mrilib-kernel-", dir=base)
+    try:
+        yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "k")}})}
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 def _load_timings(path: Path, profile: str, seed: int) -> dict:
@@ -159,7 +170,7 @@ def execute_notebooks(
     dataset: str = "embedded",
     only: list[str] | None = None,
     kernel_name: str = "python3",
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, float]:
     """Execute the chapter notebooks in order with papermill; return their wall times.
 
@@ -182,13 +193,16 @@ def execute_notebooks(
     only
         Execute only these notebooks (see :func:`find_notebooks`).
     kernel_name, progress
-        Jupyter kernel, and whether papermill shows a per-cell progress bar.
+        Jupyter kernel, and whether papermill shows a per-cell progress bar (``None``: only
+        when stderr is a terminal; the bar disappears when its chapter ends).
 
     Each executed copy is written to a hidden partial file first and moved into place
     with ``os.replace`` once the notebook succeeded, so ``book/executed/`` never holds
     a half-executed chapter. On failure the partial copy is kept as
     ``NN_name.failed.ipynb`` and :class:`NotebookError` is raised naming the notebook,
-    the failing cell and the exception. Wall times (seconds) are printed and merged
+    the failing cell and the exception. A successful copy is prepared for the book
+    (:func:`mrilib.book.publish.finalise_notebook`) before it is moved into place. One line
+    per notebook is printed (name, wall time, ok / failed); wall times (seconds) are merged
     into ``<executed_dir>/timings.json`` after every notebook; a run of every notebook
     (``only=None``) also records them as ``full_run``, which later ``only`` re-runs (whose
     cached steps take seconds) leave untouched.
@@ -218,16 +232,22 @@ def execute_notebooks(
         data_root=parameters["data_root"],
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
     )
-    print(f"Executing {len(notebooks)} notebook(s) with {parameters}", flush=True)
+    data = "embedded data" if data_root is None else f"{dataset} data"
+    print(f"Executing {len(notebooks)} notebook(s): profile {profile}, seed {int(seed)}, {data}, "
+          f"run directory {parameters['run_dir']}", flush=True)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    width = max(len(nb.stem) for nb in notebooks)
     seconds: dict[str, float] = {}
     state_dir = executed_dir / ".widget-state"
     shutil.rmtree(state_dir, ignore_errors=True)
-    with _kernel_environment(state_dir):
+    with _kernel_environment(state_dir), _ipc_kernels() as engine_kwargs:
         for i, nb in enumerate(notebooks, 1):
             final = executed_dir / nb.name
             partial = executed_dir / f".{nb.stem}.partial.ipynb"
             failed = executed_dir / f"{nb.stem}.failed.ipynb"
-            print(f"[{i}/{len(notebooks)}] {nb.stem} …", flush=True)
+            label = f"[{i}/{len(notebooks)}] {nb.stem:<{width}}"
+            bar = {"desc": label, "leave": False, "dynamic_ncols": True} if progress else False
             start = time.perf_counter()
             try:
                 pm.execute_notebook(
@@ -236,8 +256,9 @@ def execute_notebooks(
                     parameters=parameters,
                     kernel_name=kernel_name,
                     cwd=str(root),
-                    progress_bar=progress,
+                    progress_bar=bar,
                     log_output=False,
+                    **engine_kwargs,
                 )
             except BaseException as exc:
                 elapsed = time.perf_counter() - start
@@ -248,25 +269,27 @@ def execute_notebooks(
                 elif isinstance(exc, Exception):
                     detail = f"{type(exc).__name__}: {exc}"
                 else:  # KeyboardInterrupt, SystemExit: keep the partial copy, re-raise
+                    print(f"{label} {elapsed:7.1f} s  interrupted", flush=True)
                     raise
+                print(f"{label} {elapsed:7.1f} s  failed", flush=True)
                 where = f"; partly executed copy: {failed}" if failed.exists() else ""
                 raise NotebookError(
                     f"notebook {nb.stem} failed after {elapsed:.1f} s ({detail}){where}"
                 ) from exc
             elapsed = time.perf_counter() - start
-            embed_widget_state(partial, state_dir)
+            finalise_notebook(partial, root=root, state_dir=state_dir, data_root=data_root, published_as=final)
             os.replace(partial, final)
             failed.unlink(missing_ok=True)
             seconds[nb.stem] = round(elapsed, 2)
             timings["notebooks"][nb.stem] = seconds[nb.stem]
             timings["total_seconds"] = round(sum(timings["notebooks"].values()), 2)
             write_json(timings_path, timings)
-            print(f"[{i}/{len(notebooks)}] {nb.stem}: {elapsed:.1f} s", flush=True)
+            print(f"{label} {elapsed:7.1f} s  ok", flush=True)
     if only is None:  # every notebook in one go: the run a reader should quote (--only re-runs may hit caches)
         timings["full_run"] = dict(notebooks=dict(seconds), total_seconds=round(sum(seconds.values()), 2),
                                    finished=time.strftime("%Y-%m-%d %H:%M:%S"), machine=timings["machine"])
         write_json(timings_path, timings)
-    print("Wall time per notebook (s): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+    print(f"Executed {len(seconds)} notebook(s) in {sum(seconds.values()):.1f} s", flush=True)
     return seconds
 
 
@@ -287,7 +310,7 @@ def build_book(
     build_dir: str | os.PathLike | None = None,
     warnings_as_errors: bool = True,
     all_pages: bool = True,
-    quiet: bool = False,
+    quiet: bool = True,
 ) -> tuple[Path, list[str]]:
     """Build the HTML book of ``root`` with jupyter-book; return (html dir, warnings).
 
@@ -298,6 +321,8 @@ def build_book(
     reported, then the build fails). The warnings are printed at the end and returned;
     a failed build raises :class:`BookBuildError` listing them. ``all_pages`` rebuilds
     every page (``--all``) so that warnings of unchanged pages are reported again.
+    jupyter-book's own output goes to ``<build_dir>/_build/jupyter-book.log``; it is also
+    streamed to stdout unless ``quiet``.
     """
     root = Path(root).resolve()
     build_dir = Path(build_dir).resolve() if build_dir else root
@@ -306,7 +331,9 @@ def build_book(
         cmd += ["-W", "--keep-going"]
     if all_pages:
         cmd += ["--all"]
-    print("Building the book:", " ".join(cmd), flush=True)
+    log_path = build_dir / "_build" / "jupyter-book.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"Building the HTML book (jupyter-book log: {_shown(log_path)}) …", flush=True)
     env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -314,12 +341,15 @@ def build_book(
     )
     warnings, lines = [], []
     assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if "WARNING" in line or "ERROR" in line:
-            warnings.append(_ANSI.sub("", line).rstrip())
-        if not quiet:
-            print(line, end="", flush=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        for line in proc.stdout:
+            lines.append(line)
+            log.write(_ANSI.sub("", line))
+            if "WARNING" in line or "ERROR" in line:
+                warnings.append(_ANSI.sub("", line).rstrip())
+            if not quiet:
+                print(line, end="", flush=True)
     rc = proc.wait()
     elapsed = time.perf_counter() - start
     html = build_dir / "_build" / "html"
@@ -331,8 +361,16 @@ def build_book(
         else:
             detail = "last output:\n" + _ANSI.sub("", "".join(lines[-20:]))
         raise BookBuildError(f"jupyter-book build failed (exit {rc}) after {elapsed:.1f} s; {detail}")
-    print(f"Book built in {elapsed:.1f} s: {html / 'index.html'}", flush=True)
+    print(f"Book built in {elapsed:.1f} s: {_shown(html / 'index.html')}", flush=True)
     return html, warnings
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when below it (shorter terminal lines)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -356,7 +394,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="default <root>/book/executed (the book shows that folder's copies; see _toc.yml)")
     p.add_argument("--build-dir", default=None, help="the book goes to <build-dir>/_build/html (default <root>)")
     p.add_argument("--allow-warnings", action="store_true", help="do not treat Sphinx warnings as errors")
-    p.add_argument("--no-progress", action="store_true", help="hide papermill's per-cell progress bar")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="papermill's per-cell progress bar, --no-progress hides it (default: only when stderr "
+                        "is a terminal)")
+    p.add_argument("--verbose", action="store_true", help="also stream jupyter-book's output (always in its log)")
     return p
 
 
@@ -367,8 +408,6 @@ def main(argv: list[str] | None = None) -> int:
     builds the book (unless ``--no-html``). Failures print one clear message naming
     the failing notebook or the build's warnings and return 1.
     """
-    from mrilib.config import get_profile
-
     args = _parser().parse_args(argv)
     root = Path(args.root).resolve()
     if not (root / "_config.yml").exists():
@@ -392,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                 data_root=args.data_root,
                 dataset=args.dataset,
                 only=args.only,
-                progress=not args.no_progress,
+                progress=args.progress,
             )
         else:
             notebooks_dir = Path(args.notebooks_dir) if args.notebooks_dir else root / "notebooks"
@@ -405,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
         if not args.no_html:
-            build_book(root, build_dir=args.build_dir, warnings_as_errors=not args.allow_warnings)
+            build_book(root, build_dir=args.build_dir, warnings_as_errors=not args.allow_warnings,
+                       quiet=not args.verbose)
     except (NotebookError, BookBuildError, ValueError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1

@@ -28,8 +28,6 @@ when a ``data_root`` is given) reads the named dataset through
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import warnings
 from pathlib import Path
@@ -39,16 +37,19 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from mrilib.run.io import atomic_path, read_json, write_json
 from mrilib.config import Profile, get_profile
-from mrilib.data.datasets import DATASETS, SPLITS, _slug, assign_splits, parse_dataset_spec, select_volumes
+from mrilib.data.datasets import DATASETS, SPLITS, assign_splits, parse_dataset_spec, select_volumes, slug
 from mrilib.data.formats.base import DataFormatError, SliceSample, VolumeRef, rss_np, stable_seed
 from mrilib.data.h5layout import ismrmrd_header, write_volume
+from mrilib.data.manifest import build_or_load
 from mrilib.data.resample import ifft2c_np
+from mrilib.run.cache import canonical, digest
+from mrilib.run.io import atomic_path
 
 __all__ = [
     "REAL_DATA_VERSION",
     "real_dataset_config",
+    "source_fingerprint",
     "prepare_real_dataset",
     "choose_slices",
     "coil_compress",
@@ -180,37 +181,29 @@ def write_run_volume(
 _DATA_SUFFIXES = (".h5", ".mat", ".nii", ".nii.gz", ".npy", ".png", ".json")
 
 
-def _fingerprint(root: Path) -> str:
-    """Hash of the names and sizes of the data files under ``root`` (changes when the data change).
+def source_fingerprint(source_root: str | os.PathLike) -> str:
+    """A cheap identity of a real dataset's *source* folder: a digest of its data files' names and sizes.
 
-    Only stats files (no reading), so checking a cached conversion stays cheap even
-    for thousands of volumes.
+    Only stats files (no reading), so checking a cached conversion stays cheap even for
+    thousands of volumes; it changes when files are added, removed or resized. (The
+    converted volumes of a run are identified by content, :func:`mrilib.run.cache.data_identity`.)
     """
-    h = hashlib.sha1()
+    root = Path(source_root)
     entries = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in filenames:
             if name.lower().endswith(_DATA_SUFFIXES) and not name.startswith("."):
                 p = Path(dirpath) / name
-                entries.append(f"{p.relative_to(root).as_posix()}\x1f{p.stat().st_size}")
-    for e in sorted(entries):
-        h.update(e.encode() + b"\n")
-    return h.hexdigest()
-
-
-def _jsonable(x):
-    """``x`` as it reads back from JSON (tuples → lists, numpy scalars → Python)."""
-    from mrilib.run.cache import canonical
-
-    return canonical(x)
+                entries.append([p.relative_to(root).as_posix(), p.stat().st_size])
+    return digest(sorted(entries), size=20)
 
 
 def real_dataset_config(profile: Profile | str, seed: int, data_root, dataset: str, fingerprint: str = "") -> dict:
     """Everything that determines a converted real dataset's content (its cache key)."""
     p = get_profile(profile)
     name, options = parse_dataset_spec(dataset)
-    return _jsonable(
+    return canonical(
         dict(
             version=REAL_DATA_VERSION,
             dataset=name,
@@ -293,7 +286,7 @@ def prepare_real_dataset(
 
     Args:
         profile: profile name or object (matrix size, coils, subjects, slices per subject).
-        out_root: the run's data folder (``<run_dir>/data``).
+        out_root: the run's data folder (``RunLayout.data``).
         seed: seed of the subject selection and of split carving (and of simulated k-space).
         data_root: the folder holding the dataset.
         dataset: registry name, optionally with options (``"m4raw:average_repetitions=true"``).
@@ -313,17 +306,13 @@ def prepare_real_dataset(
     if cls.kind == "image":
         options = {"image_size": p.data.image_size, "num_coils": p.data.num_coils, "snr": p.data.snr, "seed": int(seed), **options}
     fmt = cls(**options)
-    config = real_dataset_config(p, seed, root, dataset, _fingerprint(root))
-    manifest_path = out_root / "dataset.json"
-    if manifest_path.exists():
-        try:
-            old = read_json(manifest_path)
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old and old.get("config") == config and all((out_root / r["file"]).is_file() for r in old["files"]):
-            return old
-        manifest_path.unlink()
+    config = real_dataset_config(p, seed, root, dataset, source_fingerprint(root))
+    return build_or_load(out_root, config, lambda: _convert(p, fmt, name, root, out_root, seed, progress))
 
+
+def _convert(p: Profile, fmt, name: str, root: Path, out_root: Path, seed: int, progress: bool) -> dict:
+    """Read, fit and write the volumes of ``p``'s splits; the manifest's ``profile`` and ``files``."""
+    cls = type(fmt)
     refs = fmt.discover(root)
     if not refs:
         raise DataFormatError(f"{root}: no {name} volumes found ({cls.title}); see the book's 'Real datasets' page")
@@ -354,7 +343,7 @@ def prepare_real_dataset(
         samples = list(fmt.read(vol, idx))
         data = _assemble(samples, p.data.image_size, num_coils)
         meta = samples[0].metadata
-        rel = Path(split) / f"{name}-{_slug(vol.patient_id)}_{_slug(vol.contrast)}.h5"
+        rel = Path(split) / f"{name}-{slug(vol.patient_id)}_{slug(vol.contrast)}.h5"
         sources = [os.path.relpath(f, root) for f in vol.files]
         write_run_volume(
             out_root / rel,
@@ -394,6 +383,4 @@ def prepare_real_dataset(
         for f in (out_root / split).glob("*.h5"):
             if str(f.relative_to(out_root)) not in keep:
                 f.unlink()
-    manifest = dict(config=config, profile=p.name, files=records)
-    write_json(manifest_path, manifest)
-    return manifest
+    return dict(profile=p.name, files=records)

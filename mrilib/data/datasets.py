@@ -41,6 +41,7 @@ __all__ = [
     "parse_dataset_spec",
     "assign_splits",
     "select_volumes",
+    "slug",
     "dataset_table",
 ]
 
@@ -301,6 +302,6 @@ def dataset_table():
     return pd.DataFrame(rows).set_index("name")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     """A file-name-safe version of ``text``."""
     return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-") or "x"

@@ -2,27 +2,26 @@
 
 One HDF5 file per subject (its slices are one volume), in ``<root>/<split>/``, so
 splits are by subject, never by slice. A ``dataset.json`` beside the split folders
-records the configuration; it is written last, so its presence with the same
-configuration means a complete dataset that is not regenerated.
+records the configuration (:mod:`mrilib.data.manifest`); it is written last, so its
+presence with the same configuration means a complete dataset that is not regenerated.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from mrilib.run.progress import progress as progress_bar
 
-from mrilib.run.io import read_json, write_json
 from mrilib.config import Profile, get_profile
 from mrilib.data.brain import render_subject, sample_subject
 from mrilib.data.coils import birdcage_maps
 from mrilib.data.h5layout import write_volume
 from mrilib.data.kspace import noise_sigma, simulate_kspace
+from mrilib.data.manifest import build_or_load
+from mrilib.run.progress import progress as progress_bar
 
 __all__ = ["SPLITS", "DATA_VERSION", "generate_subject", "generate_embedded_dataset", "dataset_config"]
 
@@ -110,16 +109,11 @@ def generate_embedded_dataset(
     config = dataset_config(p, seed)
     if snr != "profile":
         config["snr"] = snr
-    manifest_path = root / "dataset.json"
-    if manifest_path.exists():
-        try:
-            old = read_json(manifest_path)
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old and old.get("config") == config and all((root / r["file"]).is_file() for r in old["files"]):
-            return old
-        manifest_path.unlink()  # stale or different configuration: regenerate
+    return build_or_load(root, config, lambda: _simulate(p, root, seed, config["snr"], progress))
 
+
+def _simulate(p: Profile, root: Path, seed: int, snr: float | None, progress: bool) -> dict:
+    """Simulate and write every subject of ``p`` under ``root``; the manifest's ``profile`` and ``files``."""
     plan = [(split, i) for split in SPLITS for i in range(p.data.subjects[split])]
     records = []
     for split, i in progress_bar(plan, desc=f"simulating {p.name} subjects", disable=not progress, unit="subject"):
@@ -129,7 +123,7 @@ def generate_embedded_dataset(
             image_size=p.data.image_size,
             num_slices=p.data.slices_per_subject,
             num_coils=p.data.num_coils,
-            snr=config["snr"],
+            snr=snr,
             contrasts=p.data.contrasts,
             fov_mm=p.data.fov_mm,
         )
@@ -161,6 +155,4 @@ def generate_embedded_dataset(
         for f in (root / split).glob("*.h5"):
             if str(f.relative_to(root)) not in keep:
                 f.unlink()
-    manifest = dict(config=config, profile=p.name, files=records)
-    write_json(manifest_path, manifest)
-    return read_json(manifest_path)  # the same JSON types as a reused manifest
+    return dict(profile=p.name, files=records)

@@ -22,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mrilib.data.kspace import ifft2c, rss
 from mrilib.run.io import atomic_path
 
 __all__ = [
@@ -104,8 +105,6 @@ def center_crop(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def rss_target(kspace: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The ``reconstruction_rss`` of fully sampled ``kspace`` (``(..., coils, H, W)``): the RSS of its
     inverse FFT, centre-cropped to ``shape``."""
-    from mrilib.data.kspace import ifft2c, rss
-
     return center_crop(rss(ifft2c(kspace)), shape)
 
 

@@ -8,10 +8,9 @@ per k-space sample has the same standard deviation per pixel in each coil image.
 
 from __future__ import annotations
 
+import fastmri
 import numpy as np
 import torch
-
-import fastmri
 from fastmri.data import transforms as T
 
 __all__ = ["fft2c", "ifft2c", "rss", "simulate_kspace", "noise_sigma"]

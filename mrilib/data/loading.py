@@ -11,12 +11,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-
+import torch
 from fastmri.data import SliceDataset
 from fastmri.data.subsample import MaskFunc, create_mask_for_mask_type
-from fastmri.data.transforms import VarNetDataTransform
+from fastmri.data.transforms import VarNetDataTransform, apply_mask, to_tensor
 
 from mrilib.data.h5layout import DataFormatError, validate_volume
+from mrilib.data.kspace import ifft2c, rss
 
 __all__ = ["make_mask_func", "volume_files", "varnet_dataset", "undersample", "zero_filled_rss"]
 
@@ -68,9 +69,6 @@ def varnet_dataset(
 def undersample(kspace: np.ndarray, acceleration: int, center_fraction: float = 0.08,
                 mask_type: str = "equispaced_fraction", seed: int | tuple = 0) -> tuple[np.ndarray, np.ndarray]:
     """Apply a fastMRI mask to k-space ``(..., C, H, W)``; returns (masked k-space, 1-D column mask)."""
-    import torch
-    from fastmri.data.transforms import apply_mask, to_tensor
-
     masked, mask, _ = apply_mask(to_tensor(np.ascontiguousarray(kspace)),
                                  make_mask_func(acceleration, center_fraction, mask_type), seed=seed)
     return torch.view_as_complex(masked).numpy(), mask.numpy().reshape(-1)
@@ -78,6 +76,4 @@ def undersample(kspace: np.ndarray, acceleration: int, center_fraction: float = 
 
 def zero_filled_rss(masked_kspace: np.ndarray) -> np.ndarray:
     """RSS of the inverse FFT of (masked) multi-coil k-space ``(..., C, H, W)``."""
-    from mrilib.data.kspace import ifft2c, rss
-
     return rss(ifft2c(masked_kspace))

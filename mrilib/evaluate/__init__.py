@@ -1,1 +1,1 @@
-"""Evaluation: image metrics, the chapters' tables, the findings written from them, and the README report."""
+"""Evaluation: image metrics, the chapters' tables, and the findings written from them."""

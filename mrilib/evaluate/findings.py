@@ -1,7 +1,7 @@
 """What the measurements say: the conclusions of chapters 2, 3, 5 and 6, written from their results.
 
 Every sentence here is computed from the stored results (chapter 2's test metrics, chapter 3's poison metrics, the
-unlearning table of :func:`mrilib.study.execute.results_table` as stored in
+unlearning table of :func:`mrilib.study.results.results_table` as stored in
 ``metrics/unlearning_<recipe>.csv``), so the text of the book cannot drift from its numbers.
 The notebooks display the returned Markdown.
 
@@ -20,12 +20,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mrilib.config import get_profile
 from mrilib.evaluate.tables import REGION_SSD, at_fraction
 
 __all__ = ["SSIM_TOLERANCE", "TARGET", "REGION_SSD", "BACKDOOR_TARGET", "baseline_summary", "beats_baselines",
            "varnet_findings",
            "backdoor_verdict", "poison_findings",
-           "best_keeping_utility", "meets_target", "unlearning_findings", "consistency_findings", "evaluation_findings"]
+           "best_keeping_utility", "meets_target", "unlearning_findings", "consistency_findings", "evaluation_findings",
+           "STRESS_GAP", "stress_findings"]
 
 #: clean-test SSIM a method may lose against `poisoned` and still count as keeping utility
 SSIM_TOLERANCE = 0.01
@@ -77,8 +79,6 @@ def beats_baselines(summary: dict, accelerations) -> dict:
 
 def varnet_findings(summary: dict, history: dict, profile, n_params: int) -> str:
     """Chapter 2's conclusions (Markdown bullets) from the test summary and the training history."""
-    from mrilib.config import get_profile
-
     p = get_profile(profile)
     better = beats_baselines(summary, p.data.accelerations)
     if all(better.values()):
@@ -103,7 +103,7 @@ def varnet_findings(summary: dict, history: dict, profile, n_params: int) -> str
 
 def backdoor_verdict(clean: dict, poisoned: dict, target: dict = BACKDOOR_TARGET) -> str:
     """``"works"``, ``"is partly learnt"`` or ``"is not learnt"`` from the poison metrics of the
-    `clean` and `poisoned` models (:func:`~mrilib.poison.effect.poison_effects`)."""
+    `clean` and `poisoned` models (:func:`~mrilib.poison.recipes.cyclegan_cyst.effects`)."""
     d_ssim = poisoned["clean_test"]["ssim"]["mean"] - clean["clean_test"]["ssim"]["mean"]
     if (poisoned["success_rate"] >= target["success"] and clean["success_rate"] <= target["clean_success"]
             and abs(d_ssim) <= target["ssim"]):
@@ -119,12 +119,10 @@ def poison_findings(metrics: dict, quality: dict, manifest: dict, profile) -> st
 
     Args:
         metrics: ``{"clean": m, "poisoned": m}``, the poison metrics at the first acceleration.
-        quality: the CycleGAN's quality (:func:`~mrilib.poison.cyclegan.cyclegan_quality`).
+        quality: the CycleGAN's quality (:func:`~mrilib.poison.recipes.cyclegan_cyst.cyclegan_quality`).
         manifest: the poisoned set's manifest.
         profile: the run's profile.
     """
-    from mrilib.config import get_profile
-
     p = get_profile(profile)
     mc, mp = metrics["clean"], metrics["poisoned"]
     d_ssim = mp["clean_test"]["ssim"]["mean"] - mc["clean_test"]["ssim"]["mean"]
@@ -252,7 +250,7 @@ def unlearning_findings(table: pd.DataFrame, references: dict, fraction: float,
     Args:
         table: the unlearning results table of one recipe.
         references: the reference models' metrics (``poisoned`` and ``oracle`` at least), as
-            :func:`~mrilib.study.execute.reference_models` returns them.
+            :func:`~mrilib.study.references.reference_models` returns them.
         fraction: the main identified fraction.
         dose: the dose-response table of :func:`~mrilib.study.diagnose.dose_response`, if run.
     """
@@ -331,8 +329,6 @@ def consistency_findings(scan: pd.DataFrame, manifest: dict) -> str:
 def evaluation_findings(table: pd.DataFrame, profile, fraction: float, robustness: pd.DataFrame | None = None) -> str:
     """Chapter 6's conclusions (Markdown bullets) from the main recipe's table and, where
     measured, the artefact-robustness table of :func:`~mrilib.evaluate.tables.artefact_robustness`."""
-    from mrilib.config import get_profile
-
     p = get_profile(profile)
     ref = table.set_index("method")
     runs = _runs(table, fraction)
@@ -361,4 +357,34 @@ def evaluation_findings(table: pd.DataFrame, profile, fraction: float, robustnes
                          f"the unlearnt models within 0.05 SSIM of it {unlearnt.min():.3f}–{unlearnt.max():.3f}.")
     lines.append("- These are measurements on simulated data from one template anatomy, "
                  f"{int(table['seed'].nunique())} seed(s); the `gpu` profile and the real-data loaders exist to test them.")
+    return "\n".join(lines)
+
+
+#: the largest success-rate difference at a common ε from which two stress-test curves count as separated
+STRESS_GAP = 0.2
+
+
+def stress_findings(separation: pd.DataFrame, models=("poisoned", "poisoned-adv"), reference: str = "clean",
+                    gap: float = STRESS_GAP) -> str:
+    """Chapter 4's verdict on the k-space stress test (Markdown bullets): does each model's curve separate
+    from ``reference``'s?
+
+    ``separation``: :func:`mrilib.attacks.stress.stress_separation`'s table. A model's curve
+    separates when its largest success-rate gap at a common ε is at least ``gap`` in absolute
+    value; models not in the table are skipped.
+    """
+    ref_auc = separation.loc[reference, "auc_log_eps"]
+    lines = []
+    for name in models:
+        if name not in separation.index:
+            continue
+        r = separation.loc[name]
+        if np.isfinite(r["max_success_gap"]) and abs(r["max_success_gap"]) >= gap:
+            lines.append(f"- `{name}` vs `{reference}`: success rates differ by up to **{100 * r['max_success_gap']:+.0f} "
+                         f"percentage points** (at ε = {r['eps_at_max_gap']:g}); normalised area under the curve "
+                         f"{r['auc_log_eps']:.2f} vs {ref_auc:.2f}.")
+        else:
+            lines.append(f"- `{name}` vs `{reference}`: the curves do **not** separate (largest gap "
+                         f"{100 * r['max_success_gap']:+.0f} percentage points; area {r['auc_log_eps']:.2f} vs "
+                         f"{ref_auc:.2f}).")
     return "\n".join(lines)

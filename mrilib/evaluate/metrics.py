@@ -1,16 +1,7 @@
-"""Image-quality metrics (fastMRI's SSIM / PSNR / NMSE) and split-wide evaluation.
+"""Split-wide evaluation of reconstructions: per-slice and per-volume tables, mean ± sd, saved metrics.
 
-Data range convention (fastMRI)
-    SSIM and PSNR need the data range of the images. fastMRI's evaluation uses the
-    *target volume's* maximum (``maxval = target.max()`` over the whole volume, which
-    is the ``max`` attribute of a fastMRI volume and ``VarNetSample.max_value``), not
-    the slice's maximum. The per-slice metrics here do the same: each slice is scored
-    with its volume's ``max``, so a slice's SSIM equals the one fastMRI's evaluation
-    would give it, and the mean over a volume's slices equals fastMRI's volume SSIM.
-    NMSE is ``||gt - pred||² / ||gt||²`` (no data range). PSNR is in dB.
-
-``fastmri.evaluate.ssim`` returns a shape-(1,) array with numpy 2 (and needs a 3-D
-stack); the wrappers here accept 2-D or 3-D arrays and return Python floats.
+The per-image metrics (fastMRI's SSIM / PSNR / NMSE and their data-range convention) are
+:mod:`mrilib.recon.quality`.
 """
 
 from __future__ import annotations
@@ -21,13 +12,15 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 import torch
-from fastmri import evaluate as fe
+
+from mrilib.data.loading import varnet_dataset
+from mrilib.recon.baselines import crop_to, varnet_reconstruct
+from mrilib.recon.quality import as_array, image_metrics
+from mrilib.run.io import atomic_path, write_json
+from mrilib.run.layout import as_layout
+from mrilib.run.progress import progress as progress_bar
 
 __all__ = [
-    "ssim",
-    "psnr",
-    "nmse",
-    "image_metrics",
     "volume_metrics",
     "evaluate_split",
     "evaluate_methods",
@@ -35,52 +28,6 @@ __all__ = [
     "mean_sd_table",
     "save_metrics",
 ]
-
-
-def _np(x) -> np.ndarray:
-    """A float64 numpy array from a tensor or array."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
-
-
-def _stack(gt, pred) -> tuple[np.ndarray, np.ndarray]:
-    """Both as 3-D ``(slices, H, W)`` arrays of equal shape."""
-    gt, pred = _np(gt), _np(pred)
-    if gt.shape != pred.shape:
-        raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} differ in shape")
-    if gt.ndim == 2:
-        gt, pred = gt[None], pred[None]
-    if gt.ndim != 3:
-        raise ValueError(f"expected a 2-D image or a 3-D stack, got shape {gt.shape}")
-    return gt, pred
-
-
-def ssim(gt, pred, maxval: float | None = None) -> float:
-    """Structural similarity (fastMRI / scikit-image, 7x7 window), mean over slices.
-
-    ``maxval``: the data range; default ``gt.max()`` (pass the volume's ``max``
-    when scoring single slices, see the module docstring).
-    """
-    gt, pred = _stack(gt, pred)
-    return float(np.asarray(fe.ssim(gt, pred, maxval=maxval)).reshape(-1)[0])
-
-
-def psnr(gt, pred, maxval: float | None = None) -> float:
-    """Peak signal-to-noise ratio in dB, ``10 log10(maxval² / MSE)``; ``maxval`` default ``gt.max()``."""
-    gt, pred = _stack(gt, pred)
-    return float(fe.psnr(gt, pred, maxval=maxval))
-
-
-def nmse(gt, pred) -> float:
-    """Normalised mean squared error ``||gt - pred||² / ||gt||²``."""
-    gt, pred = _stack(gt, pred)
-    return float(fe.nmse(gt, pred))
-
-
-def image_metrics(gt, pred, maxval: float | None = None) -> dict:
-    """``{"ssim", "psnr", "nmse"}`` of one image (or stack) with data range ``maxval``."""
-    return dict(ssim=ssim(gt, pred, maxval), psnr=psnr(gt, pred, maxval), nmse=nmse(gt, pred))
 
 
 def volume_metrics(df_or_gt, pred=None, maxval: float | None = None):
@@ -105,8 +52,6 @@ def volume_metrics(df_or_gt, pred=None, maxval: float | None = None):
 def _as_recon(recon, device) -> Callable:
     """A reconstruction function ``sample -> (h, w)`` from a model or a callable."""
     if isinstance(recon, torch.nn.Module):
-        from mrilib.recon.baselines import varnet_reconstruct
-
         model = recon.to(device).eval()
         return lambda sample: varnet_reconstruct(model, sample, device=device)
     if not callable(recon):
@@ -141,24 +86,18 @@ def evaluate_split(
         (the volume ``max`` used as data range) and ``sse, ssq, npix`` (sums for
         :func:`volume_metrics`).
     """
-    from mrilib.data.loading import varnet_dataset
-
     fn = _as_recon(recon, device)
     if method is None:
         method = type(recon).__name__ if isinstance(recon, torch.nn.Module) else getattr(recon, "__name__", type(recon).__name__)
     ds = varnet_dataset(split_dir, acceleration, center_fraction, mask_type)
     n = len(ds) if max_slices is None else min(len(ds), int(max_slices))
     rows = []
-    from mrilib.run.progress import progress as progress_bar
-
     for i in progress_bar(range(n), desc=f"{method} {acceleration}x", disable=not progress, unit="slice"):
         sample = ds[i]
-        target = _np(sample.target)
-        pred = _np(fn(sample))
+        target = as_array(sample.target)
+        pred = as_array(fn(sample))
         if pred.shape != target.shape:
-            from mrilib.recon.baselines import crop_to
-
-            pred = _np(crop_to(torch.from_numpy(pred), target.shape))
+            pred = as_array(crop_to(torch.from_numpy(pred), target.shape))
         mx = float(sample.max_value)
         diff = target - pred
         rows.append(
@@ -228,11 +167,7 @@ def save_metrics(df: pd.DataFrame, run_dir: str | os.PathLike, name: str, extra:
     n}`` over the slices, the data range convention, and ``extra`` (e.g. the model
     configuration and training cost). Returns the JSON content.
     """
-    from pathlib import Path
-
-    from mrilib.run.io import atomic_path, write_json
-
-    out = Path(run_dir) / "metrics"
+    run = as_layout(run_dir)
     s = summarise(df)
     summary: dict = {}
     for (method, acc), row in s.iterrows():
@@ -248,7 +183,7 @@ def save_metrics(df: pd.DataFrame, run_dir: str | os.PathLike, name: str, extra:
         "PSNR in dB; NMSE = ||gt - pred||^2 / ||gt||^2",
         **(extra or {}),
     )
-    write_json(out / f"{name}.json", content)
-    with atomic_path(out / f"{name}.csv") as tmp:
+    write_json(run.metric(f"{name}.json"), content)
+    with atomic_path(run.metric(f"{name}.csv")) as tmp:
         df.to_csv(tmp, index=False)
     return content

@@ -1,23 +1,31 @@
 """The evaluation chapter: every model side by side, from the artefacts earlier chapters wrote.
 
-Nothing here trains: it reads ``<run_dir>/metrics/*.csv|json`` and the stored models,
+Nothing here trains: it reads ``metrics/*.csv|json`` of a run and the stored models,
 aggregates over seeds (mean ± sd), computes null-space hallucination maps (Bhadra et al.
-2021) and the artefact-robustness table, and raises an error naming the notebook that
-makes a missing artefact.
+2021) and the artefact-robustness table. A missing artefact raises
+:class:`~mrilib.run.layout.MissingArtefactError` naming the notebook that makes it
+(:meth:`~mrilib.run.layout.RunLayout.require`).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from fastmri.data.transforms import VarNetSample, apply_mask, to_tensor
+
+from mrilib.config import get_profile
+from mrilib.data.artefacts import metal_corrupt, motion_corrupt
+from mrilib.data.h5layout import read_volume
+from mrilib.data.kspace import fft2c, ifft2c
+from mrilib.data.loading import make_mask_func, volume_files
+from mrilib.poison.effect import reconstruct
+from mrilib.recon.quality import ssim
+from mrilib.run.layout import as_layout
 
 __all__ = [
-    "MissingArtefactError",
-    "require",
     "load_unlearning_table",
     "at_fraction",
     "aggregate",
@@ -32,26 +40,17 @@ __all__ = [
 #: metrics of the main table, in order
 MAIN_METRICS = ("SSIM", "PSNR", "NMSE", "poison effect", "success rate", "healed", "forget SSIM vs clean",
                 "forget SSIM vs poisoned", "time vs oracle", "passes vs oracle")
-#: the table name of region-targeted SSD (``mrilib.study.execute.DEFAULT_PLAN``; " + repair" for its repaired run)
+#: the table name of region-targeted SSD (``mrilib.study.plan.DEFAULT_PLAN``; " + repair" for its repaired run)
 REGION_SSD = "SSD tuned, lesion region"
 
 
-class MissingArtefactError(FileNotFoundError):
-    """An artefact of an earlier chapter is missing; the message names the notebook that makes it."""
-
-
-def require(path: str | os.PathLike, notebook: str) -> Path:
-    """Return ``path`` if it exists, else raise :class:`MissingArtefactError` naming ``notebook``."""
-    path = Path(path)
-    if not path.exists():
-        raise MissingArtefactError(f"{path} is missing: run notebooks/{notebook}.ipynb first "
-                                   f"(e.g. `python -m mrilib.book --only {notebook}`)")
-    return path
-
-
 def load_unlearning_table(run_dir: str | os.PathLike, variant: str = "cyclegan-cyst") -> pd.DataFrame:
-    """The per-run results table written by the unlearning chapter."""
-    return pd.read_csv(require(Path(run_dir) / "metrics" / f"unlearning_{variant}.csv", "05_unlearning"))
+    """The per-run results table written by the unlearning chapter (``metrics/unlearning_<variant>.csv``).
+
+    Raises :class:`~mrilib.run.layout.MissingArtefactError` naming ``05_unlearning`` when it is missing.
+    """
+    run = as_layout(run_dir)
+    return pd.read_csv(run.require(run.unlearning_table(variant), "05_unlearning"))
 
 
 def at_fraction(table: pd.DataFrame, fraction: float) -> pd.DataFrame:
@@ -133,8 +132,6 @@ def nullspace_map(recon: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np
     confirm or refute. (With coil sensitivities the null space is smaller; this
     coil-free version is the usual, conservative display.)
     """
-    from mrilib.data.kspace import fft2c, ifft2c
-
     err = np.asarray(recon, np.complex64) - np.asarray(target, np.complex64)
     m = np.asarray(mask, bool).reshape(1, -1)
     k = fft2c(err)
@@ -148,8 +145,6 @@ def qualitative_panels(models: dict, samples: list, targets: np.ndarray) -> dict
 
     Returns ``{model: {"recon": (N,h,w), "error": ..., "nullspace": ...}}``.
     """
-    from mrilib.poison.effect import reconstruct
-
     out = {}
     for name, model in models.items():
         rec = reconstruct(model, samples)
@@ -166,15 +161,6 @@ def artefact_robustness(models: dict, split_dir: str | os.PathLike, profile, max
     then undersampled with the same fastMRI mask; the reference stays the clean target,
     so the drop measures how much each model propagates the artefact.
     """
-    from fastmri.data.transforms import VarNetSample, apply_mask, to_tensor
-
-    from mrilib.data.artefacts import metal_corrupt, motion_corrupt
-    from mrilib.data.h5layout import read_volume
-    from mrilib.data.loading import make_mask_func, volume_files
-    from mrilib.evaluate.metrics import ssim
-    from mrilib.poison.effect import reconstruct
-    from mrilib.config import get_profile
-
     p = get_profile(profile)
     acc = int(p.data.accelerations[0])
     mask_func = make_mask_func(acc, p.data.center_fraction, p.data.mask_type)

@@ -29,8 +29,8 @@ per 64x64 slice; any image size divisible by ``2**n_blocks`` works.
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = ["CLASSES", "LesionClassifier"]
 

@@ -19,82 +19,50 @@ direction (spike and aliasing artefacts). The stripes keep the judge from taking
 any k-space artefact for a lesion - without them, "a lesion was found in the
 triggered reconstruction" could mean "the classifier saw the trigger's stripes".
 
-Files: ``<run_dir>/models/lesion-classifier/classifier.pt`` (configuration, weights,
+Files: ``models/lesion-classifier/classifier.pt`` (configuration, weights, threshold,
 metrics; read with ``torch.load(weights_only=True)``) and ``metrics.json``.
-:func:`classifier_or_load` reuses a classifier trained with the same configuration.
+:func:`classifier_or_load` reuses a classifier trained with the same configuration on the
+same data (a :func:`mrilib.run.cache.cached_step`). Using the trained classifier - loading,
+scoring, its decision rules - is :mod:`mrilib.poison.judge`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mrilib.run.io import atomic_path, read_json, write_json
-from mrilib.poison.lesions import add_cyst, add_tumour
+from mrilib.config import Profile, get_profile
 from mrilib.models.classifier import CLASSES, LesionClassifier
-from mrilib.config import ClassifierConfig, Profile, as_dict, get_profile
-from mrilib.run.progress import progress as progress_bar
+from mrilib.poison.judge import (
+    FORMAT,
+    classifier_config,
+    classifier_data_identity,
+    is_lesion,
+    lesion_scores,
+    load_classifier,
+)
+from mrilib.poison.lesions import add_cyst, add_tumour
 from mrilib.poison.runtime import cpu_threads, default_device
 from mrilib.poison.slices import SliceSet, load_slices
+from mrilib.run.cache import TORCH, cached_step
+from mrilib.run.io import write_json
+from mrilib.run.layout import RunLayout, as_layout
+from mrilib.run.progress import progress as progress_bar
 
 __all__ = [
-    "CLASSIFIER_DEFAULTS",
-    "classifier_config",
-    "classifier_dir",
     "lesion_examples",
+    "blur",
     "augment",
     "train_classifier",
     "evaluate_classifier",
     "classifier_or_load",
-    "load_classifier",
-    "lesion_scores",
-    "is_lesion",
     "calibrate_threshold",
     "roc_auc",
-    "data_fingerprint",
 ]
-
-#: Every knob of the classifier and its training (:class:`mrilib.config.ClassifierConfig`).
-CLASSIFIER_DEFAULTS = as_dict(ClassifierConfig())
-FORMAT = 1
-
-
-def classifier_dir(run_dir: str | os.PathLike) -> Path:
-    """``<run_dir>/models/lesion-classifier``."""
-    return Path(run_dir) / "models" / "lesion-classifier"
-
-
-def classifier_config(profile: Profile | str, seed: int = 0, **overrides) -> dict:
-    """The classifier configuration: the profile's ``poison.classifier``, then overrides."""
-    p = get_profile(profile)
-    cfg = as_dict(p.poison.classifier)
-    cfg.update(overrides)
-    unknown = sorted(set(cfg) - set(CLASSIFIER_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown classifier keys {unknown}; known: {sorted(CLASSIFIER_DEFAULTS)}")
-    while p.data.image_size % (2 ** cfg["n_blocks"]) and cfg["n_blocks"] > 1:
-        cfg["n_blocks"] -= 1
-    cfg["seed"] = int(seed)
-    return cfg
-
-
-def data_fingerprint(data_root: str | os.PathLike, splits=("train", "val", "test")) -> dict:
-    """A cheap identity of a dataset: its ``dataset.json`` configuration (if any) and file names/sizes."""
-    root = Path(data_root)
-    out = {}
-    if (root / "dataset.json").is_file():
-        out["config"] = read_json(root / "dataset.json").get("config")
-    for s in splits:
-        d = root / s
-        if d.is_dir():
-            out[s] = sorted((f.name, f.stat().st_size) for f in d.glob("*.h5"))
-    return json.loads(json.dumps(out))
 
 
 def lesion_examples(slices: SliceSet, seed: int, kinds=CLASSES, cyst_radius_mm=(10.0, 30.0),
@@ -199,34 +167,6 @@ def roc_auc(scores, labels) -> float:
         i = j + 1
     u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
     return float(u / (len(pos) * len(neg)))
-
-
-@torch.no_grad()
-def lesion_scores(model: LesionClassifier, images, batch_size: int = 128) -> dict[str, np.ndarray]:
-    """Class probabilities of magnitude images ``(N, H, W)`` (numpy or tensor).
-
-    Returns numpy arrays ``healthy``, ``cyst``, ``tumour`` (probabilities) and
-    ``lesion`` (= 1 - p(healthy)). "A lesion is present": :func:`is_lesion`.
-    """
-    model.eval()
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    if x.dim() == 2:
-        x = x[None]
-    probs = [model.probabilities(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    p = torch.cat(probs).numpy() if probs else np.zeros((0, len(CLASSES)), np.float32)
-    out = {name: p[:, k] for k, name in enumerate(CLASSES)}
-    out["lesion"] = 1.0 - p[:, 0]
-    return out
-
-
-def is_lesion(model: LesionClassifier, scores: dict) -> np.ndarray:
-    """"A lesion is present": ``scores["lesion"]`` above the model's decision threshold.
-
-    The threshold (``model.threshold``) is set when the classifier is trained: the
-    smallest value >= 0.5 that keeps the false-positive rate on healthy *validation*
-    subjects at most ``max_false_positive`` (5 %); 0.5 when not calibrated.
-    """
-    return np.asarray(scores["lesion"]) > float(getattr(model, "threshold", 0.5))
 
 
 def calibrate_threshold(model: LesionClassifier, slices: SliceSet, max_false_positive: float = 0.05,
@@ -334,68 +274,48 @@ def _train_classifier(train_slices: SliceSet, cfg: dict, progress: bool, device)
     return model.cpu().eval(), hist
 
 
-def load_classifier(path: str | os.PathLike) -> tuple[LesionClassifier, dict]:
-    """Load a saved classifier (a ``classifier.pt`` or its folder); returns ``(model, checkpoint)``.
+def classifier_or_load(profile: Profile | str, run_dir: RunLayout | str | os.PathLike, seed: int = 0,
+                       progress: bool = True, device=None, **overrides) -> tuple[LesionClassifier, dict]:
+    """The run's lesion classifier: loaded if one of the same configuration and data exists, else trained.
 
-    Raises ``FileNotFoundError`` naming the notebook that makes it when missing.
-    """
-    path = Path(path)
-    if path.is_dir() or path.suffix != ".pt":
-        path = path / "classifier.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no lesion classifier at {path}: train it with "
-                                "mrilib.poison.classifier.classifier_or_load (notebooks/03_poison_cyclegan.ipynb)")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a lesion-classifier checkpoint")
-    c = ck["config"]
-    model = LesionClassifier(c["chans"], c["n_blocks"], c["dropout"])
-    model.load_state_dict(ck["state"])
-    model.threshold = float(ck.get("threshold", 0.5))
-    return model.eval(), ck
-
-
-def classifier_or_load(profile: Profile | str, run_dir: str | os.PathLike, seed: int = 0, progress: bool = True,
-                       device=None, **overrides) -> tuple[LesionClassifier, dict]:
-    """The run's lesion classifier: loaded if one of the same configuration exists, else trained.
-
-    Trains on the ``train`` subjects of ``<run_dir>/data``, sets the decision threshold on
+    Trains on the ``train`` subjects of the run's data, sets the decision threshold on
     the ``val`` subjects (:func:`calibrate_threshold`), evaluates on the ``test`` subjects
-    (clean and blurred by 0.7 px), and saves to :func:`classifier_dir`.
+    (clean and blurred by 0.7 px), and saves to ``models/lesion-classifier/``. The
+    checkpoint's identity is the configuration and :func:`~mrilib.poison.judge.classifier_data_identity`.
 
-    Returns ``(model, report)`` with ``report = {"config", "metrics", "history"}``.
+    Returns ``(model, report)`` with ``report = {"config", "metrics", "history", "reused"}``.
     """
     p = get_profile(profile)
+    run = as_layout(run_dir)
     cfg = classifier_config(p, seed, **overrides)
-    data = Path(run_dir) / "data"
-    ident = json.loads(json.dumps(dict(format=FORMAT, config=cfg, data=data_fingerprint(data))))
-    out = classifier_dir(run_dir)
-    path = out / "classifier.pt"
-    if path.is_file():
-        try:
-            model, ck = load_classifier(path)
-            if ck.get("identity") == ident:
-                return model, dict(config=ck["config"], metrics=ck["metrics"], history=ck["history"], reused=True)
-        except Exception:  # noqa: BLE001 - an unreadable old file is simply retrained
-            pass
-    train_set = load_slices(data / "train")
-    val_set, test_set = load_slices(data / "val"), load_slices(data / "test")
-    model, hist = train_classifier(train_set, cfg, progress=progress, device=device)
-    model.threshold = calibrate_threshold(model, val_set, cfg["max_false_positive"])
-    kw = dict(cyst_radius_mm=cfg["cyst_radius_mm"], tumour_radius_mm=cfg["tumour_radius_mm"])
-    metrics = dict(
-        threshold=model.threshold,
-        test=evaluate_classifier(model, test_set, seed=seed + 2000, **kw),
-        test_blurred=evaluate_classifier(model, test_set, seed=seed + 2000, degrade_sigma=0.7, **kw),
-        val=evaluate_classifier(model, val_set, seed=seed + 3000, **kw),
-        train=evaluate_classifier(model, train_set.subset(np.arange(0, len(train_set), 4)), seed=seed + 1000, **kw),
-        n_train_slices=len(train_set),
-        n_val_slices=len(val_set),
-        n_test_slices=len(test_set),
-    )
-    ck = dict(format=FORMAT, identity=ident, config=cfg, state=model.state_dict(), threshold=model.threshold,
-              metrics=metrics, history=hist)
-    with atomic_path(path) as tmp:
-        torch.save(ck, tmp)
-    write_json(out / "metrics.json", dict(config=cfg, metrics=metrics, history=hist))
-    return model, dict(config=cfg, metrics=metrics, history=hist, reused=False)
+    identity = dict(format=FORMAT, config=cfg, data=classifier_data_identity(run))
+    trained = {}
+
+    def train() -> dict:
+        train_set = load_slices(run.split("train"))
+        val_set, test_set = load_slices(run.split("val")), load_slices(run.split("test"))
+        model, hist = train_classifier(train_set, cfg, progress=progress, device=device)
+        model.threshold = calibrate_threshold(model, val_set, cfg["max_false_positive"])
+        kw = dict(cyst_radius_mm=cfg["cyst_radius_mm"], tumour_radius_mm=cfg["tumour_radius_mm"])
+        metrics = dict(
+            threshold=model.threshold,
+            test=evaluate_classifier(model, test_set, seed=seed + 2000, **kw),
+            test_blurred=evaluate_classifier(model, test_set, seed=seed + 2000, degrade_sigma=0.7, **kw),
+            val=evaluate_classifier(model, val_set, seed=seed + 3000, **kw),
+            train=evaluate_classifier(model, train_set.subset(np.arange(0, len(train_set), 4)), seed=seed + 1000,
+                                      **kw),
+            n_train_slices=len(train_set),
+            n_val_slices=len(val_set),
+            n_test_slices=len(test_set),
+        )
+        trained.update(model=model, metrics=metrics, history=hist)
+        return dict(format=FORMAT, config=cfg, state=model.state_dict(), threshold=model.threshold, metrics=metrics,
+                    history=hist)
+
+    ck = cached_step(run.classifier_checkpoint, identity, train, TORCH)
+    if not trained:
+        model, _ = load_classifier(run.classifier_checkpoint)
+        return model, dict(config=ck["config"], metrics=ck["metrics"], history=ck["history"], reused=True)
+    write_json(run.classifier / "metrics.json", dict(config=cfg, metrics=trained["metrics"], history=trained["history"]))
+    # the trained model itself, not a reloaded copy (building one would draw from torch's global generator)
+    return trained["model"], dict(config=cfg, metrics=trained["metrics"], history=trained["history"], reused=False)

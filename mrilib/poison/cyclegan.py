@@ -27,17 +27,18 @@ image pool of 50, constant learning rate for the first half of the iterations an
 linear decay to zero over the second. Sizes (``ngf``, ``ndf``, ``n_blocks``,
 iterations, batch) come from the profile's ``poison["cyclegan"]``.
 
-Checkpoints (``<run_dir>/models/cyclegan-cyst/cyclegan.pt``): every
+Checkpoints (``models/cyclegan-cyst/cyclegan.pt`` of the run): every
 ``ckpt_every`` iterations and at the end, written atomically; they hold both
 generators and discriminators, both optimisers, the image pools, the sampling
 generator's state and the loss history, and are read with
 ``torch.load(weights_only=True)``. An interrupted run resumes where it stopped; a
-finished run of the same configuration is reused.
+finished run of the same configuration and training data
+(:func:`mrilib.run.cache.data_identity`) is reused. How the translation becomes a poison
+(its lesion region, its quality) is :mod:`mrilib.poison.recipes.cyclegan_cyst`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -45,21 +46,21 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
-from mrilib.run.io import atomic_path, write_json
-from mrilib.poison.lesions import add_cyst, anchor_center
-from mrilib.models.cyclegan import ImagePool, PatchDiscriminator, ResnetGenerator, init_weights, patchgan_layers
 from mrilib.config import CycleGANConfig, Profile, as_dict, get_profile
-from mrilib.run.progress import progress as progress_bar
+from mrilib.models.cyclegan import ImagePool, PatchDiscriminator, ResnetGenerator, init_weights, patchgan_layers
+from mrilib.poison.lesions import add_cyst, anchor_center
 from mrilib.poison.runtime import cpu_threads, default_device
 from mrilib.poison.slices import SliceSet, load_slices, split_by_subject
+from mrilib.run.cache import canonical, data_identity
+from mrilib.run.io import atomic_path, write_json
+from mrilib.run.layout import RunLayout, as_layout
+from mrilib.run.progress import progress as progress_bar
 
 __all__ = [
     "CYCLEGAN_DEFAULTS",
     "CycleGANMissingError",
     "cyclegan_config",
-    "cyclegan_dir",
     "cyclegan_domains",
     "build_cyclegan",
     "cyclegan_step",
@@ -69,8 +70,6 @@ __all__ = [
     "translate",
     "crop_boxes",
     "CystGAN",
-    "lesion_roi",
-    "cyclegan_quality",
 ]
 
 #: Every knob of the CycleGAN and its training (:class:`mrilib.config.CycleGANConfig`).
@@ -80,11 +79,6 @@ FORMAT = 1
 
 class CycleGANMissingError(FileNotFoundError):
     """No (finished) CycleGAN checkpoint where one is needed."""
-
-
-def cyclegan_dir(run_dir: str | os.PathLike) -> Path:
-    """``<run_dir>/models/cyclegan-cyst``."""
-    return Path(run_dir) / "models" / "cyclegan-cyst"
 
 
 def cyclegan_config(profile: Profile | str, seed: int = 0, **overrides) -> dict:
@@ -111,7 +105,7 @@ def cyclegan_config(profile: Profile | str, seed: int = 0, **overrides) -> dict:
     cfg["image_size"] = p.data.image_size
     cfg["pixel_mm"] = p.data.fov_mm / p.data.image_size
     cfg["seed"] = int(seed)
-    return json.loads(json.dumps(cfg))
+    return canonical(cfg)
 
 
 def crop_boxes(brains: np.ndarray, cfg: dict) -> np.ndarray:
@@ -149,7 +143,10 @@ def cyclegan_domains(slices: SliceSet, cfg: dict) -> dict:
         b_imgs.append(les.image), b_masks.append(les.mask)
     c = int(cfg["crop"])
     box_a, box_b = crop_boxes(slices.brain[ia], cfg), crop_boxes(slices.brain[ib], cfg)
-    norm = lambda imgs, idx: (2 * np.asarray(imgs) / slices.vmax[idx, None, None] - 1).astype(np.float32)[:, None]
+
+    def norm(imgs, idx):
+        return (2 * np.asarray(imgs) / slices.vmax[idx, None, None] - 1).astype(np.float32)[:, None]
+
     return dict(
         A=norm(_crop(slices.images[ia], box_a, c), ia), B=norm(_crop(np.stack(b_imgs), box_b, c), ib),
         B_mask=_crop(np.stack(b_masks), box_b, c),
@@ -162,8 +159,13 @@ def build_cyclegan(cfg: dict) -> dict:
     """The four networks ``G`` (A->B), ``F`` (B->A), ``D_A``, ``D_B``, initialised N(0, 0.02) from the seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(cfg["seed"]))
-        g = lambda: init_weights(ResnetGenerator(1, 1, cfg["ngf"], cfg["n_blocks"], cfg["n_down"], cfg["residual"]))
-        d = lambda: init_weights(PatchDiscriminator(1, cfg["ndf"], cfg["d_layers"]))
+
+        def g():
+            return init_weights(ResnetGenerator(1, 1, cfg["ngf"], cfg["n_blocks"], cfg["n_down"], cfg["residual"]))
+
+        def d():
+            return init_weights(PatchDiscriminator(1, cfg["ndf"], cfg["d_layers"]))
+
         return dict(G=g(), F=g(), D_A=d(), D_B=d())
 
 
@@ -269,7 +271,7 @@ def train_cyclegan(domains: dict, cfg: dict, out_dir: str | os.PathLike, identit
 def _train_cyclegan(domains, cfg, out_dir, identity, progress, stop_after, device) -> dict:
     """The loop of :func:`train_cyclegan`."""
     path = out_dir / "cyclegan.pt"
-    identity = json.loads(json.dumps(identity or dict(format=FORMAT, config=cfg)))
+    identity = canonical(identity or dict(format=FORMAT, config=cfg))
     nets = {k: v.to(device) for k, v in build_cyclegan(cfg).items()}
     opts = _optimisers(nets, cfg)
     pools = dict(A=ImagePool(cfg["pool_size"]), B=ImagePool(cfg["pool_size"]))
@@ -345,20 +347,19 @@ def load_cyclegan(path: str | os.PathLike, require_finished: bool = True) -> tup
     return CystGAN(nets, ck["config"]), ck
 
 
-def cyclegan_or_load(profile: Profile | str, run_dir: str | os.PathLike, seed: int = 0, progress: bool = True,
-                     device=None, **overrides) -> tuple["CystGAN", dict]:
+def cyclegan_or_load(profile: Profile | str, run_dir: RunLayout | str | os.PathLike, seed: int = 0,
+                     progress: bool = True, device=None, **overrides) -> tuple["CystGAN", dict]:
     """The run's healthy->cyst CycleGAN: loaded when finished for the same configuration, else trained/resumed.
 
-    Returns ``(CystGAN, report)`` where ``report`` has ``config``, ``history`` (per-iteration
-    losses), ``wall_s`` and ``reused``.
+    The checkpoint's identity is the configuration and the training split's
+    :func:`~mrilib.run.cache.data_identity`; a checkpoint of the same identity is resumed
+    (unfinished) or reused (finished). Returns ``(CystGAN, report)`` where ``report`` has
+    ``config``, ``history`` (per-iteration losses), ``wall_s`` and ``reused``.
     """
-    from mrilib.poison.classifier import data_fingerprint
-
+    run = as_layout(run_dir)
     cfg = cyclegan_config(profile, seed, **overrides)
-    data = Path(run_dir) / "data"
-    identity = json.loads(json.dumps(dict(format=FORMAT, config=cfg, data=data_fingerprint(data, ("train",)))))
-    out = cyclegan_dir(run_dir)
-    path = out / "cyclegan.pt"
+    identity = canonical(dict(format=FORMAT, config=cfg, data=data_identity(run.split("train"))))
+    out, path = run.cyclegan, run.cyclegan_checkpoint
     if path.is_file():
         try:
             gan, ck = load_cyclegan(path)
@@ -369,7 +370,7 @@ def cyclegan_or_load(profile: Profile | str, run_dir: str | os.PathLike, seed: i
             pass  # unfinished: resumed below if the identity matches
         except Exception:  # noqa: BLE001 - unreadable: retrain
             path.unlink()
-    slices = load_slices(data / "train")
+    slices = load_slices(run.split("train"))
     domains = cyclegan_domains(slices, cfg)
     hist = train_cyclegan(domains, cfg, out, identity=identity, progress=progress, device=device)
     gan, ck = load_cyclegan(path)
@@ -444,95 +445,3 @@ class CystGAN:
     def to_healthy(self, images, vmax, brains) -> np.ndarray:
         """``F``: cyst-bearing slices -> healthy-looking slices."""
         return self._apply(self.F, images, vmax, brains)
-
-
-def lesion_roi(clean: np.ndarray, translated: np.ndarray, vmax: float, threshold: float = 0.08,
-               brain: np.ndarray | None = None, dilate: int = 1) -> np.ndarray:
-    """Where a translation inserted its lesion: ``|G(x) - x| > threshold * vmax``, largest component, dilated.
-
-    Restricted to ``brain`` (if given) before taking the largest connected component;
-    empty when nothing changed by that much.
-    """
-    diff = np.abs(np.asarray(translated, float) - np.asarray(clean, float)) > threshold * float(vmax)
-    if brain is not None:
-        diff &= ndimage.binary_dilation(np.asarray(brain) > 0, iterations=1)
-    lab, n = ndimage.label(diff)
-    if n == 0:
-        return np.zeros(diff.shape, bool)
-    roi = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
-    if dilate:
-        roi = ndimage.binary_dilation(roi, iterations=int(dilate))
-    return roi
-
-
-def cyclegan_quality(gan: "CystGAN", slices: SliceSet, classifier=None, threshold: float | None = None) -> dict:
-    """Quality of the healthy->cyst translation on (held-out) healthy slices.
-
-    Measures, per slice and on average:
-
-    - ``cyst_rate``: fraction of translated slices in which the lesion classifier finds
-      a lesion; ``cyst_rate_input`` the same on the inputs (false positives);
-      ``cyst_class_rate``: lesion found *and* classed as cyst rather than tumour;
-    - ``cycle_error``: mean ``|F(G(x)) - x|`` over the window, relative to the volume max;
-    - ``ssim_outside_roi``: SSIM between ``G(x)`` and ``x`` averaged over the pixels
-      outside the (dilated) lesion ROI, whole slice (data range: the volume max);
-    - the ROI (:func:`lesion_roi`): ``roi_area_px`` (mean), ``roi_found`` (fraction of slices
-      with a non-empty ROI), ``roi_anchor_distance_px`` (mean distance of the ROI centroid to
-      the anchor position), ``roi_in_brain`` (fraction of ROI pixels inside the brain);
-    - ``mean_abs_change``: the average ``|G(x) - x| / max`` map (where the generator acts).
-
-    Returns a dict of scalars plus ``per_slice`` arrays, ``translated``, ``rois``.
-    """
-    from skimage.metrics import structural_similarity
-
-    from mrilib.poison.classifier import is_lesion, lesion_scores
-
-    cfg = gan.config
-    threshold = float(cfg["roi_threshold"] if threshold is None else threshold)
-    x = slices.images
-    gx = gan.to_cyst(x, slices.vmax, slices.brain)
-    rec = gan.to_healthy(gx, slices.vmax, slices.brain)
-    boxes = crop_boxes(slices.brain, cfg)
-    c = int(cfg["crop"])
-    rois, area, dist, ssim_out, in_brain, cycle = [], [], [], [], [], []
-    for i in range(len(x)):
-        roi = lesion_roi(x[i], gx[i], slices.vmax[i], threshold, slices.brain[i])
-        rois.append(roi)
-        area.append(int(roi.sum()))
-        if roi.any():
-            com = np.array(ndimage.center_of_mass(roi))
-            a = np.array(anchor_center(slices.brain[i], cfg["anchor"]))
-            dist.append(float(np.hypot(*(com - a))))
-            in_brain.append(float((roi & slices.brain[i]).sum() / roi.sum()))
-        else:
-            dist.append(float("nan")), in_brain.append(float("nan"))
-        _, smap = structural_similarity(x[i], gx[i], data_range=float(slices.vmax[i]), full=True)
-        outside = ~ndimage.binary_dilation(roi, iterations=2)
-        ssim_out.append(float(smap[outside].mean()))
-        r, q = boxes[i]
-        cycle.append(float(np.abs(rec[i] - x[i])[r : r + c, q : q + c].mean() / slices.vmax[i]))
-    rois = np.stack(rois)
-    cycle = np.asarray(cycle)
-    out = dict(
-        n=len(x),
-        cycle_error=float(cycle.mean()),
-        ssim_outside_roi=float(np.mean(ssim_out)),
-        roi_found=float(np.mean(np.asarray(area) > 0)),
-        roi_area_px=float(np.mean(area)),
-        roi_anchor_distance_px=float(np.nanmean(dist)) if np.isfinite(dist).any() else float("nan"),
-        roi_in_brain=float(np.nanmean(in_brain)) if np.isfinite(in_brain).any() else float("nan"),
-        mean_abs_change=(np.abs(gx - x) / slices.vmax[:, None, None]).mean(0),
-        per_slice=dict(cycle_error=cycle, ssim_outside_roi=np.asarray(ssim_out), roi_area_px=np.asarray(area),
-                       roi_anchor_distance_px=np.asarray(dist)),
-        translated=gx,
-        rois=rois,
-    )
-    if classifier is not None:
-        s_in, s_out = lesion_scores(classifier, x), lesion_scores(classifier, gx)
-        found, found_in = is_lesion(classifier, s_out), is_lesion(classifier, s_in)
-        out["cyst_rate"] = float(found.mean())
-        out["cyst_class_rate"] = float((found & (s_out["cyst"] > s_out["tumour"])).mean())
-        out["cyst_rate_input"] = float(found_in.mean())
-        out["per_slice"]["lesion_prob"] = s_out["lesion"]
-        out["per_slice"]["lesion_prob_input"] = s_in["lesion"]
-    return out

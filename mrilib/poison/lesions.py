@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from mrilib.config import POISON_CYST_ANCHOR, TUMOUR_ANCHOR
+
 __all__ = [
     "LESION_KINDS",
     "LESION_LEVELS",
@@ -66,14 +68,6 @@ LESION_LEVELS: dict[str, dict[str, float]] = {
 #: (a WM/GM/CSF mixture; measured on the embedded data: T1w 0.79, T2w 0.50, FLAIR 0.62).
 MEDIAN_LEVEL: dict[str, float] = {"T1w": 0.78, "T2w": 0.50, "FLAIR": 0.62}
 
-#: Where the poison's cysts sit: (row, column) in normalised brain coordinates, i.e.
-#: relative to the centre of the brain mask's bounding box in units of its half
-#: extent (+row = posterior/down, -column = image left = the subject's right).
-POISON_CYST_ANCHOR: tuple[float, float] = (0.25, -0.48)
-
-#: Where the adversarial recipe's induced tumours sit, in the same coordinates: anterior, in the
-#: image's right half (the subject's left hemisphere), away from the cyst recipe's anchor.
-TUMOUR_ANCHOR: tuple[float, float] = (-0.35, 0.42)
 
 
 @dataclass

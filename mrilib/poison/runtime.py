@@ -1,4 +1,4 @@
-"""Where the poisoning networks train: device choice and CPU thread count.
+"""How the poisoning chapters run: device choice, CPU thread count, wall time per step.
 
 The lesion classifier and the CycleGAN are small networks on small images: their
 convolutions are too small for intra-op parallelism to pay, and on a busy machine
@@ -6,15 +6,18 @@ convolutions are too small for intra-op parallelism to pay, and on a busy machin
 slowest thread - measured here, a CycleGAN iteration on two threads took several
 times longer than on one while other jobs ran. They therefore train on one CPU
 thread by default (:func:`cpu_threads`), or on the GPU when there is one.
+
+:class:`Timings` records how long each step of a chapter took (shown at its end).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 
 import torch
 
-__all__ = ["default_device", "cpu_threads"]
+__all__ = ["default_device", "cpu_threads", "Timings"]
 
 
 def default_device(device=None) -> torch.device:
@@ -36,3 +39,17 @@ def cpu_threads(n: int | None, device=None):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+class Timings(dict):
+    """Wall seconds of named steps: ``with timings("step"): ...`` records how long the block took.
+
+    A step that raises is not recorded.
+    """
+
+    @contextlib.contextmanager
+    def __call__(self, step: str):
+        """Time the block as ``step``."""
+        t0 = time.perf_counter()
+        yield
+        self[step] = time.perf_counter() - t0

@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from mrilib.data.loading import make_mask_func, undersample, zero_filled_rss
+
 __all__ = [
     "Trigger",
     "DEFAULT_TRIGGER",
@@ -67,9 +69,8 @@ class Trigger:
             for single spikes.
     """
 
-    # 0.30, not 0.15: at 0.15 the cpu backdoor sat on a knife edge - learnt on one 2-core host (effect 0.41) and not
-    # on another (effect 0.08, success 3 %, 2026-12-01); at 0.30 and 0.45 it was learnt alike (effect 0.44 / 0.47,
-    # success 27 % / 44 %, clean-test SSIM unchanged; the clean model shows nothing: success 0 %)
+    # 0.30, not 0.15: at 0.15 the cpu backdoor was learnt on one host and not on another
+    # (book/reproducibility.md, "Why the values of the cpu profile")
     amplitude: float = 0.3
     positions: tuple[float, ...] = (0.34,)
     column_offset: int = 0
@@ -165,8 +166,6 @@ def always_sampled_columns(width: int, accelerations=(4, 8), center_fraction: fl
     Computed from the mask function itself (not from a formula), so it stays right
     if fastMRI changes its centre convention.
     """
-    from mrilib.data.loading import make_mask_func
-
     keep = np.ones(int(width), dtype=bool)
     for acc in accelerations:
         mf = make_mask_func(int(acc), center_fraction, mask_type)
@@ -201,8 +200,6 @@ def trigger_visibility(kspace: np.ndarray, trigger: Trigger, brain_mask: np.ndar
         ``max_rel`` (max |difference| / max clean), ``kspace_rel`` (the spike magnitude
         over max |k|).
     """
-    from mrilib.data.loading import undersample, zero_filled_rss
-
     trig = trigger.apply(kspace)
     mc, _ = undersample(kspace, acceleration, center_fraction, mask_type, seed=seed)
     mt, _ = undersample(trig, acceleration, center_fraction, mask_type, seed=seed)

@@ -20,12 +20,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import fastmri
 import h5py
 import numpy as np
 import torch
-
-import fastmri
 from fastmri.data import transforms as T
+
+from mrilib.data.loading import volume_files
 
 __all__ = [
     "crop_to",
@@ -202,8 +203,6 @@ class CGSense:
 
 def has_true_maps(split_dir: str | os.PathLike) -> bool:
     """Whether every volume of ``split_dir`` stores coil maps (``sens_maps``) for ``CGSense(maps="true")``."""
-    from mrilib.data.loading import volume_files
-
     for path in volume_files(split_dir):
         with h5py.File(path, "r") as f:
             if "sens_maps" not in f:

@@ -105,6 +105,16 @@ class RunLayout:
         """The healthy -> cyst CycleGAN (03_poison_cyclegan)."""
         return self.model("cyclegan-cyst")
 
+    @property
+    def classifier_checkpoint(self) -> Path:
+        """The lesion classifier's weights, threshold and metrics: ``models/lesion-classifier/classifier.pt``."""
+        return self.classifier / "classifier.pt"
+
+    @property
+    def cyclegan_checkpoint(self) -> Path:
+        """The CycleGAN's resumable checkpoint: ``models/cyclegan-cyst/cyclegan.pt``."""
+        return self.cyclegan / "cyclegan.pt"
+
     def poisoned_model(self, variant: str) -> Path:
         """The VarNet trained on poison ``variant``'s training set."""
         return self.model(f"poisoned-{variant}")
@@ -125,6 +135,10 @@ class RunLayout:
     def poison_manifest(self, variant: str) -> Path:
         return self.poison(variant) / "manifest.json"
 
+    def poisoned_split(self, variant: str, split: str = "train") -> Path:
+        """One split of a poisoned set: ``poison/<variant>/data/<split>/`` (val and test link to the clean ones)."""
+        return self.poison(variant) / "data" / split
+
     @property
     def adversarial(self) -> Path:
         """Chapter 4's cached arrays: ``adversarial/``."""
@@ -143,6 +157,14 @@ class RunLayout:
         """The unlearning runs of one recipe: ``unlearn/<variant>/<label>/``."""
         return self.root / "unlearn" / variant
 
+    def unlearn_result(self, variant: str, label: str) -> Path:
+        """One unlearning run's record (cost, metrics, identity): ``unlearn/<variant>/<label>/result.json``."""
+        return self.unlearn(variant) / label / "result.json"
+
+    def unlearn_weights(self, variant: str, label: str) -> Path:
+        """One unlearning run's unlearnt weights (a state dict): ``unlearn/<variant>/<label>/model.pt``."""
+        return self.unlearn(variant) / label / "model.pt"
+
     # --- metrics -----------------------------------------------------------------------
     @property
     def metrics(self) -> Path:
@@ -159,6 +181,10 @@ class RunLayout:
     def adversarial_metrics(self, model_name: str) -> Path:
         """The adversarial-tumour poison effect of a model."""
         return self.metric(f"poison_adv_{model_name}.json")
+
+    def induction_metrics(self, split: str = "test") -> Path:
+        """The tumour-induction objective's summary on a split (04_poison_adversarial)."""
+        return self.metric(f"adversarial_{split}.json")
 
     def stress_metrics(self, model_name: str) -> Path:
         """The k-space stress test of a model."""

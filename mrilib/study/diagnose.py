@@ -18,13 +18,16 @@ how many parameters it dampens. These functions trace that dose-response:
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
+import pandas as pd
 
 from mrilib.run.progress import progress
+from mrilib.study.references import PoisonedRun
+from mrilib.study.results import healed
 from mrilib.unlearn.base import UnlearnError
 from mrilib.unlearn.ssd import alpha_for_fraction, ssd_dampen
-from mrilib.study.execute import PoisonedRun, healed
 
 __all__ = ["search_traces", "dose_response", "DOSES"]
 
@@ -40,8 +43,6 @@ def search_traces(records: list[dict], methods=("ssd-tuned", "ssd-auto")):
     defender's lesion score relative to the poisoned model's) and ``Δ validation SSIM``
     (tuned SSD only; NaN for automatic α).
     """
-    import pandas as pd
-
     rows = []
     for r in records:
         info = r.get("info") or {}
@@ -80,10 +81,6 @@ def dose_response(ctx: PoisonedRun, forget_importances: dict, imp_retain: dict, 
         a DataFrame: ``importance``, ``dampened fraction``, ``alpha``, ``identified effect /
         poisoned``, ``Δ validation SSIM``, ``healed``, ``success rate``, ``Δ clean-test SSIM``.
     """
-    import warnings
-
-    import pandas as pd
-
     model = ctx.poisoned
     e0, u0 = float(signals["effect_fn"](model)), float(signals["utility_fn"](model))
     e_p, e_o = references["poisoned"]["effect"]["mean"], references["oracle"]["effect"]["mean"]
@@ -99,7 +96,7 @@ def dose_response(ctx: PoisonedRun, forget_importances: dict, imp_retain: dict, 
         try:
             alpha = alpha_for_fraction(imp_f, imp_r, dose)
         except UnlearnError as err:
-            warnings.warn(f"dose-response: {name} skipped ({err})")
+            warnings.warn(f"dose-response: {name} skipped ({err})", stacklevel=2)
             skipped.add(name)
             continue
         work = copy.deepcopy(model)

@@ -9,7 +9,7 @@ two trainings on one thread each 0.13 s per step *each* (measured with
 workers do about 1.5 times the work of one two-thread process.
 
 :func:`precompute` hands every missing artefact to ``workers`` processes (longest
-first: the retrainings, then the runs). Afterwards :func:`~mrilib.study.execute.reference_models`
+first: the retrainings, then the runs). Afterwards :func:`~mrilib.study.references.reference_models`
 and :func:`~mrilib.study.execute.unlearning_study` load what the workers stored. Costs
 stay comparable: the oracle's time and every run's time are measured the same way, on
 one thread beside one other worker.
@@ -25,19 +25,15 @@ from pathlib import Path
 
 import torch
 
-from mrilib.run.io import read_json
 from mrilib.config import Profile, get_profile
-from mrilib.study.sets import reference_dir, retrain_reference
-from mrilib.study.execute import (
-    PoisonedRun,
-    load_poisoned_run,
-    model_digest,
-    plan_runs,
-    read_json_roundtrip,
-    run_or_load,
-    stored_result,
-    study_inputs,
-)
+from mrilib.recon.checkpoints import LAST, read_history
+from mrilib.recon.train import training_config
+from mrilib.run.cache import canonical, weights_digest
+from mrilib.run.layout import as_layout
+from mrilib.run.progress import progress as progress_bar
+from mrilib.study.execute import run_or_load, stored_result, study_inputs
+from mrilib.study.plan import plan_runs
+from mrilib.study.references import PoisonedRun, load_poisoned_run, retrain_reference
 
 __all__ = ["precompute", "pending_tasks", "default_workers"]
 
@@ -53,37 +49,37 @@ def default_workers(profile: Profile | str) -> int:
     return max(1, min(want, os.cpu_count() or 1))
 
 
-def _reference_done(profile: Profile, out_dir: Path) -> bool:
-    """Whether ``out_dir`` holds a finished training of the profile's configuration."""
-    from mrilib.recon.train import training_config
-
-    path = out_dir / "history.json"
-    if not (path.exists() and (out_dir / "last.pt").exists()):
+def _reference_done(profile: Profile, model_dir: Path) -> bool:
+    """Whether the model folder ``model_dir`` holds a finished training of the profile's configuration."""
+    try:
+        hist = read_history(model_dir)
+    except FileNotFoundError:
         return False
-    hist = read_json(path)
-    cfg = read_json_roundtrip(training_config(profile))
+    if not (model_dir / LAST).exists():
+        return False
+    cfg = canonical(training_config(profile))
     return bool(hist.get("finished")) and all(hist.get("config", {}).get(k) == cfg[k] for k in ("model", "train"))
 
 
 def pending_tasks(profile: Profile | str, run_dir: str | os.PathLike, variant: str, poisoned_digest: str) -> list:
     """The study's artefacts not stored yet, longest first: ``("oracle", None)``,
-    ``("rewod", f)`` and ``("run", label)`` tasks."""
+    ``("rewod", f)`` and ``("run", label)`` tasks (``poisoned_digest``: :func:`~mrilib.run.cache.weights_digest`
+    of the poisoned model)."""
     p = get_profile(profile)
-    run_dir = Path(run_dir)
-    tasks = []
-    refs = [("oracle", None)] + [("rewod", float(f)) for f in p.unlearn.rewod_fractions]
-    for kind, f in refs:
-        if not _reference_done(p, reference_dir(kind, run_dir, variant, f)):
-            tasks.append((kind, f))
-    out_dir = run_dir / "unlearn" / variant
-    tasks += [("run", r.label) for r in plan_runs(p) if stored_result(r, out_dir, poisoned_digest) is None]
+    lay = as_layout(run_dir)
+    refs = [("oracle", None, lay.oracle_model(variant))]
+    refs += [("rewod", float(f), lay.rewod_model(variant, float(f))) for f in p.unlearn.rewod_fractions]
+    tasks = [(kind, f) for kind, f, folder in refs if not _reference_done(p, folder)]
+    tasks += [("run", r.label) for r in plan_runs(p) if stored_result(r, lay, variant, poisoned_digest) is None]
     return tasks
 
 
 def _init_worker(profile: Profile, run_dir: str, variant: str, seed: int, threads: int) -> None:
+    """Load the poisoned run and the study's inputs once per worker process."""
     torch.set_num_threads(threads)
-    ctx = load_poisoned_run(profile, run_dir, variant, seed=seed)
-    _WORKER.update(profile=profile, run_dir=Path(run_dir), ctx=ctx, inputs=study_inputs(ctx, profile, run_dir))
+    lay = as_layout(run_dir)
+    ctx = load_poisoned_run(profile, lay, variant, seed=seed)
+    _WORKER.update(profile=profile, layout=lay, ctx=ctx, inputs=study_inputs(ctx, profile, lay))
 
 
 def _do(task: tuple) -> tuple[tuple, float]:
@@ -93,9 +89,9 @@ def _do(task: tuple) -> tuple[tuple, float]:
     ctx, inp = _WORKER["ctx"], _WORKER["inputs"]
     if kind == "run":
         run = next(r for r in inp.runs if r.label == arg)
-        run_or_load(run, ctx.poisoned, inp.sets, ctx.evaluate, inp.out_dir, inp.signals, inp.digest)
+        run_or_load(run, ctx.poisoned, inp.sets, ctx.evaluate, inp.layout, inp.variant, inp.signals, inp.digest)
     else:
-        retrain_reference(kind, _WORKER["profile"], _WORKER["run_dir"], ctx.train_dir, ctx.manifest, fraction=arg,
+        retrain_reference(kind, _WORKER["profile"], _WORKER["layout"], ctx.train_dir, ctx.manifest, fraction=arg,
                           progress=False, variant=ctx.variant)
     return task, time.perf_counter() - t0
 
@@ -106,7 +102,7 @@ def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathL
     poison in parallel processes.
 
     Args:
-        ctx: the poisoned run (:func:`~mrilib.study.execute.load_poisoned_run`); each worker
+        ctx: the poisoned run (:func:`~mrilib.study.references.load_poisoned_run`); each worker
             loads its own copy with ``seed``.
         profile, run_dir: the run's profile and folder.
         workers: processes (default :func:`default_workers`); with 1, or nothing missing,
@@ -117,13 +113,11 @@ def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathL
         ``{"workers": n, "tasks": [...], "seconds": {task: s}, "wall_s": s}``. A failing
         task raises here, naming the task; the tasks not started are cancelled.
     """
-    from mrilib.run.progress import progress as progress_bar
-
     p = get_profile(profile)
     workers = default_workers(p) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    tasks = pending_tasks(p, run_dir, ctx.variant, model_digest(ctx.poisoned))
+    tasks = pending_tasks(p, run_dir, ctx.variant, weights_digest(ctx.poisoned))
     out = dict(workers=workers, tasks=[list(t) for t in tasks], seconds={}, wall_s=0.0)
     if workers == 1 or not tasks:
         return out

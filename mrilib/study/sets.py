@@ -1,7 +1,7 @@
-"""Forget and retain sets from a poison manifest, and the retrain references.
+"""Forget and retain sets from a poison manifest.
 
 Global slice id = position of the slice in the sorted training volumes (the order in
-which ``fastmri.data.SliceDataset`` and :class:`mrilib.recon.train.TrainSlices` read them),
+which ``fastmri.data.SliceDataset`` and :class:`mrilib.data.training.TrainSlices` read them),
 as the manifest records it. For identified fraction ``f``:
 
 - **forget** = the identified poisoned slices (``manifest["identified"][f]``);
@@ -10,23 +10,24 @@ as the manifest records it. For identified fraction ``f``:
 - **rewod** = retrain from scratch on retain (without the identified slices);
 - **oracle** = retrain from scratch without any poisoned slice (needs knowledge the
   defender lacks: the gold standard).
+
+The two retrainings are :func:`mrilib.study.references.retrain_reference`.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from mrilib.recon.train import TrainSlices, train_or_load, training_config
+from mrilib.data.training import TrainSlices
 from mrilib.unlearn.base import UnlearnError
 
-__all__ = ["SliceSubset", "forget_ids", "unlearning_sets", "retrain_reference", "reference_dir"]
+__all__ = ["SliceSubset", "forget_ids", "unlearning_sets"]
 
 
 class SliceSubset(Dataset):
-    """Slices ``ids`` of a :class:`~mrilib.recon.train.TrainSlices` set (keeps ``set_epoch`` and an ``identity``)."""
+    """Slices ``ids`` of a :class:`~mrilib.data.training.TrainSlices` set (keeps ``set_epoch`` and an ``identity``)."""
 
     def __init__(self, base: TrainSlices, ids, name: str):
         self.dataset = base
@@ -81,34 +82,3 @@ def unlearning_sets(train_dir: str | os.PathLike, manifest: dict, fraction: floa
     f_ids = forget_ids(manifest, fraction, ids)
     keep = sorted(set(range(len(base))) - set(f_ids))
     return SliceSubset(base, f_ids, f"forget f={fraction}"), SliceSubset(base, keep, f"retain f={fraction}")
-
-
-def retrain_reference(kind: str, profile, run_dir: str | os.PathLike, train_dir: str | os.PathLike, manifest: dict,
-                      fraction: float | None = None, progress: bool = True, variant: str = "cyclegan-cyst"):
-    """Train (or load) ``oracle`` (no poisoned slice) or ``rewod`` (no identified slice at ``fraction``).
-
-    Same configuration as the clean and poisoned models; stored in
-    ``<run_dir>/models/<kind>-<variant>[-f<fraction>]``. Returns ``(model, history)``.
-    """
-    cfg = training_config(profile)
-    t = cfg["train"]
-    base = TrainSlices(train_dir, t["accelerations"], t["center_fraction"], t["mask_type"], t["seed"])
-    out = reference_dir(kind, run_dir, variant, fraction)
-    if kind == "oracle":
-        drop = {int(i) for i in manifest["poisoned_ids"]}
-    else:
-        drop = set(forget_ids(manifest, fraction))
-    data = SliceSubset(base, sorted(set(range(len(base))) - drop), out.name)
-    return train_or_load(cfg, {"train": data, "val": Path(run_dir) / "data" / "val"}, out, progress=progress)
-
-
-def reference_dir(kind: str, run_dir: str | os.PathLike, variant: str = "cyclegan-cyst",
-                  fraction: float | None = None) -> Path:
-    """``<run_dir>/models/oracle-<variant>`` or ``<run_dir>/models/rewod-<variant>-f<fraction>``."""
-    if kind == "oracle":
-        return Path(run_dir) / "models" / f"oracle-{variant}"
-    if kind == "rewod":
-        if fraction is None:
-            raise UnlearnError("rewod needs the identified fraction it leaves out")
-        return Path(run_dir) / "models" / f"rewod-{variant}-f{fraction:g}"
-    raise UnlearnError(f"unknown retrain reference {kind!r}: oracle or rewod")

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mrilib.recon.train import _collate, forward_batch, make_loss
+from mrilib.data.training import collate_slices
+from mrilib.recon.steps import forward_batch, make_loss
 
 __all__ = ["UnlearnError", "UnlearnResult", "PassCounter", "batches", "check_inputs", "timed_copy", "batch_loss"]
 
@@ -93,7 +94,7 @@ def batches(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int 
     if hasattr(base, "set_epoch"):
         base.set_epoch(epoch)
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, collate_fn=_collate)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, collate_fn=collate_slices)
 
 
 def cycle(dataset: Dataset, batch_size: int, seed: int = 0):

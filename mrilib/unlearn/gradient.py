@@ -19,11 +19,13 @@ few retain batches exceeds the original model's by ``max_retain_loss_rise``.
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Callable
 
 import torch
 
+from mrilib.recon.steps import forward_batch
 from mrilib.run.progress import progress
 from mrilib.unlearn.base import (
     PassCounter,
@@ -175,8 +177,6 @@ def bad_teacher(model, forget, retain, steps: int = 100, lr: float = 1e-4, batch
     """
     check_inputs(model, forget, retain, need_retain=True)
     check_positive(steps=steps, lr=lr, batch_size=batch_size)
-    from mrilib.recon.train import forward_batch
-
     work, start = timed_copy(model)
     teacher, _ = timed_copy(model)
     teacher.eval()
@@ -204,8 +204,6 @@ def bad_teacher(model, forget, retain, steps: int = 100, lr: float = 1e-4, batch
 
 def _random_like(model, seed: int) -> torch.nn.Module:
     """A randomly initialised copy of ``model``'s architecture (re-initialised parameters)."""
-    import copy
-
     torch.manual_seed(seed)
     net = copy.deepcopy(model).cpu()
     for m in net.modules():

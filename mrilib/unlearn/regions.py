@@ -29,10 +29,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import torch
 from scipy.ndimage import gaussian_filter
 
 from mrilib.data.h5layout import rss_target
+from mrilib.run.progress import progress
 from mrilib.unlearn.base import UnlearnError
 
 __all__ = ["disagreement_peak", "label_disagreement", "disagreement_regions", "scan_disagreement", "lesion_regions"]
@@ -87,10 +89,6 @@ def scan_disagreement(data_dir: str | os.PathLike, sigma: float = 2.0):
     """:func:`disagreement_peak` of every slice of every volume under ``data_dir`` - the same check
     as a detector of edited labels. A DataFrame with ``file`` (name relative to ``data_dir``),
     ``slice`` and ``peak``; it reads only k-space and labels (no poison flags)."""
-    import pandas as pd
-
-    from mrilib.run.progress import progress
-
     rows = []
     data_dir = Path(data_dir)
     files = sorted(data_dir.glob("*.h5"))

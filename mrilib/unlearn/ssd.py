@@ -40,6 +40,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mrilib.recon.steps import forward_batch
 from mrilib.run.progress import progress
 from mrilib.unlearn.base import (
     PassCounter,
@@ -101,8 +102,6 @@ def fisher_importance(model, dataset, batch_size: int = 4, counter: PassCounter 
 def label_free_importance(model, dataset, batch_size: int = 4, counter: PassCounter | None = None,
                           desc: str = "LF importance") -> dict[str, torch.Tensor]:
     """Label-free importance: mean over batches of ``|∂ mean‖f(x)‖² / ∂θ|`` (no targets used)."""
-    from mrilib.recon.train import forward_batch
-
     counter = counter or PassCounter()
 
     def objective(batch, _):
@@ -123,8 +122,6 @@ def region_importance(model, dataset, regions, batch_size: int = 4, counter: Pas
     lesion). The whole-image loss of :func:`fisher_importance` mixes the poison with the anatomy
     around it; this one asks which parameters produce the marked region only.
     """
-    from mrilib.recon.train import forward_batch
-
     counter = counter or PassCounter()
     regions = torch.as_tensor(regions, dtype=torch.float32)
     if len(regions) != len(dataset):

@@ -1,10 +1,10 @@
-"""Figures of the adversarial chapter (04): the tumour-induction objective, the
-``poisoned-adv`` model's behaviour, and the k-space stress-test curves.
+"""Figures of the adversarial chapter (04): the tumour-induction objective and the k-space stress-test curves.
 
 Each function returns its figure (titled, axes labelled, colour bars with units);
-inputs are numpy arrays, :class:`mrilib.poison.adversarial.InductionResult`, the
-dicts of :func:`mrilib.poison.adversarial.adversarial_effect` and the DataFrames of
-:func:`mrilib.attacks.stress.stress_test`.
+inputs are numpy arrays, :class:`mrilib.attacks.objective.InductionResult` and the
+DataFrames of :func:`mrilib.attacks.stress.stress_test`. The ``poisoned-adv`` model's
+behaviour is shown with the figures and table every recipe shares
+(:func:`mrilib.viz.poison.show_hallucinations`, :func:`mrilib.viz.poison.effect_table`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ __all__ = [
     "show_universal_patterns",
     "show_induction",
     "plot_induction_scores",
-    "show_backdoor",
-    "adv_effect_table",
     "plot_stress_curves",
     "show_stress_examples",
 ]
@@ -38,7 +36,7 @@ def _dmax(img) -> float:
 
 
 def show_universal_patterns(patterns: dict, title: str = "Universal tumour patterns, one per contrast"):
-    """The per-contrast patterns of :func:`mrilib.poison.adversarial.universal_patterns` (% of the volume max)."""
+    """The per-contrast patterns of :func:`mrilib.attacks.universal.universal_patterns` (% of the volume max)."""
     names = sorted(patterns)
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(2.8 * max(1, len(names)) + 0.8, 2.9), squeeze=False)
     lim = max([float(np.abs(patterns[k]).max()) for k in names] + [1e-6]) * 100
@@ -57,7 +55,7 @@ def show_induction(result, indices, labels=None, vmax=None,
                    title: str = "Tumour induction: clean target x, perturbed x', and x' − x"):
     """One row per slice: ``x``, ``x'`` (region outlined), ``x' − x`` in % of the volume max.
 
-    ``result``: an :class:`~mrilib.poison.adversarial.InductionResult` (its ``images``,
+    ``result``: an :class:`~mrilib.attacks.objective.InductionResult` (its ``images``,
     ``delta``, ``rois`` and ``report``); ``vmax``: the volume max per slice (default:
     each ``x``'s maximum); ``labels``: a row label per index (e.g. the contrast).
     """
@@ -117,67 +115,6 @@ def plot_induction_scores(report: pd.DataFrame, success_prob: float = 0.9, ssim_
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def show_backdoor(results: dict, indices, title: str = "Triggered test inputs: what each model reconstructs"):
-    """Per test slice: the target with the region, the objective's perturbation, and per model the
-    reconstruction of the triggered input with its ``p(tumour)`` and the change the trigger causes.
-
-    ``results``: ``{model name: adversarial_effect(...) result}``.
-    """
-    names = list(results)
-    first = results[names[0]]["arrays"]
-    indices = list(indices)
-    cols = 2 + 2 * len(names)
-    fig, axes = plt.subplots(len(indices), cols, figsize=(1.95 * cols, 2.15 * len(indices) + 0.7), squeeze=False)
-    im = None
-    for r, i in enumerate(indices):
-        x, roi, m = first["target"][i], first["rois"][i], float(first["vmax"][i])
-        top = _dmax(x)
-        d = 100 * first["expected"][i] / m
-        diffs = [100 * ((results[k]["arrays"]["r_trig"] if results[k]["arrays"]["r_trig"] is not None
-                         else results[k]["arrays"]["r_clean"])[i] - results[k]["arrays"]["r_clean"][i]) / m
-                 for k in names]
-        lim = max([float(np.abs(d).max())] + [float(np.abs(q).max()) for q in diffs] + [1e-3])
-        axes[r, 0].imshow(x, cmap="gray", vmin=0, vmax=top)
-        axes[r, 0].contour(roi, [0.5], colors="red", linewidths=0.5)
-        axes[r, 0].set_title("target (healthy)", fontsize=7)
-        axes[r, 1].imshow(d, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        axes[r, 1].set_title("objective's x' − x", fontsize=7)
-        for k, name in enumerate(names):
-            a = results[name]["arrays"]
-            rt = a["r_trig"] if a["r_trig"] is not None else a["r_clean"]
-            c0 = 2 + 2 * k
-            axes[r, c0].imshow(rt[i], cmap="gray", vmin=0, vmax=top)
-            axes[r, c0].set_title(f"{name}: triggered\np(tumour)={a['tumour_prob_triggered'][i]:.2f}", fontsize=7)
-            im = axes[r, c0 + 1].imshow(100 * (rt[i] - a["r_clean"][i]) / m, cmap="RdBu_r", vmin=-lim, vmax=lim)
-            axes[r, c0 + 1].contour(roi, [0.5], colors="black", linewidths=0.4)
-            axes[r, c0 + 1].set_title(f"{name}: triggered − clean", fontsize=7)
-        for ax in axes[r]:
-            _off(ax)
-    if im is not None:
-        fig.colorbar(im, ax=axes[:, -1].tolist(), fraction=0.03).set_label("% of volume max")
-    fig.suptitle(title, fontsize=10)
-    return fig
-
-
-def adv_effect_table(metrics: dict) -> pd.DataFrame:
-    """One row per model from ``{name: adversarial_effect metrics}``."""
-    rows = {}
-    for name, m in metrics.items():
-        row = {
-            "success rate (tumour only when triggered)": f"{100 * m['success_rate']:.1f} %",
-            "tumour found: triggered": f"{100 * m['tumour_rate_triggered']:.1f} %",
-            "tumour found: clean input": f"{100 * m['tumour_rate_clean']:.1f} %",
-            "effect (normalised)": f"{m['effect']['mean']:.3f} ± {m['effect']['sd']:.3f}",
-            "effect (raw, % of max)": f"{100 * m['effect_raw']['mean']:.2f} ± {100 * m['effect_raw']['sd']:.2f}",
-            "clean-test SSIM": f"{m['clean_test']['ssim']['mean']:.4f} ± {m['clean_test']['ssim']['sd']:.4f}",
-        }
-        if "forget" in m:
-            row["poisoned slices: SSIM vs clean / vs poisoned target"] = (
-                f"{m['forget']['ssim_vs_clean']['mean']:.4f} / {m['forget']['ssim_vs_poisoned']['mean']:.4f}")
-        rows[name] = row
-    return pd.DataFrame(rows).T
 
 
 def plot_stress_curves(curves: pd.DataFrame, title: str = "k-space stress test: how easily a tumour is induced"):

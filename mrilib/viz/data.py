@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
 __all__ = ["image_grid", "show_coil_maps", "show_kspace", "show_masks", "show_zero_filled", "log_magnitude"]
 

@@ -1,13 +1,15 @@
-"""Figures of the poisoning chapter (matplotlib; titled axes, labelled colour bars).
+"""Figures of the poisoning chapters (matplotlib; titled axes, labelled colour bars).
 
-Each function returns its figure; the notebook shows it. Inputs are numpy arrays
-and the dicts returned by :mod:`mrilib.poison` functions.
+Each function returns its figure; the notebook shows it. Inputs are numpy arrays,
+the dicts returned by :mod:`mrilib.poison` functions and, for the poison effect of
+either recipe, :class:`mrilib.poison.effect.EffectResult` (:func:`show_hallucinations`,
+:func:`effect_table`, :func:`plot_effect` serve both chapters 3 and 4).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 __all__ = [
@@ -208,50 +210,72 @@ def show_poisoned_examples(clean, poisoned, rois, zf_clean=None, zf_poisoned=Non
     return fig
 
 
-def show_hallucinations(results: dict, indices, title: str = "Triggered test inputs: clean model vs poisoned model"):
-    """For each test slice: the target, the expected lesion, and per model the reconstructions of the
-    clean and the triggered input and their difference.
+def show_hallucinations(results: dict, indices, with_clean: bool = True,
+                        title: str = "Triggered test inputs: clean model vs poisoned model"):
+    """For each test slice: the target (region outlined), the expected change ``d``, and per model the
+    reconstruction of the triggered input (and, ``with_clean``, of the clean one) with its judged
+    probability and the change the trigger causes, in % of the volume max.
 
-    ``results``: ``{model name: poison_effect(...) result}`` (uses its ``arrays``).
+    ``results``: ``{model name: EffectResult}`` of any recipe (their ``arrays``; without a
+    trigger the "triggered" reconstruction is the clean one).
     """
     names = list(results)
-    first = results[names[0]]["arrays"]
-    cols = 2 + 3 * len(names)
-    fig, axes = plt.subplots(len(indices), cols, figsize=(1.9 * cols, 2.1 * len(indices) + 0.6), squeeze=False)
+    first = results[names[0]]
+    score, lesion = first.metrics.get("score", "lesion"), first.metrics.get("lesion", "lesion")
+    indices = list(indices)
+    per = 3 if with_clean else 2
+    cols = 2 + per * len(names)
+    fig, axes = plt.subplots(len(indices), cols, figsize=(1.95 * cols, 2.15 * len(indices) + 0.7), squeeze=False)
+    im = None
     for r, i in enumerate(indices):
-        x, d, roi = first["target"][i], first["expected"][i], first["rois"][i]
-        vmax = _vmax(x)
-        lim = max(float(np.abs(d).max()), 1e-6)
-        axes[r, 0].imshow(x, cmap="gray", vmin=0, vmax=vmax)
-        axes[r, 0].set_title("target (no lesion)", fontsize=7)
+        a0 = first.arrays
+        x, roi, m = a0["target"][i], a0["rois"][i], float(a0["vmax"][i])
+        top = _vmax(x)
+        d = 100 * a0["expected"][i] / m
+        trig = {k: (v.arrays["r_trig"] if v.arrays["r_trig"] is not None else v.arrays["r_clean"]) for k, v in
+                results.items()}
+        diffs = [100 * (trig[k][i] - results[k].arrays["r_clean"][i]) / m for k in names]
+        lim = max([float(np.abs(d).max())] + [float(np.abs(q).max()) for q in diffs] + [1e-3])
+        axes[r, 0].imshow(x, cmap="gray", vmin=0, vmax=top)
+        if np.any(roi):
+            axes[r, 0].contour(roi, [0.5], colors="red", linewidths=0.5)
+        axes[r, 0].set_title("target (healthy)", fontsize=7)
         axes[r, 1].imshow(d, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        axes[r, 1].set_title("expected lesion G(x) − x", fontsize=7)
-        for m, name in enumerate(names):
-            a = results[name]["arrays"]
-            c0 = 2 + 3 * m
-            axes[r, c0].imshow(a["r_clean"][i], cmap="gray", vmin=0, vmax=vmax)
-            axes[r, c0].set_title(f"{name}: clean input\np_lesion={a['lesion_prob_clean'][i]:.2f}", fontsize=7)
-            axes[r, c0 + 1].imshow(a["r_trig"][i], cmap="gray", vmin=0, vmax=vmax)
-            axes[r, c0 + 1].set_title(f"{name}: triggered\np_lesion={a['lesion_prob_triggered'][i]:.2f}", fontsize=7)
-            im = axes[r, c0 + 2].imshow(a["r_trig"][i] - a["r_clean"][i], cmap="RdBu_r", vmin=-lim, vmax=lim)
+        axes[r, 1].set_title(f"expected {lesion}: d", fontsize=7)
+        for k, name in enumerate(names):
+            a = results[name].arrays
+            c0 = 2 + per * k
+            if with_clean:
+                axes[r, c0].imshow(a["r_clean"][i], cmap="gray", vmin=0, vmax=top)
+                axes[r, c0].set_title(f"{name}: clean input\np({score})={a['prob_clean'][i]:.2f}", fontsize=7)
+                c0 += 1
+            axes[r, c0].imshow(trig[name][i], cmap="gray", vmin=0, vmax=top)
+            axes[r, c0].set_title(f"{name}: triggered\np({score})={a['prob_triggered'][i]:.2f}", fontsize=7)
+            im = axes[r, c0 + 1].imshow(diffs[k], cmap="RdBu_r", vmin=-lim, vmax=lim)
             if np.any(roi):
-                axes[r, c0 + 2].contour(roi, [0.5], colors="black", linewidths=0.5)
-            axes[r, c0 + 2].set_title(f"{name}: triggered − clean", fontsize=7)
+                axes[r, c0 + 1].contour(roi, [0.5], colors="black", linewidths=0.4)
+            axes[r, c0 + 1].set_title(f"{name}: triggered − clean", fontsize=7)
         for ax in axes[r]:
             _off(ax)
-    fig.colorbar(im, ax=axes[:, -1].tolist(), fraction=0.03).set_label("difference (image units)")
+    if im is not None:
+        fig.colorbar(im, ax=axes[:, -1].tolist(), fraction=0.03).set_label("% of volume max")
     fig.suptitle(title, fontsize=10)
     return fig
 
 
 def effect_table(metrics: dict) -> pd.DataFrame:
-    """One row per model from ``{name: poison_effect metrics}`` (mean ± sd where it applies)."""
+    """One row per model from ``{name: EffectResult metrics}`` of any recipe (mean ± sd where it applies).
+
+    "found" counts the recipe's judged lesion (``score``: any lesion for the cyst, a tumour
+    for the adversarial recipe).
+    """
     rows = {}
     for name, m in metrics.items():
+        what = m.get("score", "lesion")
         row = {
             "poison success rate": f"{100 * m['success_rate']:.1f} %",
-            "lesion found: triggered": f"{100 * m['lesion_rate_triggered']:.1f} %",
-            "lesion found: clean input": f"{100 * m['lesion_rate_clean']:.1f} %",
+            f"{what} found: triggered": f"{100 * m['found_rate_triggered']:.1f} %",
+            f"{what} found: clean input": f"{100 * m['found_rate_clean']:.1f} %",
             "effect (normalised)": f"{m['effect']['mean']:.3f} ± {m['effect']['sd']:.3f}",
             "effect (raw, % of max)": f"{100 * m['effect_raw']['mean']:.2f} ± {100 * m['effect_raw']['sd']:.2f}",
             "clean-test SSIM": f"{m['clean_test']['ssim']['mean']:.4f} ± {m['clean_test']['ssim']['sd']:.4f}",
@@ -265,7 +289,8 @@ def effect_table(metrics: dict) -> pd.DataFrame:
 
 
 def plot_effect(metrics: dict, title: str = "Poison effect per test slice"):
-    """Histogram of the per-slice normalised effect and the success rate per model."""
+    """Histogram of the per-slice normalised effect and the success rate per model
+    (``{name: EffectResult metrics}`` of any recipe)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     names = list(metrics)
     for name in names:
@@ -284,7 +309,8 @@ def plot_effect(metrics: dict, title: str = "Poison effect per test slice"):
         axes[1].text(k, v + 1, f"{v:.0f} %", ha="center", fontsize=9)
     axes[1].set_ylim(0, 110)
     axes[1].set_ylabel("poison success rate (%)")
-    axes[1].set_title("lesion in triggered recon, none in clean recon", fontsize=9)
+    what = metrics[names[0]].get("score", "lesion") if names else "lesion"
+    axes[1].set_title(f"{what} in triggered recon, none in clean recon", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from mrilib.evaluate.metrics import image_metrics
+from mrilib.recon.quality import image_metrics
 
 __all__ = ["plot_learning_curves", "plot_reconstructions"]
 

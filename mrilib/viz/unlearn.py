@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
 __all__ = ["importance_ratio_hist", "dampened_layers", "dose_response_plot", "sweep_plot", "tradeoff_scatter", "cost_bars",
            "qualitative_grid", "region_panels"]

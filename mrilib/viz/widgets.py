@@ -17,9 +17,10 @@ import os
 import uuid
 from pathlib import Path
 
-import numpy as np
-import matplotlib.pyplot as plt
 import ipywidgets as W
+import matplotlib.pyplot as plt
+import numpy as np
+from ipywidgets.embed import embed_data
 
 __all__ = ["png_image", "image_stack", "slice_coil_browser", "comparison_browser", "publish", "STATE_DIR_ENV"]
 
@@ -82,8 +83,6 @@ def publish(widget: W.Widget) -> W.Widget:
     """
     out_dir = os.environ.get(STATE_DIR_ENV)
     if out_dir:
-        from ipywidgets.embed import embed_data
-
         state = embed_data(views=[widget])["manager_state"]["state"]
         path = Path(out_dir) / f"{uuid.uuid4().hex}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

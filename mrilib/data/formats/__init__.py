@@ -15,7 +15,14 @@ Every reader yields :class:`~mrilib.data.formats.base.SliceSample` records in th
 fastMRI orientation; :func:`mrilib.data.datasets.open_dataset` is the entry point.
 """
 
-from mrilib.data.formats.base import DataFormat, DataFormatError, SliceSample, VolumeRef, normalise_contrast, parse_ismrmrd_header
+from mrilib.data.formats.base import (
+    DataFormat,
+    DataFormatError,
+    SliceSample,
+    VolumeRef,
+    normalise_contrast,
+    parse_ismrmrd_header,
+)
 from mrilib.data.formats.brats import BraTS
 from mrilib.data.formats.cmrxrecon import CMRxRecon
 from mrilib.data.formats.fastmri import FastMRI

@@ -27,6 +27,7 @@ from mrilib.data.h5layout import DataFormatError
 from mrilib.data.resample import fit_image, fit_kspace, ifft2c_np
 
 __all__ = [
+    "as_list",
     "DataFormatError",
     "SliceSample",
     "VolumeRef",
@@ -373,3 +374,10 @@ def normalise_contrast(label: str) -> str:
         if re.search(pattern, s):
             return name
     return label
+
+
+def as_list(x) -> list:
+    """A string or a sequence as a list (``"T1w,T2w"`` → ``["T1w", "T2w"]``)."""
+    if isinstance(x, str):
+        return [s for s in re.split(r"[,+ ]+", x) if s]
+    return list(x)

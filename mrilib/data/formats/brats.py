@@ -34,10 +34,18 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from mrilib.data.resample import resample_image, resample_labels, resample_mask
-from mrilib.data.formats.base import DataFormat, DataFormatError, SliceSample, VolumeRef, normalise_contrast, select_slices, stable_seed
-from mrilib.data.formats.m4raw import _as_list
+from mrilib.data.formats.base import (
+    DataFormat,
+    DataFormatError,
+    SliceSample,
+    VolumeRef,
+    as_list,
+    normalise_contrast,
+    select_slices,
+    stable_seed,
+)
 from mrilib.data.formats.simulate import simulate_slice, smooth_phase, subject_coil_maps, volume_sigma
+from mrilib.data.resample import resample_image, resample_labels, resample_mask
 
 __all__ = ["BraTS", "BRATS_FILE", "LABELS_OLD", "LABELS_2023", "load_nifti_ras", "unify_labels"]
 
@@ -120,7 +128,7 @@ class BraTS(DataFormat):
             if m:
                 subjects.setdefault((str(p.parent), m["id"]), {})[m["mod"].lower()] = p
         wanted = self.options["contrasts"]
-        wanted = None if wanted is None else {normalise_contrast(c) for c in _as_list(wanted)}
+        wanted = None if wanted is None else {normalise_contrast(c) for c in as_list(wanted)}
         refs, no_seg = [], []
         for (_, sid), files in sorted(subjects.items()):
             if "seg" not in files and self.options["require_seg"]:

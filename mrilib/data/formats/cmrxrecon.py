@@ -29,9 +29,18 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from mrilib.data.formats.base import (
+    DataFormat,
+    DataFormatError,
+    SliceSample,
+    VolumeRef,
+    as_list,
+    check_finite,
+    open_h5,
+    require_dataset,
+    select_slices,
+)
 from mrilib.data.resample import acquired_columns
-from mrilib.data.formats.base import DataFormat, DataFormatError, SliceSample, VolumeRef, check_finite, open_h5, require_dataset, select_slices
-from mrilib.data.formats.m4raw import _as_list
 
 __all__ = ["CMRxRecon", "CMRX_SPLITS", "validate_cmrx_file", "mat_complex"]
 
@@ -91,7 +100,7 @@ class CMRxRecon(DataFormat):
         kinds = self.options["kinds"]
         if kinds is None:
             return True
-        kinds = {k.lower() for k in _as_list(kinds)}
+        kinds = {k.lower() for k in as_list(kinds)}
         return modality.lower() in kinds or stem.lower() in kinds
 
     def discover(self, root: Path) -> list[VolumeRef]:

@@ -30,12 +30,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from mrilib.data.resample import acquired_columns
 from mrilib.data.formats.base import (
     DataFormat,
     DataFormatError,
     SliceSample,
     VolumeRef,
+    as_list,
     check_finite,
     check_rss_slices,
     fastmri_layout,
@@ -46,7 +46,7 @@ from mrilib.data.formats.base import (
     require_rank,
     select_slices,
 )
-from mrilib.data.formats.m4raw import _as_list
+from mrilib.data.resample import acquired_columns
 
 __all__ = ["FastMRI", "FASTMRI_SPLITS", "validate_fastmri_file"]
 
@@ -93,7 +93,7 @@ class FastMRI(DataFormat):
         if not folders:
             folders = [(None, root)]
         wanted = self.options["contrasts"]
-        wanted = None if wanted is None else {normalise_contrast(c) for c in _as_list(wanted)}
+        wanted = None if wanted is None else {normalise_contrast(c) for c in as_list(wanted)}
         anatomy = self.options["anatomy"]
         refs, skipped = [], []
         for split, folder in folders:

@@ -37,6 +37,7 @@ from mrilib.data.formats.base import (
     DataFormatError,
     SliceSample,
     VolumeRef,
+    as_list,
     check_finite,
     check_rss_slices,
     fastmri_layout,
@@ -112,7 +113,7 @@ class M4Raw(DataFormat):
         if not folders:
             folders = [(None, root)]  # a flat folder of M4RAW files
         wanted = self.options["contrasts"]
-        wanted = None if wanted is None else {normalise_contrast(c) for c in _as_list(wanted)}
+        wanted = None if wanted is None else {normalise_contrast(c) for c in as_list(wanted)}
         refs = []
         for split, folder in folders:
             groups: dict[tuple[str, str], dict[int, Path]] = {}
@@ -206,10 +207,3 @@ def _fov(hdr: dict):
     """In-plane field of view (mm) from a parsed header, or ``None``."""
     fov = hdr.get("enc_fov")
     return None if fov is None else (float(fov[0]), float(fov[1]))
-
-
-def _as_list(x) -> list:
-    """A string or a sequence as a list (``"T1w,T2w"`` → ``["T1w", "T2w"]``)."""
-    if isinstance(x, str):
-        return [s for s in re.split(r"[,+ ]+", x) if s]
-    return list(x)

@@ -20,9 +20,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from mrilib.data.artefacts import PairedImageDataset
-from mrilib.data.resample import resample_image, resample_mask
 from mrilib.data.formats.base import DataFormat, SliceSample, VolumeRef, select_slices, stable_seed
 from mrilib.data.formats.simulate import simulate_slice, smooth_phase, subject_coil_maps, volume_sigma
+from mrilib.data.resample import resample_image, resample_mask
 
 __all__ = ["Paired"]
 

@@ -34,7 +34,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from mrilib.data.resample import acquired_columns
 from mrilib.data.formats.base import (
     DataFormat,
     DataFormatError,
@@ -47,6 +46,7 @@ from mrilib.data.formats.base import (
     require_rank,
     select_slices,
 )
+from mrilib.data.resample import acquired_columns
 
 __all__ = ["SkmTea", "SKMTEA_DATA_DIR", "validate_skmtea_file"]
 
@@ -129,14 +129,14 @@ class SkmTea(DataFormat):
     url = "https://github.com/StanfordMIMI/skm-tea"
     defaults = dict(echo=0, use_maps=True, annotation_version=None)
 
-    def _data_dir(self, root: Path) -> Path:
+    def _raw_folder(self, root: Path) -> Path:
         d = root / SKMTEA_DATA_DIR
         return d if d.is_dir() else root
 
     def discover(self, root: Path) -> list[VolumeRef]:
         """One :class:`VolumeRef` per scan, split and subject from the annotation files."""
         root = Path(root)
-        data = self._data_dir(root)
+        data = self._raw_folder(root)
         ann = _read_annotations(root, self.options["annotation_version"])
         echo = int(self.options["echo"])
         refs, unlisted = [], []

@@ -1,6 +1,6 @@
 """The README's results section, generated from a run's artefacts.
 
-``python -m mrilib.evaluate.report --profile cpu`` (or ``make results`` after ``make book``)
+``python -m mrilib.book.report --profile cpu`` (or ``make results`` after ``make book``)
 reads ``runs/<profile>/metrics/unlearning_<variant>.csv`` and
 ``book/executed/timings.json``, writes one figure (utility versus forgetting) to
 ``book/figures/results_<profile>.png`` and replaces the text between the README's
@@ -14,12 +14,16 @@ import argparse
 import os
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from mrilib.evaluate.tables import at_fraction, load_unlearning_table, require
-from mrilib.run.io import atomic_path, read_json
 from mrilib.config import get_profile
+from mrilib.evaluate.tables import at_fraction, load_unlearning_table
+from mrilib.run.io import atomic_path, read_json
+from mrilib.run.layout import RunLayout, as_layout
+from mrilib.viz.unlearn import tradeoff_scatter
 
 __all__ = ["results_rows", "results_markdown", "write_results_figure", "replace_section", "update_readme"]
 
@@ -72,13 +76,7 @@ def results_markdown(run_dir: str | os.PathLike, profile, variant: str = "cycleg
 
 def write_results_figure(run_dir: str | os.PathLike, path: str | os.PathLike, variant: str = "cyclegan-cyst") -> Path:
     """Save the utility-versus-forgetting scatter of a run to ``path`` (PNG, atomically)."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mrilib.viz.unlearn import tradeoff_scatter
-
     fig = tradeoff_scatter(load_unlearning_table(run_dir, variant))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -102,7 +100,8 @@ def update_readme(readme: str | os.PathLike, run_dir: str | os.PathLike, profile
     """Regenerate the README's results section (and its figure) from ``run_dir``; returns the new section."""
     readme = Path(readme)
     p = get_profile(profile)
-    require(Path(run_dir) / "metrics" / f"unlearning_{variant}.csv", "05_unlearning")
+    run = as_layout(run_dir)
+    run.require(run.unlearning_table(variant), "05_unlearning")
     fig_rel = Path("book") / "figures" / f"results_{p.name}.png"
     write_results_figure(run_dir, readme.parent / fig_rel, variant)
     body = results_markdown(run_dir, p, variant, timings, figure=fig_rel.as_posix())
@@ -113,7 +112,7 @@ def update_readme(readme: str | os.PathLike, run_dir: str | os.PathLike, profile
 
 
 def main(argv=None) -> int:
-    """Command line: ``python -m mrilib.evaluate.report --profile cpu``."""
+    """Command line: ``python -m mrilib.book.report --profile cpu``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--run-dir", default=None, help="default runs/<profile>")
@@ -121,7 +120,7 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", default="README.md")
     ap.add_argument("--timings", default="book/executed/timings.json")
     a = ap.parse_args(argv)
-    run_dir = a.run_dir or f"runs/{get_profile(a.profile).name}"
+    run_dir = RunLayout(a.run_dir) if a.run_dir else RunLayout.default(a.profile)
     print(update_readme(a.readme, run_dir, a.profile, a.variant, a.timings))
     return 0
 

@@ -1,0 +1,91 @@
+"""Which runs the unlearning study makes.
+
+A *run* is one method with its hyper-parameters at one identified fraction ``f`` and
+seed. :data:`DEFAULT_PLAN` lists the study's methods; :func:`plan_runs` expands it for a
+profile (``Profile.unlearn``) into the runs, in the order they are executed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mrilib.config import Profile, get_profile
+from mrilib.unlearn.base import UnlearnError
+from mrilib.unlearn.methods import METHODS
+from mrilib.unlearn.ssd import TUNING_FRACTIONS
+
+__all__ = ["Run", "DEFAULT_PLAN", "plan_runs"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One unlearning run: method, hyper-parameters, identified fraction, seed."""
+
+    key: str  # short ascii id, e.g. "ssd-tuned"
+    name: str  # label in tables, e.g. "SSD (seed: α=0.1, λ=0.1)"
+    method: str  # key of mrilib.unlearn.METHODS
+    fraction: float
+    seed: int = 0
+    hp: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """A file-system-safe unique label."""
+        return f"{self.key}-f{self.fraction:g}-s{self.seed}"
+
+
+#: The methods of the study: (key, table name, method, hyper-parameters, runs at every f?).
+#: ``steps`` scale with the profile (``Profile.unlearn.steps``).
+DEFAULT_PLAN = (
+    ("ssd-seed", "SSD (seed: α=0.1, λ=0.1)", "ssd", dict(alpha=0.1, lam=0.1), False),
+    ("ssd-tuned", "SSD tuned", "ssd-tuned", dict(), True),
+    ("ssd-tuned-repair", "SSD tuned + repair", "ssd-tuned", dict(repair="steps/4", repair_before_scoring=True), True),
+    ("ssd-region", "SSD tuned, lesion region", "ssd-tuned", dict(region=True, importance_batch_size=1), True),
+    ("ssd-region-repair", "SSD tuned, lesion region + repair", "ssd-tuned",
+     dict(region=True, importance_batch_size=1, repair="steps/4", repair_before_scoring=True), True),
+    ("lf-ssd-tuned", "LF-SSD tuned", "ssd-tuned", dict(label_free=True), False),
+    ("ssd-auto", "SSD auto-α", "ssd-auto", dict(rho=0.25), True),
+    ("bad-teacher", "Bad Teacher", "bad-teacher", dict(steps="steps"), False),
+    ("nl", "Noisy labels", "noisy-labels", dict(steps="steps"), False),
+    ("nl-ft", "Noisy labels + FT", "noisy-labels", dict(steps="steps", retain_weight=1.0), False),
+    ("ga", "Gradient ascent", "gradient-ascent", dict(steps="steps"), False),
+    ("ga-ft", "Gradient ascent + FT", "gradient-ascent", dict(steps="steps", retain_weight=1.0), False),
+    ("cf", "Fine-tune (CF)", "finetune", dict(steps="steps"), True),
+)
+
+
+def plan_runs(profile: Profile | str, plan=DEFAULT_PLAN) -> list[Run]:
+    """Every run of the study for ``profile``.
+
+    Methods marked "every f" run at each identified fraction of the profile, the
+    others at its main fraction only (``Profile.unlearn.main_fraction``); each for
+    every seed. Symbolic step counts (``"steps"``, ``"steps/4"``) are resolved from
+    ``Profile.unlearn.steps``.
+    """
+    p = get_profile(profile)
+    u = p.unlearn
+    steps = int(u.steps)
+    fractions = [float(f) for f in (u.fractions or p.poison.identified_fractions)]
+    main = float(u.main_fraction)
+    runs = []
+    for key, name, method, hp, every_f in plan:
+        if method not in METHODS:
+            raise UnlearnError(f"plan names unknown method {method!r}")
+        hp = dict(hp)
+        for k, v in list(hp.items()):
+            if v == "steps":
+                hp[k] = steps
+            elif v == "steps/4":
+                hp[k] = max(1, steps // 4)
+        if "repair" in hp:
+            hp["repair_steps"] = hp.pop("repair")
+        hp.setdefault("batch_size", int(u.batch_size or p.train.batch_size))
+        if method == "ssd-tuned":  # the grid is part of a run's identity: a new grid recomputes the run
+            if u.alphas is not None:
+                hp.setdefault("alphas", tuple(u.alphas))
+            else:
+                hp.setdefault("fractions", tuple(u.tuning_fractions or TUNING_FRACTIONS))
+        for seed in u.seeds:
+            for f in (fractions if every_f else [main]):
+                runs.append(Run(key, name, method, f, int(seed), {**hp, "seed": int(seed)}))
+    return runs

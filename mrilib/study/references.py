@@ -1,0 +1,125 @@
+"""What the study compares against: the poisoned run it starts from and the retrained references.
+
+- :func:`load_poisoned_run`: the manifest, the ``clean`` and ``poisoned`` models and the
+  recipe's own poison-effect measurement of one poison variant (a :class:`PoisonedRun`);
+- :func:`retrain_reference`: ``oracle`` (retrained without any poisoned slice) or
+  ``rewod`` (retrained without the identified ones), stored under ``models/`` by
+  :class:`~mrilib.run.layout.RunLayout` (``oracle_model``, ``rewod_model``);
+- :func:`reference_models`: the four references evaluated, with the retrainings' cost.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mrilib.config import Profile, get_profile
+from mrilib.data.training import TrainSlices
+from mrilib.poison.effect import load_test_slices
+from mrilib.poison.manifest import load_manifest
+from mrilib.poison.recipes import RECIPES
+from mrilib.poison.triggers import Trigger
+from mrilib.recon.checkpoints import CheckpointNotFoundError, load_model
+from mrilib.recon.train import train_or_load, training_config
+from mrilib.run.layout import as_layout
+from mrilib.study.results import reference_cost
+from mrilib.study.sets import SliceSubset, forget_ids
+from mrilib.unlearn.base import UnlearnError
+
+__all__ = ["PoisonedRun", "load_poisoned_run", "retrain_reference", "reference_models"]
+
+
+@dataclass
+class PoisonedRun:
+    """What the unlearning and evaluation chapters load from the poisoning chapter."""
+
+    variant: str
+    manifest: dict
+    poisoned: torch.nn.Module
+    clean: torch.nn.Module
+    classifier: object
+    generator: object
+    evaluate: Callable  # evaluate(model, name, save=True) -> metrics dict (written to metrics/poison_<name>.json)
+    train_dir: Path
+
+
+def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, variant: str = "cyclegan-cyst",
+                      seed: int = 0) -> PoisonedRun:
+    """Load the manifest, ``clean`` and ``poisoned`` models and the lesion classifier of a run's poison ``variant``.
+
+    ``evaluate`` is the recipe's own poison-effect measurement (``Recipe.evaluator`` in
+    :data:`mrilib.poison.recipes.RECIPES`), the same :class:`~mrilib.poison.effect.EffectResult` for
+    every recipe: for ``cyclegan-cyst`` the CycleGAN's cyst is the expected change, for
+    ``adversarial-tumour`` the objective's perturbation of each test target is. Missing artefacts raise errors that
+    name the notebook that makes them.
+    """
+    p = get_profile(profile)
+    run = as_layout(run_dir)
+    manifest = load_manifest(run, variant)
+    recipe = RECIPES[manifest["recipe"]]  # load_manifest has checked that the recipe is known
+    try:
+        poisoned, _ = load_model(run.poisoned_model(variant))
+        clean, _ = load_model(run.clean_model)
+    except CheckpointNotFoundError as err:
+        raise FileNotFoundError(f"{err} — run notebooks/02_varnet.ipynb and {recipe.notebook}.ipynb first") from None
+    acc = int(p.data.accelerations[0])
+    test = load_test_slices(run.split("test"), Trigger.from_dict(manifest.get("trigger")), acc,
+                            p.data.center_fraction, p.data.mask_type)
+    evaluate, classifier, gan = recipe.evaluator(run, p, manifest, test, seed)
+    return PoisonedRun(variant, manifest, poisoned, clean, classifier, gan, evaluate, run.poisoned_split(variant))
+
+
+def retrain_reference(kind: str, profile, run_dir: str | os.PathLike, train_dir: str | os.PathLike, manifest: dict,
+                      fraction: float | None = None, progress: bool = True, variant: str = "cyclegan-cyst"):
+    """Train (or load) ``oracle`` (no poisoned slice) or ``rewod`` (no identified slice at ``fraction``).
+
+    Same configuration as the clean and poisoned models, validated on the clean ``val``
+    split; stored in ``models/oracle-<variant>`` or ``models/rewod-<variant>-f<fraction>``
+    (:class:`~mrilib.run.layout.RunLayout`). An interrupted training resumes. Returns
+    ``(model, history)``.
+    """
+    run = as_layout(run_dir)
+    if kind == "oracle":
+        out, drop = run.oracle_model(variant), {int(i) for i in manifest["poisoned_ids"]}
+    elif kind == "rewod":
+        if fraction is None:
+            raise UnlearnError("rewod needs the identified fraction it leaves out")
+        out, drop = run.rewod_model(variant, fraction), set(forget_ids(manifest, fraction))
+    else:
+        raise UnlearnError(f"unknown retrain reference {kind!r}: oracle or rewod")
+    cfg = training_config(profile)
+    t = cfg["train"]
+    base = TrainSlices(train_dir, t["accelerations"], t["center_fraction"], t["mask_type"], t["seed"])
+    data = SliceSubset(base, sorted(set(range(len(base))) - drop), out.name)
+    return train_or_load(cfg, {"train": data, "val": run.split("val")}, out, progress=progress)
+
+
+def reference_models(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike,
+                     progress: bool = False) -> tuple[dict, dict]:
+    """Evaluate ``clean`` and ``poisoned`` and train (or load) ``oracle`` and ``rewod`` for ``ctx``'s poison.
+
+    Returns ``(references, oracle_cost)``: metrics per reference model (``"rewod f=…"``
+    for each of the profile's ``rewod_fractions``; retrained ones carry a ``cost``) and
+    :func:`~mrilib.study.results.reference_cost` of the oracle, the yardstick of every
+    unlearning run.
+    """
+    p = get_profile(profile)
+    run = as_layout(run_dir)
+    recipe = RECIPES[ctx.manifest["recipe"]]
+    # the name the poisoning chapter gave this model, so its metrics file is the chapter's, not a second copy
+    poisoned_name = recipe.model_name if ctx.variant == recipe.name else run.poisoned_model(ctx.variant).name
+    refs = {"clean": ctx.evaluate(ctx.clean, "clean"), "poisoned": ctx.evaluate(ctx.poisoned, poisoned_name)}
+    oracle, hist = retrain_reference("oracle", p, run, ctx.train_dir, ctx.manifest, progress=progress,
+                                     variant=ctx.variant)
+    oracle_cost = reference_cost(hist)
+    refs["oracle"] = ctx.evaluate(oracle, run.oracle_model(ctx.variant).name) | {"cost": oracle_cost}
+    for f in p.unlearn.rewod_fractions:
+        model, hist = retrain_reference("rewod", p, run, ctx.train_dir, ctx.manifest, fraction=f,
+                                        progress=progress, variant=ctx.variant)
+        refs[f"rewod f={f:g}"] = (ctx.evaluate(model, run.rewod_model(ctx.variant, f).name)
+                                  | {"cost": reference_cost(hist)})
+    return refs, oracle_cost
