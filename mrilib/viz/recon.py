@@ -25,7 +25,7 @@ def plot_learning_curves(history: dict, title: str = "E2E VarNet training", smoo
     """Loss per optimiser step with validation per epoch, validation PSNR, learning rate.
 
     Args:
-        history: the dict of ``history.json`` (:func:`mrilib.recon.train.read_history`).
+        history: the dict of ``history.json`` (:func:`mrilib.recon.checkpoints.read_history`).
         smooth: moving-average window for the per-step loss (default: ~1/2 epoch).
 
     Returns:
