@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from mrilib.book import pipeline, publish
+from mrilib.run.layout import RunLayout
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_MIME = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
@@ -114,6 +115,21 @@ def test_unknown_profile_is_refused(capsys):
     """A typo in --profile fails before anything runs, naming the known profiles."""
     assert pipeline.main(["--profile", "nope", "--root", str(REPO_ROOT)]) == 2
     assert "smoke" in capsys.readouterr().err
+
+
+def test_a_locked_run_folder_is_refused_before_anything_runs(tmp_path, capsys):
+    """Two runs of the book on one run folder would overwrite each other's artefacts: the second stops at once."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "01_x.ipynb").write_text("{}")
+    (tmp_path / "_config.yml").write_text("title: x\n")
+    stale = tmp_path / "runs" / "smoke" / "metrics" / ".a.json.x.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("partial")
+    with RunLayout(tmp_path / "runs" / "smoke").lock():
+        assert pipeline.main(["--profile", "smoke", "--root", str(tmp_path), "--no-html"]) == 1
+    assert "in use by another run" in capsys.readouterr().err
+    assert stale.exists()  # nothing of the locked run was touched
+    assert not (tmp_path / "book" / "executed" / "01_x.ipynb").exists()
 
 
 def test_toc_lists_every_notebook():

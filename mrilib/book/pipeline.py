@@ -47,6 +47,7 @@ from pathlib import Path
 from mrilib.book.publish import embed_widget_state, finalise_notebook
 from mrilib.config import default_run_dir, get_profile
 from mrilib.run.io import write_json
+from mrilib.run.layout import RunLockedError, as_layout
 from mrilib.run.progress import BATCH_ENV
 from mrilib.viz.widgets import STATE_DIR_ENV
 
@@ -240,8 +241,13 @@ def execute_notebooks(
     width = max(len(nb.stem) for nb in notebooks)
     seconds: dict[str, float] = {}
     state_dir = executed_dir / ".widget-state"
-    shutil.rmtree(state_dir, ignore_errors=True)
-    with _kernel_environment(state_dir), _ipc_kernels() as engine_kwargs:
+    run = as_layout(root / parameters["run_dir"])
+    with run.lock(), _kernel_environment(state_dir), _ipc_kernels() as engine_kwargs:
+        stale = run.remove_stale_temporaries(older_than_s=0)  # the lock is ours: no other run is writing
+        if stale:
+            print(f"removed {len(stale)} temporary file(s) an interrupted run left in {parameters['run_dir']}",
+                  flush=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
         for i, nb in enumerate(notebooks, 1):
             final = executed_dir / nb.name
             partial = executed_dir / f".{nb.stem}.partial.ipynb"
@@ -446,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_html:
             build_book(root, build_dir=args.build_dir, warnings_as_errors=not args.allow_warnings,
                        quiet=not args.verbose)
-    except (NotebookError, BookBuildError, ValueError) as exc:
+    except (NotebookError, BookBuildError, RunLockedError, ValueError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
     print(f"Done in {time.perf_counter() - start:.1f} s.")
