@@ -23,7 +23,7 @@ class Run:
 
     key: str  # short ascii id, e.g. "ssd-tuned"
     name: str  # label in tables, e.g. "SSD (seed: α=0.1, λ=0.1)"
-    method: str  # key of mrilib.unlearn.METHODS
+    method: str  # key of mrilib.unlearn.methods.METHODS
     fraction: float
     seed: int = 0
     hp: dict = field(default_factory=dict)
