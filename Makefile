@@ -10,6 +10,11 @@ DATASET ?= embedded
 TORCH_SPEC ?= torch==2.13.0
 
 comma := ,
+# The data arguments of `make book` / `make notebooks`: each is passed whenever it is set, so the
+# pipeline itself refuses a dataset without its folder (or a folder without its format) up front.
+DATA_ARGS = $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)") $(if $(filter-out embedded,$(DATASET)),--dataset $(DATASET))
+# `jupyter lab` refuses to run as root (containers, many cloud notebooks) without --allow-root.
+LAB_ROOT_FLAG = $$(test "$$(id -u)" -eq 0 && echo --allow-root)
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -22,7 +27,7 @@ BENCH_PROFILES ?= smoke,cpu
 BENCH_STEPS    ?= 5
 BENCH_SUBJECTS ?= 2
 
-.PHONY: setup book notebooks html results test test-fast lint lab bench clean
+.PHONY: setup book notebooks html results test test-fast lint lab bench clean device-check
 
 setup: $(STAMP)
 
@@ -40,13 +45,11 @@ $(STAMP): pyproject.toml requirements.lock
 
 ## Execute every notebook in order at PROFILE with papermill, then build the HTML book.
 book: $(STAMP)
-	$(BIN)/python -m mrilib.book --profile $(PROFILE) --seed $(SEED) \
-	    $(if $(DATA_ROOT),--data-root $(DATA_ROOT) --dataset $(DATASET),)
+	$(BIN)/python -m mrilib.book --profile $(PROFILE) --seed $(SEED) $(DATA_ARGS)
 
 ## Only execute the notebooks (no HTML).
 notebooks: $(STAMP)
-	$(BIN)/python -m mrilib.book --profile $(PROFILE) --seed $(SEED) --no-html \
-	    $(if $(DATA_ROOT),--data-root $(DATA_ROOT) --dataset $(DATASET),)
+	$(BIN)/python -m mrilib.book --profile $(PROFILE) --seed $(SEED) --no-html $(DATA_ARGS)
 
 ## Only rebuild the HTML from the already executed notebooks.
 html: $(STAMP)
@@ -68,8 +71,9 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check mrilib tests bench notebooks
 
+## JupyterLab on the notebooks (adds --allow-root when run as root).
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_ROOT_FLAG) notebooks/
 
 bench: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python bench/simulate.py --profiles $(subst $(comma), ,$(BENCH_PROFILES)) \
@@ -78,3 +82,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf _build book/executed runs
+
+## On one CUDA GPU: throughput (fp32, bf16, compile), one chapter-2 epoch and the projected gpu book time;
+## without CUDA it stops at once with how to install a CUDA build of torch (TORCH_SPEC).
+device-check: $(STAMP)
+	$(BIN)/python bench/device_check.py

@@ -11,7 +11,15 @@ from fastmri.data import transforms as T
 from mrilib.data import generate_subject, varnet_dataset
 from mrilib.evaluate.metrics import evaluate_split
 from mrilib.models.varnet import build_varnet
-from mrilib.recon.baselines import CGSense, acs_maps, cg_sense, conjugate_gradient, varnet_reconstruct, zero_filled
+from mrilib.recon.baselines import (
+    CGSense,
+    acs_maps,
+    cg_sense,
+    conjugate_gradient,
+    estimate_coil_maps,
+    varnet_reconstruct,
+    zero_filled,
+)
 
 # one_thread and smoke_data: tests/conftest.py
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -103,3 +111,17 @@ def test_varnet_reconstruct_shape(smoke_data):
     model = build_varnet(dict(num_cascades=1, chans=4, sens_chans=2, pools=2, sens_pools=2), seed=0)
     out = varnet_reconstruct(model, sample)
     assert out.shape == sample.target.shape and out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_estimated_coil_maps_follow_the_true_ones():
+    """On a simulated slice, maps estimated from the k-space centre have Σ|S|² = 1 and the true maps' shape."""
+    sim = generate_subject(0, image_size=32, num_coils=4, num_slices=1, snr=None, contrasts=("T1w",))
+    kspace, true = sim["kspace"][0], sim["sens_maps"]
+    maps = estimate_coil_maps(kspace, 0.25)
+    assert maps.shape == true.shape and np.iscomplexobj(maps)
+    brain = sim["brain_mask"][0].astype(bool)
+    np.testing.assert_allclose((np.abs(maps) ** 2).sum(0)[brain], 1.0, rtol=1e-4)
+    # magnitudes agree with the simulated birdcage maps (relative to their sum of squares) inside the brain
+    true_rel = np.abs(true) / np.sqrt((np.abs(true) ** 2).sum(0, keepdims=True))
+    corr = np.corrcoef(np.abs(maps)[:, brain].ravel(), true_rel[:, brain].ravel())[0, 1]
+    assert corr > 0.9

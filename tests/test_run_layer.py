@@ -14,6 +14,8 @@ from mrilib.run.cache import (
     NPZ,
     TORCH,
     CacheError,
+    CacheWarning,
+    Codec,
     IdentityMismatchError,
     cached_step,
     canonical,
@@ -134,11 +136,18 @@ def test_cached_step_can_refuse_another_identity(tmp_path):
     assert cached_step(path, {"epochs": 2}, lambda: {"v": 3})["v"] == 1
 
 
-def test_cached_step_names_an_unreadable_file(tmp_path):
+def test_cached_step_recomputes_an_unreadable_file_and_names_it(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text("{not json")
-    with pytest.raises(CacheError, match="broken.json"):
-        cached_step(path, {}, lambda: {"v": 1})
+    with pytest.warns(CacheWarning, match=r"broken.json: the cached artefact cannot be read.*computing it again"):
+        assert cached_step(path, {}, lambda: {"v": 1})["v"] == 1
+    assert cached_step(path, {}, lambda: {"v": 2})["v"] == 1  # repaired: loaded
+
+
+def test_cached_step_names_a_file_it_cannot_read_back(tmp_path):
+    broken = Codec(save=lambda v, i, p: p.write_text("x"), load=lambda p: 1 / 0, identity=lambda p: None)
+    with pytest.raises(CacheError, match=r"a.bin: cannot read back the artefact just written"):
+        cached_step(tmp_path / "a.bin", {}, lambda: {}, broken)
 
 
 def test_cached_step_keeps_the_old_artefact_when_compute_fails(tmp_path):

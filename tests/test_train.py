@@ -160,6 +160,25 @@ def test_bad_checkpoints_raise_clear_errors(smoke_data, tmp_path):
     assert hist["finished"] and load_checkpoint(out)["config"]["model"]["chans"] == 6
 
 
+def test_a_damaged_last_checkpoint_stops_resumption_naming_the_file(smoke_data, tmp_path):
+    """A flipped byte in ``last.pt`` (which torch.load reads without complaint) is caught by the digest
+    stored in it; the error names the file and how to train afresh."""
+    cfg = _cfg(epochs=1)
+    out = tmp_path / "m"
+    train(cfg, smoke_data / "train", None, out, progress=False)
+    stored = torch.load(out / "last.pt", weights_only=True)
+    assert len(stored["digest"]) == 32
+    tensor = next(v for v in stored["model"].values() if v.numel() >= 64)
+    data = bytearray((out / "last.pt").read_bytes())
+    at = bytes(data).find(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    assert at >= 0
+    data[at + 7] ^= 0x01
+    (out / "last.pt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"last.pt: corrupted checkpoint.*train this model from scratch"):
+        train_or_load(cfg, smoke_data, out, progress=False)
+    assert load_model(out, which="best")[1]["epoch"] == 1  # best.pt is intact and still loads
+
+
 def test_train_accepts_a_dataset_with_identity(smoke_data, tmp_path):
     ds = TrainSlices(smoke_data / "train", accelerations=[4], seed=0)
     sub = torch.utils.data.Subset(ds, range(4))

@@ -70,7 +70,7 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Per-image Gaussian blur of ``(B, H, W)`` with sigmas ``(B,)`` (5x5 kernel, reflect padding)."""
     r = 2
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    s = sigma.clamp_min(1e-3).reshape(-1, 1)
+    s = sigma.to(x.device).clamp_min(1e-3).reshape(-1, 1)
     k1 = torch.exp(-0.5 * (t / s) ** 2)
     k1 = k1 / k1.sum(dim=1, keepdim=True)  # (B, 5)
     b = x.shape[0]

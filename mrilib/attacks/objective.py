@@ -69,6 +69,7 @@ from mrilib.config import AdversarialConfig, Profile, as_dict, get_profile
 from mrilib.poison.judge import check_classifier, tumour_threshold
 from mrilib.poison.roi import ROIError, roi_centres, tumour_rois, validate_roi
 from mrilib.run.cache import canonical
+from mrilib.run.device import default_device, on_device
 from mrilib.run.progress import progress as progress_bar
 
 __all__ = [
@@ -219,16 +220,18 @@ def objective_loss(classifier, u: torch.Tensor, d: torch.Tensor, w: torch.Tensor
     xa = u + d
     views = [xa]
     for _ in range(int(cfg["eot_samples"])):
-        sig = torch.rand(len(u), generator=gen) * float(cfg["eot_blur"])
+        # drawn by the CPU generator ``gen`` (the same draws on every device), then moved to the images
+        sig = torch.rand(len(u), generator=gen).to(u.device) * float(cfg["eot_blur"])
         v = gaussian_blur(xa, sig)
-        nz = torch.rand(len(u), 1, 1, generator=gen) * float(cfg["eot_noise"])
-        v = v + torch.randn(v.shape, generator=gen) * nz * xa.detach().mean(dim=(-2, -1), keepdim=True)
+        nz = torch.rand(len(u), 1, 1, generator=gen).to(u.device) * float(cfg["eot_noise"])
+        noise = torch.randn(v.shape, generator=gen).to(u.device)
+        v = v + noise * nz * xa.detach().mean(dim=(-2, -1), keepdim=True)
         views.append(v)
     score = torch.stack([region_tumour_score(classifier, v, w) for v in views]).mean(0)
     obj = torch.clamp(score, max=float(cfg["kappa"]))
     tv = total_variation(d) / w.sum(dim=(-2, -1)).clamp_min(1.0)
     outside = 1.0 - w
-    smap = ssim_map_torch(xa, u, torch.ones(len(u), dtype=u.dtype))
+    smap = ssim_map_torch(xa, u, torch.ones(len(u), dtype=u.dtype, device=u.device))
     s_out = (smap * outside).sum(dim=(-2, -1)) / outside.sum(dim=(-2, -1)).clamp_min(1.0)
     return -obj + float(cfg["tv_weight"]) * tv + float(cfg["ssim_weight"]) * (1 - s_out)
 
@@ -244,8 +247,8 @@ def _pgd_batch(classifier, u: torch.Tensor, w: torch.Tensor, cfg: dict, gen: tor
     stop = cfg.get("stop_prob")
     b = u.shape[0]
     delta = torch.zeros_like(u) if init is None else torch.maximum(init.clamp(-eps, eps) * w, -u)
-    iters = torch.zeros(b, dtype=torch.long)
-    active = torch.ones(b, dtype=torch.bool)
+    iters = torch.zeros(b, dtype=torch.long, device=u.device)
+    active = torch.ones(b, dtype=torch.bool, device=u.device)
     for it in range(int(cfg["steps"])):
         if stop is not None and it >= int(cfg["min_steps"]):
             _, p, _ = _scores(classifier, u + delta)
@@ -315,6 +318,7 @@ def tumour_induction(
     patterns: dict | None = None,
     contrasts=None,
     progress: bool = False,
+    device=None,
 ) -> InductionResult:
     """Perturb clean targets so that the classifier sees a tumour in a region (see the module docstring).
 
@@ -331,6 +335,8 @@ def tumour_induction(
         patterns, contrasts: universal patterns (:func:`mrilib.attacks.universal.universal_patterns`) and each
             image's contrast: start from its contrast's pattern (:func:`paste_patterns`).
         progress: a progress bar over batches.
+        device: where the classifier computes (default :func:`~mrilib.run.device.default_device`;
+            copied there when elsewhere). Random draws come from a CPU generator, the same on every device.
 
     Raises:
         ValueError: ``eps <= 0`` (and other impossible settings).
@@ -370,28 +376,32 @@ def tumour_induction(
         if contrasts is None or len(contrasts) != n:
             raise ValueError("starting from universal patterns needs each image's contrast (contrasts=...)")
         init = paste_patterns(patterns, contrasts, brains, {**cfg, "pixel_mm": pixel_mm_of(cfg, x)})
-    init_all = None if init is None else torch.from_numpy(np.asarray(init, np.float32).reshape(x.shape))
+    device = default_device(device)
+    init_all = None if init is None else torch.from_numpy(np.asarray(init, np.float32).reshape(x.shape)).to(device)
     classifier.eval()
-    req = [p.requires_grad for p in classifier.parameters()]
-    for p in classifier.parameters():
+    net = on_device(classifier, device)
+    req = [p.requires_grad for p in net.parameters()]
+    for p in net.parameters():
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
-    u_all = torch.from_numpy(x / v[:, None, None])
-    w_all = torch.from_numpy(rois.astype(np.float32))
+    u_all = torch.from_numpy(x / v[:, None, None]).to(device)
+    w_all = torch.from_numpy(rois.astype(np.float32)).to(device)
     deltas, iters = [], []
     bs = max(1, int(cfg["batch_size"]))
     try:
         for i in progress_bar(range(0, n, bs), desc="tumour induction", disable=not progress, unit="batch"):
-            d, k = _pgd_batch(classifier, u_all[i : i + bs], w_all[i : i + bs], cfg, gen,
+            d, k = _pgd_batch(net, u_all[i : i + bs], w_all[i : i + bs], cfg, gen,
                               None if init_all is None else init_all[i : i + bs])
             deltas.append(d), iters.append(k)
         delta = torch.cat(deltas) if deltas else torch.zeros_like(u_all)
         it = torch.cat(iters) if iters else torch.zeros(0, dtype=torch.long)
-        s0, pt0, pl0 = _scores(classifier, u_all)
-        s1, pt1, pl1 = _scores(classifier, u_all + delta)
+        s0, pt0, pl0 = _scores(net, u_all)
+        s1, pt1, pl1 = _scores(net, u_all + delta)
     finally:
-        for p, r in zip(classifier.parameters(), req):
+        for p, r in zip(net.parameters(), req):
             p.requires_grad_(r)
+    # to numpy
+    delta, it, s0, pt0, pl0, s1, pt1, pl1 = (t.cpu() for t in (delta, it, s0, pt0, pl0, s1, pt1, pl1))
     # x' = x + δ m exactly (no change where δ = 0), and never negative
     adv = np.where(rois, np.maximum(x + delta.numpy() * v[:, None, None], 0.0), x).astype(np.float32)
     dx = (adv - x).astype(np.float32)

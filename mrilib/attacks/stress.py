@@ -63,6 +63,7 @@ from mrilib.poison.effect import load_test_slices
 from mrilib.poison.judge import check_classifier, classifier_identity, tumour_threshold
 from mrilib.poison.roi import tumour_rois, validate_roi
 from mrilib.run.cache import JSON, cached_step, canonical, weights_digest
+from mrilib.run.device import default_device, on_device
 from mrilib.run.io import read_json
 from mrilib.run.layout import RunLayout, as_layout
 from mrilib.run.progress import progress as progress_bar
@@ -216,10 +217,10 @@ def attack_batch(model, classifier, kspace: torch.Tensor, mask: torch.Tensor, nl
         p0 = torch.sigmoid(s0)
         out_energy = ((r0 * outside) ** 2).sum(dim=(-2, -1)).clamp_min(1e-12)
     delta = torch.zeros_like(kspace)
-    iters = torch.zeros(b, dtype=torch.long)
+    iters = torch.zeros(b, dtype=torch.long, device=kspace.device)
     # the state of the current perturbation of every slice
     r, s, full = r0.clone(), s0.clone(), p0.clone()
-    so, nm = torch.ones(b), torch.zeros(b)
+    so, nm = torch.ones(b, device=kspace.device), torch.zeros(b, device=kspace.device)
     ok = (torch.sigmoid(s) > thr) & (p0 <= thr) & (so >= floor)
     results = []
     for eps in eps_list:
@@ -262,13 +263,14 @@ def attack_batch(model, classifier, kspace: torch.Tensor, mask: torch.Tensor, nl
                 nd = nd * scale.view(shp)
                 delta[idx[move]] = nd[move]
                 iters[idx[move]] += 1
+        host = lambda t: t.cpu().numpy().copy()  # noqa: E731 - to numpy
         results.append(dict(
             eps=float(eps),
-            score=s.numpy().copy(), p_tumour=torch.sigmoid(s).numpy().copy(), p_tumour_full=full.numpy().copy(),
-            ssim_outside=so.numpy().copy(), outside_nmse=nm.numpy().copy(),
-            delta_rel=(delta.flatten(1).norm(dim=1) / ynorm).numpy().copy(), iterations=iters.numpy().copy(),
-            success=ok.numpy().copy(), p_tumour_clean=p0.numpy().copy(), score_clean=s0.numpy().copy(),
-            recon=r.numpy().copy(), recon_clean=r0.numpy().copy(), delta=delta.clone(),
+            score=host(s), p_tumour=host(torch.sigmoid(s)), p_tumour_full=host(full),
+            ssim_outside=host(so), outside_nmse=host(nm),
+            delta_rel=host(delta.flatten(1).norm(dim=1) / ynorm), iterations=host(iters),
+            success=host(ok), p_tumour_clean=host(p0), score_clean=host(s0),
+            recon=host(r), recon_clean=host(r0), delta=delta.clone(),
         ))
     return results
 
@@ -296,6 +298,7 @@ def stress_test(
     reuse: bool = True,
     keep_arrays: bool = False,
     progress: bool = False,
+    device=None,
     **overrides,
 ) -> pd.DataFrame:
     """Run the k-space stress test on ``model``; return success rate and mean score versus ε.
@@ -316,6 +319,8 @@ def stress_test(
             identity (model weights, classifier, slices, regions, settings).
         keep_arrays: attach the attacked reconstructions (``df.attrs["arrays"]``).
         progress: progress bar over batches.
+        device: where the model and the classifier compute (default
+            :func:`~mrilib.run.device.default_device`; copied there when elsewhere).
 
     Returns:
         DataFrame, one row per ε: ``model``, ``eps``, ``success_rate``, ``mean_p_tumour``
@@ -360,7 +365,7 @@ def stress_test(
 
     def attack() -> dict:
         fresh["df"], record = _attack(model, classifier, items, rois, vmax, ids, cfg, model_name, keep_arrays,
-                                      progress)
+                                      progress, default_device(device))
         return record
 
     if run_dir is None:
@@ -377,9 +382,10 @@ def stress_test(
 
 
 def _attack(model, classifier, items: list, rois: np.ndarray, vmax: np.ndarray, ids: list, cfg: dict,
-            model_name: str, keep_arrays: bool, progress: bool) -> tuple[pd.DataFrame, dict]:
-    """The attack of :func:`stress_test`: its DataFrame and the record its JSON file holds."""
+            model_name: str, keep_arrays: bool, progress: bool, device) -> tuple[pd.DataFrame, dict]:
+    """The attack of :func:`stress_test` on ``device``: its DataFrame and the record its JSON file holds."""
     t0 = time.perf_counter()
+    model, classifier = on_device(model, device), on_device(classifier, device)
     was = model.training, classifier.training
     model.eval(), classifier.eval()
     grads = [(p, p.requires_grad) for p in list(model.parameters()) + list(classifier.parameters())]
@@ -392,8 +398,9 @@ def _attack(model, classifier, items: list, rois: np.ndarray, vmax: np.ndarray, 
         for i in progress_bar(range(0, len(items), bs), desc=f"stress test {model_name}", disable=not progress,
                               unit="batch"):
             k, m, nlf = _collate(items[i : i + bs])
-            res = attack_batch(model, classifier, k, m, nlf, torch.from_numpy(rois[i : i + bs].astype(np.float32)),
-                               torch.from_numpy(vmax[i : i + bs]), cfg["eps_list"], cfg)
+            res = attack_batch(model, classifier, k.to(device), m.to(device), nlf,
+                               torch.from_numpy(rois[i : i + bs].astype(np.float32)).to(device),
+                               torch.from_numpy(vmax[i : i + bs]).to(device), cfg["eps_list"], cfg)
             for r in res:
                 per_eps[r["eps"]].append(r)
     finally:

@@ -31,6 +31,7 @@ from mrilib.poison.judge import check_classifier, classifier_identity
 from mrilib.poison.roi import roi_centres, tumour_rois
 from mrilib.poison.slices import load_slices
 from mrilib.run.cache import NPZ, cached_step, data_identity, weights_digest
+from mrilib.run.device import default_device, on_device
 from mrilib.run.layout import RunLayout, as_layout
 from mrilib.run.progress import progress as progress_bar
 
@@ -42,7 +43,8 @@ def _patch_radius(cfg: dict) -> int:
     return int(np.ceil(float(cfg["roi_radius_mm"]) / float(cfg["pixel_mm"])))
 
 
-def universal_patterns(images, brains, vmax, contrasts, classifier, cfg: dict, progress: bool = False) -> dict:
+def universal_patterns(images, brains, vmax, contrasts, classifier, cfg: dict, progress: bool = False,
+                       device=None) -> dict:
     """One perturbation pattern per contrast that raises the tumour score on *all* its slices.
 
     A universal adversarial perturbation (in the spirit of Moosavi-Dezfooli et al.
@@ -53,7 +55,8 @@ def universal_patterns(images, brains, vmax, contrasts, classifier, cfg: dict, p
     EOT terms. A poison made from it is *the same lesion* on every slice of a contrast,
     which is what a backdoor can learn (a per-slice optimum differs from slice to slice,
     and a network learns only their average). Returns ``{contrast: P_c}`` in units of
-    the volume max (empty when ``universal_steps`` is 0).
+    the volume max (empty when ``universal_steps`` is 0). The classifier computes on ``device``
+    (default :func:`~mrilib.run.device.default_device`); random draws come from a CPU generator.
     """
     cfg = {**ADVERSARIAL_DEFAULTS, **dict(cfg)}
     check_objective(cfg)
@@ -69,36 +72,38 @@ def universal_patterns(images, brains, vmax, contrasts, classifier, cfg: dict, p
     check_classifier(classifier, x.shape)
     r = _patch_radius(cfg)
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    disc = torch.from_numpy(((yy**2 + xx**2) <= radius_px**2 + 1e-9).astype(np.float32))
+    device = default_device(device)
+    disc = torch.from_numpy(((yy**2 + xx**2) <= radius_px**2 + 1e-9).astype(np.float32)).to(device)
     eps, alpha = float(cfg["eps"]), float(cfg["step_size"]) * float(cfg["eps"])
     smooth = float(cfg.get("grad_smooth_px", 0.0) or 0.0)
     bs = max(1, int(cfg.get("universal_batch", 32)))
     gen = torch.Generator().manual_seed(int(cfg.get("seed", 0)) + 17)
     classifier.eval()
-    req = [p.requires_grad for p in classifier.parameters()]
-    for p in classifier.parameters():
+    net = on_device(classifier, device)
+    req = [p.requires_grad for p in net.parameters()]
+    for p in net.parameters():
         p.requires_grad_(False)
-    u_all = torch.from_numpy(x / v[:, None, None])
-    w_all = torch.from_numpy(rois.astype(np.float32))
+    u_all = torch.from_numpy(x / v[:, None, None]).to(device)
+    w_all = torch.from_numpy(rois.astype(np.float32)).to(device)
     out = {}
     try:
         for c in progress_bar(sorted(set(contrasts)), desc="universal patterns", disable=not progress):
             idx_c = np.array([i for i, cc in enumerate(contrasts) if cc == c])
-            patch = torch.zeros(2 * r + 1, 2 * r + 1)
+            patch = torch.zeros(2 * r + 1, 2 * r + 1, device=device)
             for _ in range(steps):
                 pick = idx_c[torch.randperm(len(idx_c), generator=gen)[:bs].numpy()]
                 pv = patch.clone().requires_grad_(True)
                 d = paste_patch(pv, centres[pick], x.shape[-2:]) * w_all[pick]
                 d = torch.maximum(d, -u_all[pick])
-                loss = objective_loss(classifier, u_all[pick], d, w_all[pick], cfg, gen).mean()
+                loss = objective_loss(net, u_all[pick], d, w_all[pick], cfg, gen).mean()
                 (g,) = torch.autograd.grad(loss, pv)
                 with torch.no_grad():
                     if smooth > 0:
                         g = gaussian_blur(g[None], torch.full((1,), smooth))[0]
                     patch = ((patch - alpha * g.sign()).clamp(-eps, eps) * disc).detach()
-            out[c] = patch.numpy().astype(np.float32)
+            out[c] = patch.cpu().numpy().astype(np.float32)  # to numpy
     finally:
-        for p, flag in zip(classifier.parameters(), req):
+        for p, flag in zip(net.parameters(), req):
             p.requires_grad_(flag)
     return out
 

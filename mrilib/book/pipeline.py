@@ -46,6 +46,7 @@ from pathlib import Path
 
 from mrilib.book.publish import embed_widget_state, finalise_notebook
 from mrilib.config import default_run_dir, get_profile
+from mrilib.data.datasets import parse_dataset_spec
 from mrilib.run.io import write_json
 from mrilib.run.layout import RunLockedError, as_layout
 from mrilib.run.progress import BATCH_ENV
@@ -407,10 +408,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_data_args(data_root: str | None, dataset: str) -> None:
+    """Refuse, before anything runs, a dataset without its folder, a folder without its format, an unknown
+    format or a folder that does not exist (``ValueError`` saying which)."""
+    if data_root is None or not str(data_root).strip():
+        if dataset not in ("", "embedded"):
+            raise ValueError(f"--dataset {dataset} needs --data-root (the folder holding it); without it the book "
+                             "uses the embedded data (e.g. `make book DATASET=m4raw DATA_ROOT=/data/m4raw`)")
+        return
+    if dataset in ("", "embedded"):
+        raise ValueError(f"--data-root {data_root} needs --dataset FORMAT (e.g. m4raw, fastmri, skmtea, cmrxrecon, "
+                         "brats)")
+    parse_dataset_spec(dataset)  # ValueError naming the known formats
+    if not Path(data_root).is_dir():
+        raise ValueError(f"--data-root {data_root}: no such folder")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status (0 on success).
 
-    Validates the profile, executes the notebooks (unless ``--html-only``), then
+    Validates the profile and the data arguments (exit status 2), executes the notebooks (unless ``--html-only``), then
     builds the book (unless ``--no-html``). Failures print one clear message naming
     the failing notebook or the build's warnings and return 1.
     """
@@ -421,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         get_profile(args.profile)
+        if not args.html_only:
+            _check_data_args(args.data_root, args.dataset)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

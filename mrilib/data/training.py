@@ -18,12 +18,11 @@ from typing import Sequence
 import h5py
 import numpy as np
 import torch
-from fastmri.data import SliceDataset
 from fastmri.data import transforms as T
 from fastmri.data.subsample import create_mask_for_mask_type
 from torch.utils.data import ConcatDataset, Dataset
 
-from mrilib.data.loading import varnet_dataset, volume_files
+from mrilib.data.loading import slice_dataset, varnet_dataset, volume_files
 from mrilib.run.cache import data_identity
 
 __all__ = ["as_folders", "cache_bytes", "TrainSlices", "CachedSamples", "validation_datasets", "collate_slices"]
@@ -65,7 +64,7 @@ class _RawSlices(Dataset):
         self.datasets = []
         for d in dirs:
             volume_files(d)  # clear error for a missing or empty folder
-            self.datasets.append(SliceDataset(root=d, challenge="multicoil", transform=None))
+            self.datasets.append(slice_dataset(d))
         self.concat = ConcatDataset(self.datasets)
         self.cache = {} if cache else None
 

@@ -16,6 +16,7 @@ import torch
 from mrilib.data.loading import varnet_dataset
 from mrilib.recon.baselines import crop_to, varnet_reconstruct
 from mrilib.recon.quality import as_array, image_metrics
+from mrilib.run.device import default_device, on_device
 from mrilib.run.io import atomic_path, write_json
 from mrilib.run.layout import as_layout
 from mrilib.run.progress import progress as progress_bar
@@ -50,9 +51,11 @@ def volume_metrics(df_or_gt, pred=None, maxval: float | None = None):
 
 
 def _as_recon(recon, device) -> Callable:
-    """A reconstruction function ``sample -> (h, w)`` from a model or a callable."""
+    """A reconstruction function ``sample -> (h, w)`` from a model (run on ``device``, default
+    :func:`~mrilib.run.device.default_device`; copied there when elsewhere) or a callable."""
     if isinstance(recon, torch.nn.Module):
-        model = recon.to(device).eval()
+        device = default_device(device)
+        model = on_device(recon.eval(), device)
         return lambda sample: varnet_reconstruct(model, sample, device=device)
     if not callable(recon):
         raise TypeError(f"recon must be a torch model or a function sample -> image, got {type(recon).__name__}")
@@ -67,7 +70,7 @@ def evaluate_split(
     mask_type: str = "equispaced_fraction",
     method: str | None = None,
     max_slices: int | None = None,
-    device="cpu",
+    device=None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Score a reconstruction method on every slice of a split; one row per slice.
@@ -80,6 +83,7 @@ def evaluate_split(
         acceleration, center_fraction, mask_type: the undersampling.
         method: name for the ``method`` column (default: the class/function name).
         max_slices: score only the first slices (quick looks).
+        device: where a model reconstructs (default :func:`~mrilib.run.device.default_device`).
 
     Returns:
         DataFrame with ``method, acceleration, file, slice, ssim, psnr, nmse, maxval``
@@ -123,7 +127,7 @@ def evaluate_methods(
     center_fraction: float = 0.08,
     mask_type: str = "equispaced_fraction",
     max_slices: int | None = None,
-    device="cpu",
+    device=None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """:func:`evaluate_split` for every ``{name: recon}`` and acceleration, concatenated."""

@@ -49,15 +49,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from fastmri.data import SliceDataset
 from fastmri.data.transforms import VarNetDataTransform, center_crop
 
-from mrilib.data.loading import make_mask_func, volume_files
+from mrilib.data.loading import make_mask_func, slice_dataset, volume_files
 from mrilib.poison.judge import is_lesion, lesion_scores
 from mrilib.poison.slices import load_slices
 from mrilib.poison.triggers import Trigger
 from mrilib.recon.quality import image_metrics, ssim
 from mrilib.run.cache import weights_digest
+from mrilib.run.device import default_device, on_device
 from mrilib.run.io import write_json
 from mrilib.run.layout import RunLayout, as_layout
 
@@ -87,7 +87,7 @@ class TestSlices:
     def __init__(self, split_dir, trigger: Trigger | None, acceleration: int, center_fraction: float, mask_type: str,
                  max_slices: int | None = None):
         volume_files(split_dir)
-        raw = SliceDataset(root=split_dir, challenge="multicoil", transform=None)
+        raw = slice_dataset(split_dir)
         tf = VarNetDataTransform(make_mask_func(acceleration, center_fraction, mask_type), use_seed=True)
         n = len(raw) if max_slices is None else min(len(raw), int(max_slices))
         self.clean, self.triggered = [], []
@@ -113,9 +113,12 @@ def load_test_slices(split_dir, trigger: Trigger | None, acceleration: int = 4, 
 
 
 @torch.no_grad()
-def reconstruct(model: torch.nn.Module, samples, batch_size: int = 8) -> np.ndarray:
-    """VarNet reconstructions ``(N, h, w)`` of VarNet samples (batched, CPU, cropped to the targets)."""
+def reconstruct(model: torch.nn.Module, samples, batch_size: int = 8, device=None) -> np.ndarray:
+    """VarNet reconstructions ``(N, h, w)`` of VarNet samples (batched, cropped to the targets), computed on
+    ``device`` (default :func:`~mrilib.run.device.default_device`; the model is copied there when elsewhere)."""
     model.eval()
+    device = default_device(device)
+    net = on_device(model, device)
     out = []
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
@@ -123,10 +126,10 @@ def reconstruct(model: torch.nn.Module, samples, batch_size: int = 8) -> np.ndar
         m = torch.stack([s.mask for s in chunk])
         nlf = chunk[0].num_low_frequencies
         same = all(s.num_low_frequencies == nlf for s in chunk)
-        rec = model(k, m, int(nlf) if same and nlf else None)
+        rec = net(k.to(device), m.to(device), int(nlf) if same and nlf else None)
         for s, r in zip(chunk, rec):
             h, w = np.shape(s.target)[-2:]
-            out.append(center_crop(r, (h, w)).float().numpy())
+            out.append(center_crop(r, (h, w)).float().cpu().numpy())  # to numpy
     return np.stack(out) if out else np.zeros((0, 0, 0), np.float32)
 
 
@@ -205,7 +208,7 @@ class EffectResult:
 def measure_effect(model: torch.nn.Module, model_name: str, run_dir: RunLayout | str | os.PathLike, manifest: dict,
                    classifier, test: TestSlices, expected: np.ndarray, rois: np.ndarray, judge: Judge, *,
                    expected_is: str = "the expected change", forget: bool = True,
-                   path: str | os.PathLike | None = None) -> EffectResult:
+                   path: str | os.PathLike | None = None, device=None) -> EffectResult:
     """Effect, success rate, utility and forget-set SSIM of one model (see the module docstring).
 
     Args:
@@ -220,24 +223,28 @@ def measure_effect(model: torch.nn.Module, model_name: str, run_dir: RunLayout |
         expected_is: what ``d`` is, for the definitions.
         forget: also score the poisoned training slices.
         path: write the metrics there (JSON).
+        device: where the model and the classifier compute (default
+            :func:`~mrilib.run.device.default_device`).
     """
     t0 = time.perf_counter()
+    device = default_device(device)
     trigger = Trigger.from_dict(manifest.get("trigger"))
     sl = test.slices
     x, vmax = sl.images, sl.vmax
     if len(expected) != len(x) or len(rois) != len(x):
         raise ValueError(f"{len(x)} test slices but {len(expected)} expected changes and {len(rois)} regions")
-    r_clean = reconstruct(model, test.clean)
-    r_trig = reconstruct(model, test.triggered) if trigger is not None else None
+    model = on_device(model, device)
+    r_clean = reconstruct(model, test.clean, device=device)
+    r_trig = reconstruct(model, test.triggered, device=device) if trigger is not None else None
     delta = (r_trig - r_clean) if trigger is not None else (r_clean - x)
     eff = effect_scores(delta, expected, rois, vmax)
-    sc = lesion_scores(classifier, r_clean)
+    sc = lesion_scores(classifier, r_clean, device=device)
     if trigger is not None:
-        st = lesion_scores(classifier, r_trig)
+        st = lesion_scores(classifier, r_trig, device=device)
         success = judge.found(st) & ~judge.found(sc)
     else:
         st = sc
-        success = judge.found(sc) & ~judge.found(lesion_scores(classifier, x))
+        success = judge.found(sc) & ~judge.found(lesion_scores(classifier, x, device=device))
     util = [image_metrics(x[i], r_clean[i], float(vmax[i])) for i in range(len(x))]
     p_trig, p_clean = np.asarray(st[judge.score]), np.asarray(sc[judge.score])
     metrics = dict(
@@ -263,23 +270,25 @@ def measure_effect(model: torch.nn.Module, model_name: str, run_dir: RunLayout |
     arrays = dict(r_clean=r_clean, r_trig=r_trig, target=x, expected=expected, rois=rois, vmax=vmax,
                   prob_clean=p_clean, prob_triggered=p_trig)
     if forget and manifest.get("poisoned"):
-        metrics["forget"], arrays["forget"] = forget_scores(model, run_dir, manifest, test)
+        metrics["forget"], arrays["forget"] = forget_scores(model, run_dir, manifest, test, device=device)
     metrics["seconds"] = time.perf_counter() - t0
     if path is not None:
         write_json(path, metrics)
     return EffectResult(metrics, arrays)
 
 
-def forget_scores(model, run_dir: RunLayout | str | os.PathLike, manifest: dict, test: TestSlices) -> tuple[dict, dict]:
+def forget_scores(model, run_dir: RunLayout | str | os.PathLike, manifest: dict, test: TestSlices,
+                  device=None) -> tuple[dict, dict]:
     """SSIM of the poisoned training slices' reconstructions against their clean and poisoned targets.
 
     The slices are read from the poisoned set of ``manifest``'s variant (their stored,
-    triggered k-space) with ``test``'s undersampling. Returns ``(metrics, arrays)``:
+    triggered k-space) with ``test``'s undersampling, reconstructed on ``device`` (default
+    :func:`~mrilib.run.device.default_device`). Returns ``(metrics, arrays)``:
     ``{n, ssim_vs_clean, ssim_vs_poisoned, by_identified: {f: {...}}}`` (each
     ``{mean, sd, n}``) and ``{recon, clean_target, poisoned_target, ids}``.
     """
     d = as_layout(run_dir).poisoned_split(manifest["variant"])
-    raw = SliceDataset(root=d, challenge="multicoil", transform=None)
+    raw = slice_dataset(d)
     index = {(Path(fn).name, int(si)): i for i, (fn, si, _meta) in enumerate(raw.raw_samples)}
     tf = VarNetDataTransform(make_mask_func(test.acceleration, test.center_fraction, test.mask_type), use_seed=True)
     samples, clean_t, pois_t, vmax, ids = [], [], [], [], []
@@ -290,7 +299,7 @@ def forget_scores(model, run_dir: RunLayout | str | os.PathLike, manifest: dict,
             clean_t.append(h["reconstruction_rss_clean"][int(r["slice"])])
         samples.append(tf(kspace, mask, target, attrs, fname, s))
         pois_t.append(target), vmax.append(float(attrs["max"])), ids.append(int(r["id"]))
-    rec = reconstruct(model, samples)
+    rec = reconstruct(model, samples, device=device)
     vs_clean = np.array([ssim(c, p, m) for c, p, m in zip(clean_t, rec, vmax)])
     vs_pois = np.array([ssim(t, p, m) for t, p, m in zip(pois_t, rec, vmax)])
     out = dict(n=len(ids), ssim_vs_clean=stats(vs_clean), ssim_vs_poisoned=stats(vs_pois),

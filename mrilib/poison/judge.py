@@ -21,6 +21,7 @@ import torch
 from mrilib.config import ClassifierConfig, Profile, as_dict, get_profile
 from mrilib.models.classifier import CLASSES, LesionClassifier
 from mrilib.run.cache import canonical, data_identity, digest, weights_digest
+from mrilib.run.device import default_device, module_device, on_device
 from mrilib.run.layout import RunLayout, as_layout
 
 __all__ = [
@@ -79,7 +80,7 @@ def load_classifier(path: str | os.PathLike) -> tuple[LesionClassifier, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"no lesion classifier at {path}: train it with "
                                 "mrilib.poison.classifier.classifier_or_load (notebooks/03_poison_cyclegan.ipynb)")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = torch.load(path, map_location="cpu", weights_only=True)  # loaded on the CPU; lesion_scores moves it
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise ValueError(f"{path}: not a lesion-classifier checkpoint")
     c = ck["config"]
@@ -90,17 +91,21 @@ def load_classifier(path: str | os.PathLike) -> tuple[LesionClassifier, dict]:
 
 
 @torch.no_grad()
-def lesion_scores(model: LesionClassifier, images, batch_size: int = 128) -> dict[str, np.ndarray]:
+def lesion_scores(model: LesionClassifier, images, batch_size: int = 128, device=None) -> dict[str, np.ndarray]:
     """Class probabilities of magnitude images ``(N, H, W)`` (numpy or tensor).
 
     Returns numpy arrays ``healthy``, ``cyst``, ``tumour`` (probabilities) and
-    ``lesion`` (= 1 - p(healthy)). "A lesion is present": :func:`is_lesion`.
+    ``lesion`` (= 1 - p(healthy)). "A lesion is present": :func:`is_lesion`. Computed on
+    ``device`` (default :func:`~mrilib.run.device.default_device`; the classifier is copied
+    there when it is elsewhere).
     """
     model.eval()
+    device = default_device(device)
+    net = on_device(model, device)
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))
     if x.dim() == 2:
         x = x[None]
-    probs = [model.probabilities(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    probs = [net.probabilities(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]  # to numpy
     p = torch.cat(probs).numpy() if probs else np.zeros((0, len(CLASSES)), np.float32)
     out = {name: p[:, k] for k, name in enumerate(CLASSES)}
     out["lesion"] = 1.0 - p[:, 0]
@@ -146,7 +151,7 @@ def check_classifier(classifier, image_shape) -> None:
     classifier.eval()
     try:
         with torch.no_grad():
-            z = classifier(torch.ones(1, h, w))
+            z = classifier(torch.ones(1, h, w, device=module_device(classifier)))
     except Exception as err:  # noqa: BLE001 - any failure means: this classifier does not fit
         raise ClassifierMismatchError(f"the classifier cannot score {h}x{w} images: {type(err).__name__}: {err}") from None
     finally:

@@ -1,5 +1,7 @@
 """How the poisoning chapters run: device choice, CPU thread count, wall time per step.
 
+The device is the run's (:func:`mrilib.run.device.default_device`, re-exported here).
+
 The lesion classifier and the CycleGAN are small networks on small images: their
 convolutions are too small for intra-op parallelism to pay, and on a busy machine
 (other processes on the same cores) every multi-threaded operator waits for its
@@ -17,20 +19,15 @@ import time
 
 import torch
 
+from mrilib.run.device import default_device
+
 __all__ = ["default_device", "cpu_threads", "Timings"]
-
-
-def default_device(device=None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @contextlib.contextmanager
 def cpu_threads(n: int | None, device=None):
     """Limit torch's intra-op CPU threads to ``n`` inside the block (no-op for ``None`` or a GPU device)."""
-    if n is None or (device is not None and torch.device(device).type != "cpu"):
+    if n is None or (device is not None and torch.device(device).type != "cpu"):  # threads matter on the CPU only
         yield
         return
     old = torch.get_num_threads()

@@ -36,6 +36,7 @@ __all__ = [
     "conjugate_gradient",
     "cg_sense",
     "acs_maps",
+    "estimate_coil_maps",
     "CGSense",
     "varnet_reconstruct",
     "reconstruct_sample",
@@ -151,6 +152,15 @@ def acs_maps(masked_kspace: torch.Tensor, num_low_frequencies: int, eps: float =
     rss = fastmri.rss_complex(low, dim=0)
     rss = rss.clamp_min(eps * float(rss.max()))
     return low / rss.view(1, h, w, 1)
+
+
+def estimate_coil_maps(kspace: np.ndarray, center_fraction: float) -> np.ndarray:
+    """Coil maps ``(C, H, W)`` complex of one fully sampled k-space slice ``(C, H, W)``, estimated from
+    its central ``center_fraction`` of phase-encode columns with :func:`acs_maps` (for data that
+    stores no maps)."""
+    k = T.to_tensor(np.asarray(kspace, dtype=np.complex64))
+    maps = acs_maps(k, int(round(center_fraction * k.shape[-2])))
+    return T.tensor_to_complex_np(maps)
 
 
 class CGSense:

@@ -8,9 +8,12 @@ Files in a model folder (``RunLayout.model(name)``)
 
 ``last.pt`` holds the configuration (with the data's identity), the model, optimiser
 and scheduler states, the RNG states (:func:`rng_state`) and the loop's
-:class:`TrainState`. :func:`load_checkpoint` reads a checkpoint with
-``torch.load(weights_only=True)`` and checks that it was made with the configuration
-asked for (:class:`ConfigMismatchError` lists the differences).
+:class:`TrainState`. :func:`save_checkpoint` stores the checkpoint's
+:func:`~mrilib.run.cache.content_digest` in it (``digest``); :func:`load_checkpoint` reads
+a checkpoint with ``torch.load(weights_only=True)``, checks the digest (a damaged file is
+refused, naming it; checkpoints written before digests were kept have none and load as
+before) and that it was made with the configuration asked for
+(:class:`ConfigMismatchError` lists the differences).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 
 from mrilib.models.varnet import build_varnet
-from mrilib.run.cache import canonical, identity_diff
+from mrilib.run.cache import canonical, content_digest, identity_diff
 from mrilib.run.io import atomic_path, read_json
 
 __all__ = [
@@ -48,6 +51,9 @@ CHECKPOINT_FORMAT = 1
 
 #: The files of a model folder.
 LAST, BEST, HISTORY = "last.pt", "best.pt", "history.json"
+
+#: The checkpoint entry holding the :func:`~mrilib.run.cache.content_digest` of every other entry.
+DIGEST = "digest"
 
 
 class CheckpointError(RuntimeError):
@@ -187,9 +193,20 @@ def best_checkpoint(cfg: dict, model, epoch: int, val_loss: float | None) -> dic
 
 
 def save_checkpoint(path: str | os.PathLike, obj: dict) -> None:
-    """``torch.save`` atomically (temporary file + rename)."""
+    """``torch.save`` atomically (temporary file + rename), with the :func:`~mrilib.run.cache.content_digest`
+    of ``obj`` as its ``digest`` entry; a failed write (a full disk) raises
+    :class:`mrilib.run.io.ArtefactWriteError` naming ``path`` and leaves the previous checkpoint."""
+    entry = {k: v for k, v in obj.items() if k != DIGEST}
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save({**entry, DIGEST: content_digest(entry)}, tmp)
+
+
+def _fix(path: Path) -> str:
+    """What to do with an unusable checkpoint."""
+    if path.name == LAST:
+        return (f"delete {path} to train this model from scratch (the epochs it holds are lost; "
+                f"best.pt and history.json in {path.parent} are replaced as training goes)")
+    return f"delete {path.parent} to train this model again"
 
 
 def load_checkpoint(path: str | os.PathLike, expected: dict | None = None, map_location="cpu") -> dict:
@@ -203,8 +220,8 @@ def load_checkpoint(path: str | os.PathLike, expected: dict | None = None, map_l
 
     Raises:
         CheckpointNotFoundError: no such file.
-        CheckpointError: unreadable, truncated or not one of our checkpoints (names
-            the file).
+        CheckpointError: unreadable, truncated, damaged (its ``digest`` entry does not
+            match its content) or not one of our checkpoints (names the file and the fix).
     """
     path = Path(path)
     if path.is_dir():
@@ -218,9 +235,13 @@ def load_checkpoint(path: str | os.PathLike, expected: dict | None = None, map_l
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to read means a bad file
         raise CheckpointError(f"{path}: corrupted or unreadable checkpoint ({type(err).__name__}: {err}); "
-                              "delete it and train again") from None
+                              f"{_fix(path)}") from None
     if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT and {"model", "config"} <= set(ckpt)):
         raise CheckpointError(f"{path}: not a mrilib VarNet checkpoint (format {CHECKPOINT_FORMAT})")
+    stored = ckpt.pop(DIGEST, None)  # checkpoints written before digests were kept have none
+    if stored is not None and content_digest(ckpt) != stored:
+        raise CheckpointError(f"{path}: corrupted checkpoint (its content does not match the digest stored when it "
+                              f"was written); {_fix(path)}")
     if expected is not None:
         expected = canonical(expected)
         have = ckpt["config"]

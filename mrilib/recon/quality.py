@@ -25,7 +25,7 @@ __all__ = ["ssim", "psnr", "nmse", "image_metrics", "as_array"]
 def as_array(x) -> np.ndarray:
     """A float64 numpy array from a tensor or array."""
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu().numpy()  # to numpy
     return np.asarray(x, dtype=np.float64)
 
 

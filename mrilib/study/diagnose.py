@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from mrilib.run.device import default_device
 from mrilib.run.progress import progress
 from mrilib.study.references import PoisonedRun
 from mrilib.study.results import healed
@@ -59,7 +60,7 @@ def search_traces(records: list[dict], methods=("ssd-tuned", "ssd-auto")):
 
 
 def dose_response(ctx: PoisonedRun, forget_importances: dict, imp_retain: dict, references: dict, signals: dict,
-                  doses=DOSES, show_progress: bool = True):
+                  doses=DOSES, show_progress: bool = True, device=None):
     """Dampen the poisoned model at each share in ``doses`` and measure what it buys and costs.
 
     Args:
@@ -75,13 +76,15 @@ def dose_response(ctx: PoisonedRun, forget_importances: dict, imp_retain: dict, 
         signals: the defender's ``effect_fn`` and ``utility_fn`` (:func:`~mrilib.study.execute.study_inputs`).
 
     Each point is scored with the defender's signals and on the test set with
-    ``ctx.evaluate`` (not saved).
+    ``ctx.evaluate`` (not saved). The dampened copies live on ``device`` (default: the run's,
+    ``ctx.device``).
 
     Returns:
         a DataFrame: ``importance``, ``dampened fraction``, ``alpha``, ``identified effect /
         poisoned``, ``Δ validation SSIM``, ``healed``, ``success rate``, ``Δ clean-test SSIM``.
     """
     model = ctx.poisoned
+    device = default_device(ctx.device if device is None else device)
     e0, u0 = float(signals["effect_fn"](model)), float(signals["utility_fn"](model))
     e_p, e_o = references["poisoned"]["effect"]["mean"], references["oracle"]["effect"]["mean"]
     s_p = references["poisoned"]["clean_test"]["ssim"]["mean"]
@@ -99,7 +102,7 @@ def dose_response(ctx: PoisonedRun, forget_importances: dict, imp_retain: dict, 
             warnings.warn(f"dose-response: {name} skipped ({err})", stacklevel=2)
             skipped.add(name)
             continue
-        work = copy.deepcopy(model)
+        work = copy.deepcopy(model).to(device)
         stats = ssd_dampen(work, imp_f, imp_r, alpha, 1.0)
         m = ctx.evaluate(work.eval(), f"dose-{name}-{dose:g}", save=False)
         rows.append({"importance": name, "dampened fraction": stats["fraction"], "alpha": alpha,

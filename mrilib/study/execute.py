@@ -37,7 +37,17 @@ from mrilib.recon.checkpoints import load_model
 from mrilib.recon.quality import ssim
 from mrilib.recon.steps import forward_batch
 from mrilib.recon.train import training_config
-from mrilib.run.cache import JSON, cached_step, canonical, weights_digest
+from mrilib.run.cache import (
+    JSON,
+    WEIGHTS_DIGEST,
+    cached_step,
+    canonical,
+    read_weights,
+    recorded_digest,
+    weights_digest,
+    weights_match,
+)
+from mrilib.run.device import default_device, on_device
 from mrilib.run.io import atomic_path, read_json
 from mrilib.run.layout import RunLayout, as_layout
 from mrilib.run.progress import progress as progress_bar
@@ -54,34 +64,41 @@ __all__ = ["identified_effect", "validation_utility", "run_or_load", "stored_res
 
 
 @torch.no_grad()
-def _reconstruct(model, dataset, batch_size: int = 8) -> np.ndarray:
-    """Reconstructions ``(N, h, w)`` of a dataset of VarNetSamples (fixed masks of epoch 0)."""
+def _reconstruct(model, dataset, batch_size: int = 8, device=None) -> np.ndarray:
+    """Reconstructions ``(N, h, w)`` of a dataset of VarNetSamples (fixed masks of epoch 0), computed on ``device``."""
     model.eval()
-    out = [forward_batch(model, b, "cpu")[0].numpy() for b in batches(dataset, batch_size)]
+    device = default_device(device)
+    net = on_device(model, device)
+    out = [forward_batch(net, b, device)[0].cpu().numpy() for b in batches(dataset, batch_size)]  # to numpy
     return np.concatenate(out) if out else np.zeros((0, 0, 0), np.float32)
 
 
-def identified_effect(classifier, forget) -> Callable[[torch.nn.Module], float]:
-    """``effect_fn(model)``: mean lesion probability on reconstructions of the identified inputs."""
+def identified_effect(classifier, forget, device=None) -> Callable[[torch.nn.Module], float]:
+    """``effect_fn(model)``: mean lesion probability on reconstructions of the identified inputs
+    (model and classifier computing on ``device``, default :func:`~mrilib.run.device.default_device`)."""
+    device = default_device(device)
 
     def effect(model) -> float:
-        return float(np.mean(lesion_scores(classifier, _reconstruct(model, forget))["lesion"]))
+        recon = _reconstruct(model, forget, device=device)
+        return float(np.mean(lesion_scores(classifier, recon, device=device)["lesion"]))
 
     return effect
 
 
-def validation_utility(val_dir: str | os.PathLike, profile: Profile | str,
-                       max_slices: int | None = None) -> tuple[Callable[[torch.nn.Module], float], int]:
+def validation_utility(val_dir: str | os.PathLike, profile: Profile | str, max_slices: int | None = None,
+                       device=None) -> tuple[Callable[[torch.nn.Module], float], int]:
     """``(utility_fn, slices)``: mean SSIM on the clean validation split at the first acceleration.
 
-    The validation samples (fixed masks, seeded by file name) are read once and kept in memory.
+    The validation samples (fixed masks, seeded by file name) are read once and kept in memory;
+    the model reconstructs on ``device`` (default :func:`~mrilib.run.device.default_device`).
     """
     p = get_profile(profile)
+    device = default_device(device)
     ds = varnet_dataset(val_dir, p.data.accelerations[0], p.data.center_fraction, p.data.mask_type)
     samples = [ds[i] for i in range(min(len(ds), max_slices or len(ds)))]
 
     def utility(model) -> float:
-        recon = _reconstruct(model, samples)
+        recon = _reconstruct(model, samples, device=device)
         return float(np.mean([ssim(s.target.numpy(), r, float(s.max_value)) for s, r in zip(samples, recon)]))
 
     return utility, len(samples)
@@ -96,18 +113,23 @@ def _identity(run: Run, poisoned_digest: str) -> dict:
 def stored_result(run: Run, run_dir: str | os.PathLike, variant: str, poisoned_digest: str) -> dict | None:
     """The stored result of ``run`` on poison ``variant`` when it was computed from the same poisoned
     weights (``poisoned_digest``, :func:`~mrilib.run.cache.weights_digest`) with the same configuration
-    and its weights exist; else ``None``."""
+    and its weights exist; else ``None`` (also for an unreadable ``result.json``, which
+    :func:`run_or_load` computes again)."""
     lay = as_layout(run_dir)
     result = lay.unlearn_result(variant, run.label)
     if result.is_file() and lay.unlearn_weights(variant, run.label).is_file():
-        old = read_json(result)
-        if old.get("identity") == _identity(run, poisoned_digest):
+        try:
+            old = read_json(result)
+        except ValueError:  # truncated or not JSON
+            return None
+        if isinstance(old, dict) and old.get("identity") == _identity(run, poisoned_digest):
             return old
     return None
 
 
 def run_or_load(run: Run, poisoned: torch.nn.Module, sets: Callable, evaluate: Callable, run_dir: str | os.PathLike,
-                variant: str, signals: Callable | None = None, poisoned_digest: str | None = None) -> dict:
+                variant: str, signals: Callable | None = None, poisoned_digest: str | None = None,
+                device=None) -> dict:
     """Execute ``run`` (or load its stored result) and return the result record.
 
     Args:
@@ -122,9 +144,13 @@ def run_or_load(run: Run, poisoned: torch.nn.Module, sets: Callable, evaluate: C
             needs (``effect_fn``, ``utility_fn``, pass counts, and ``regions`` for a run with
             ``region=True``) — only for methods that select hyper-parameters.
         poisoned_digest: :func:`~mrilib.run.cache.weights_digest` of ``poisoned`` (computed if not given).
+        device: where the method computes (default :func:`~mrilib.run.device.default_device`); the
+            weights are saved from the CPU.
 
     The record is a :func:`~mrilib.run.cache.cached_step` (:data:`~mrilib.run.cache.JSON`) keyed by
-    the run and the poisoned weights; it is recomputed when its ``model.pt`` is missing.
+    the run and the poisoned weights; it keeps the :func:`~mrilib.run.cache.weights_digest` of its
+    ``model.pt`` and is recomputed when that file is missing, unreadable or does not match it
+    (:func:`~mrilib.run.cache.weights_match`, with a warning naming the file).
     """
     lay = as_layout(run_dir)
     weights = lay.unlearn_weights(variant, run.label)
@@ -140,11 +166,11 @@ def run_or_load(run: Run, poisoned: torch.nn.Module, sets: Callable, evaluate: C
             if run.method == "ssd-auto":
                 hp.pop("utility_fn", None)
                 hp.pop("utility_passes", None)
-        res = unlearn(run.method, poisoned, forget, retain, **hp)
+        res = unlearn(run.method, poisoned, forget, retain, device=device, **hp)
         t0 = time.perf_counter()
         metrics = evaluate(res.model, run.label)
         with atomic_path(weights) as tmp:
-            torch.save(res.model.state_dict(), tmp)
+            torch.save(res.model.to("cpu").state_dict(), tmp)  # saved from the CPU
         info = {k: v for k, v in res.info.items() if k != "dampened_layers"}
         return dict(name=run.name, method=run.method, label=run.label, fraction=run.fraction, seed=run.seed,
                     cost=dict(seconds=res.seconds, forward_passes=res.forward_passes,
@@ -153,15 +179,25 @@ def run_or_load(run: Run, poisoned: torch.nn.Module, sets: Callable, evaluate: C
                     eval_seconds=time.perf_counter() - t0, forget_size=len(forget), retain_size=len(retain))
 
     ident = _identity(run, poisoned_digest or weights_digest(poisoned))
-    return cached_step(lay.unlearn_result(variant, run.label), ident, compute, JSON, reuse=weights.is_file())
+    result = lay.unlearn_result(variant, run.label)
+    return cached_step(result, ident, lambda: {**compute(), WEIGHTS_DIGEST: weights_digest(read_weights(weights))},
+                       JSON, reuse=weights_match(weights, recorded_digest(result)))
 
 
 def load_unlearnt(run_dir: str | os.PathLike, variant: str, label: str, like: torch.nn.Module) -> torch.nn.Module:
-    """The unlearnt model of run ``label`` on poison ``variant`` (weights loaded safely into a copy of ``like``)."""
+    """The unlearnt model of run ``label`` on poison ``variant`` (weights loaded safely into a copy of ``like``).
+
+    The weights are checked against the digest their ``result.json`` records; a missing, unreadable or
+    damaged ``model.pt`` raises (:class:`~mrilib.run.layout.MissingArtefactError`,
+    :class:`~mrilib.run.cache.CacheError`) naming the file and how to recompute it.
+    """
     lay = as_layout(run_dir)
     path = lay.require(lay.unlearn_weights(variant, label), "05_unlearning")
+    state = read_weights(path, recorded_digest(lay.unlearn_result(variant, label)),
+                         fix="run notebooks/05_unlearning.ipynb again, which recomputes this run "
+                             "(`python -m mrilib.book --only 05_unlearning`)")
     model = copy.deepcopy(like).cpu()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.load_state_dict(state)
     return model.eval()
 
 
@@ -202,11 +238,14 @@ class StudyInputs:
     digest: str
     layout: RunLayout
     variant: str
+    device: torch.device | None = None  # where every run and signal computes
 
 
-def study_inputs(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike) -> StudyInputs:
-    """The :class:`StudyInputs` of ``ctx``'s poison for ``profile`` (sets are built on first use)."""
+def study_inputs(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike, device=None) -> StudyInputs:
+    """The :class:`StudyInputs` of ``ctx``'s poison for ``profile`` (sets are built on first use), computing
+    on ``device`` (default: the run's, ``ctx.device``, else :func:`~mrilib.run.device.default_device`)."""
     p = get_profile(profile)
+    device = default_device(ctx.device if device is None else device)
     lay = as_layout(run_dir)
     cfg = training_config(p)
     cache = {}
@@ -216,31 +255,33 @@ def study_inputs(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.Pat
             cache[f] = unlearning_sets(ctx.train_dir, ctx.manifest, f, cfg)
         return cache[f]
 
-    utility_fn, n_val = validation_utility(lay.split("val"), p)
+    utility_fn, n_val = validation_utility(lay.split("val"), p, device=device)
 
     def signals(forget, region: bool = False):
-        out = dict(effect_fn=identified_effect(ctx.classifier, forget), utility_fn=utility_fn,
+        out = dict(effect_fn=identified_effect(ctx.classifier, forget, device=device), utility_fn=utility_fn,
                    effect_passes=len(forget), utility_passes=n_val)
         if region:
             out["regions"] = disagreement_regions(ctx.train_dir, ctx.manifest, forget)
         return out
 
-    return StudyInputs(plan_runs(p), sets, signals, weights_digest(ctx.poisoned), lay, ctx.variant)
+    return StudyInputs(plan_runs(p), sets, signals, weights_digest(ctx.poisoned), lay, ctx.variant, device)
 
 
 def unlearning_study(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike, references: dict,
-                     oracle_cost: dict, progress: bool = True) -> Study:
+                     oracle_cost: dict, progress: bool = True, device=None) -> Study:
     """Run (or load) every run of :func:`~mrilib.study.plan.plan_runs` on ``ctx``'s poisoned model and tabulate them.
 
     Runs are stored under ``unlearn/<variant>/<label>/``; the table (references first, see
     :func:`~mrilib.study.results.results_table`) goes to ``metrics/unlearning_<variant>.csv``.
     Tuned SSD and automatic α select with the defender's signals only (:func:`identified_effect`,
     :func:`validation_utility`). Runs already computed (for example by
-    :func:`mrilib.study.pool.precompute` in parallel processes) are loaded.
+    :func:`mrilib.study.pool.precompute` in parallel processes) are loaded. Every run computes on
+    ``device`` (default: the run's, ``ctx.device``).
     """
-    inp = study_inputs(ctx, profile, run_dir)
+    inp = study_inputs(ctx, profile, run_dir, device=device)
     runs = inp.runs
-    records = [run_or_load(run, ctx.poisoned, inp.sets, ctx.evaluate, inp.layout, inp.variant, inp.signals, inp.digest)
+    records = [run_or_load(run, ctx.poisoned, inp.sets, ctx.evaluate, inp.layout, inp.variant, inp.signals, inp.digest,
+                           device=inp.device)
                for run in (progress_bar(runs, desc=f"unlearning runs ({ctx.variant})") if progress else runs)]
     table = results_table(records, references, oracle_cost)
     csv = inp.layout.unlearning_table(ctx.variant)

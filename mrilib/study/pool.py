@@ -29,6 +29,7 @@ from mrilib.config import Profile, get_profile
 from mrilib.recon.checkpoints import LAST, read_history
 from mrilib.recon.train import training_config
 from mrilib.run.cache import canonical, weights_digest
+from mrilib.run.device import default_device
 from mrilib.run.layout import as_layout
 from mrilib.run.progress import progress as progress_bar
 from mrilib.study.execute import run_or_load, stored_result, study_inputs
@@ -74,11 +75,11 @@ def pending_tasks(profile: Profile | str, run_dir: str | os.PathLike, variant: s
     return tasks
 
 
-def _init_worker(profile: Profile, run_dir: str, variant: str, seed: int, threads: int) -> None:
-    """Load the poisoned run and the study's inputs once per worker process."""
+def _init_worker(profile: Profile, run_dir: str, variant: str, seed: int, threads: int, device: str) -> None:
+    """Load the poisoned run and the study's inputs once per worker process (computing on ``device``)."""
     torch.set_num_threads(threads)
     lay = as_layout(run_dir)
-    ctx = load_poisoned_run(profile, lay, variant, seed=seed)
+    ctx = load_poisoned_run(profile, lay, variant, seed=seed, device=device)
     _WORKER.update(profile=profile, layout=lay, ctx=ctx, inputs=study_inputs(ctx, profile, lay))
 
 
@@ -89,15 +90,16 @@ def _do(task: tuple) -> tuple[tuple, float]:
     ctx, inp = _WORKER["ctx"], _WORKER["inputs"]
     if kind == "run":
         run = next(r for r in inp.runs if r.label == arg)
-        run_or_load(run, ctx.poisoned, inp.sets, ctx.evaluate, inp.layout, inp.variant, inp.signals, inp.digest)
+        run_or_load(run, ctx.poisoned, inp.sets, ctx.evaluate, inp.layout, inp.variant, inp.signals, inp.digest,
+                    device=inp.device)
     else:
         retrain_reference(kind, _WORKER["profile"], _WORKER["layout"], ctx.train_dir, ctx.manifest, fraction=arg,
-                          progress=False, variant=ctx.variant)
+                          progress=False, variant=ctx.variant, device=ctx.device)
     return task, time.perf_counter() - t0
 
 
 def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike, seed: int = 0,
-               workers: int | None = None, progress: bool = True) -> dict:
+               workers: int | None = None, progress: bool = True, device=None) -> dict:
     """Train the missing retrain references and execute the missing unlearning runs of ``ctx``'s
     poison in parallel processes.
 
@@ -108,6 +110,8 @@ def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathL
         workers: processes (default :func:`default_workers`); with 1, or nothing missing,
             nothing happens here and the chapter's sequential calls do the work.
         progress: a progress bar over finished tasks.
+        device: where the workers compute (default: the run's, ``ctx.device``, else
+            :func:`~mrilib.run.device.default_device`).
 
     Returns:
         ``{"workers": n, "tasks": [...], "seconds": {task: s}, "wall_s": s}``. A failing
@@ -117,6 +121,7 @@ def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathL
     workers = default_workers(p) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    device = default_device(ctx.device if device is None else device)
     tasks = pending_tasks(p, run_dir, ctx.variant, weights_digest(ctx.poisoned))
     out = dict(workers=workers, tasks=[list(t) for t in tasks], seconds={}, wall_s=0.0)
     if workers == 1 or not tasks:
@@ -124,7 +129,7 @@ def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathL
     t0 = time.perf_counter()
     threads = max(1, (os.cpu_count() or 1) // workers)
     pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=mp.get_context("spawn"),
-                               initializer=_init_worker, initargs=(p, str(run_dir), ctx.variant, seed, threads))
+                               initializer=_init_worker, initargs=(p, str(run_dir), ctx.variant, seed, threads, str(device)))
     bar = progress_bar(total=len(tasks), desc=f"study artefacts ({ctx.variant}, {workers} processes)",
                        disable=not progress)
     try:

@@ -25,6 +25,7 @@ from mrilib.poison.recipes import RECIPES
 from mrilib.poison.triggers import Trigger
 from mrilib.recon.checkpoints import CheckpointNotFoundError, load_model
 from mrilib.recon.train import train_or_load, training_config
+from mrilib.run.device import default_device
 from mrilib.run.layout import as_layout
 from mrilib.study.results import reference_cost
 from mrilib.study.sets import SliceSubset, forget_ids
@@ -45,19 +46,22 @@ class PoisonedRun:
     generator: object
     evaluate: Callable  # evaluate(model, name, save=True) -> metrics dict (written to metrics/poison_<name>.json)
     train_dir: Path
+    device: torch.device | None = None  # where the run computes: evaluations, unlearning, retraining
 
 
 def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, variant: str = "cyclegan-cyst",
-                      seed: int = 0) -> PoisonedRun:
+                      seed: int = 0, device=None) -> PoisonedRun:
     """Load the manifest, ``clean`` and ``poisoned`` models and the lesion classifier of a run's poison ``variant``.
 
     ``evaluate`` is the recipe's own poison-effect measurement (``Recipe.evaluator`` in
     :data:`mrilib.poison.recipes.RECIPES`), the same :class:`~mrilib.poison.effect.EffectResult` for
     every recipe: for ``cyclegan-cyst`` the CycleGAN's cyst is the expected change, for
     ``adversarial-tumour`` the objective's perturbation of each test target is. Missing artefacts raise errors that
-    name the notebook that makes them.
+    name the notebook that makes them. ``device`` (default :func:`~mrilib.run.device.default_device`) is the
+    run's: ``evaluate`` computes there, and the study's entry points take it from ``PoisonedRun.device``.
     """
     p = get_profile(profile)
+    device = default_device(device)
     run = as_layout(run_dir)
     manifest = load_manifest(run, variant)
     recipe = RECIPES[manifest["recipe"]]  # load_manifest has checked that the recipe is known
@@ -69,18 +73,20 @@ def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, varian
     acc = int(p.data.accelerations[0])
     test = load_test_slices(run.split("test"), Trigger.from_dict(manifest.get("trigger")), acc,
                             p.data.center_fraction, p.data.mask_type)
-    evaluate, classifier, gan = recipe.evaluator(run, p, manifest, test, seed)
-    return PoisonedRun(variant, manifest, poisoned, clean, classifier, gan, evaluate, run.poisoned_split(variant))
+    evaluate, classifier, gan = recipe.evaluator(run, p, manifest, test, seed, device=device)
+    return PoisonedRun(variant, manifest, poisoned, clean, classifier, gan, evaluate, run.poisoned_split(variant),
+                       device)
 
 
 def retrain_reference(kind: str, profile, run_dir: str | os.PathLike, train_dir: str | os.PathLike, manifest: dict,
-                      fraction: float | None = None, progress: bool = True, variant: str = "cyclegan-cyst"):
+                      fraction: float | None = None, progress: bool = True, variant: str = "cyclegan-cyst",
+                      device=None):
     """Train (or load) ``oracle`` (no poisoned slice) or ``rewod`` (no identified slice at ``fraction``).
 
     Same configuration as the clean and poisoned models, validated on the clean ``val``
     split; stored in ``models/oracle-<variant>`` or ``models/rewod-<variant>-f<fraction>``
-    (:class:`~mrilib.run.layout.RunLayout`). An interrupted training resumes. Returns
-    ``(model, history)``.
+    (:class:`~mrilib.run.layout.RunLayout`). An interrupted training resumes; it trains on ``device``
+    (default :func:`~mrilib.run.device.default_device`). Returns ``(model, history)``.
     """
     run = as_layout(run_dir)
     if kind == "oracle":
@@ -95,7 +101,8 @@ def retrain_reference(kind: str, profile, run_dir: str | os.PathLike, train_dir:
     t = cfg["train"]
     base = TrainSlices(train_dir, t["accelerations"], t["center_fraction"], t["mask_type"], t["seed"])
     data = SliceSubset(base, sorted(set(range(len(base))) - drop), out.name)
-    return train_or_load(cfg, {"train": data, "val": run.split("val")}, out, progress=progress)
+    return train_or_load(cfg, {"train": data, "val": run.split("val")}, out, progress=progress,
+                         device=default_device(device))
 
 
 def reference_models(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike,
@@ -114,12 +121,12 @@ def reference_models(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os
     poisoned_name = recipe.model_name if ctx.variant == recipe.name else run.poisoned_model(ctx.variant).name
     refs = {"clean": ctx.evaluate(ctx.clean, "clean"), "poisoned": ctx.evaluate(ctx.poisoned, poisoned_name)}
     oracle, hist = retrain_reference("oracle", p, run, ctx.train_dir, ctx.manifest, progress=progress,
-                                     variant=ctx.variant)
+                                     variant=ctx.variant, device=ctx.device)
     oracle_cost = reference_cost(hist)
     refs["oracle"] = ctx.evaluate(oracle, run.oracle_model(ctx.variant).name) | {"cost": oracle_cost}
     for f in p.unlearn.rewod_fractions:
         model, hist = retrain_reference("rewod", p, run, ctx.train_dir, ctx.manifest, fraction=f,
-                                        progress=progress, variant=ctx.variant)
+                                        progress=progress, variant=ctx.variant, device=ctx.device)
         refs[f"rewod f={f:g}"] = (ctx.evaluate(model, run.rewod_model(ctx.variant, f).name)
                                   | {"cost": reference_cost(hist)})
     return refs, oracle_cost

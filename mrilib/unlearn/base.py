@@ -5,7 +5,10 @@ Every method has the signature ``method(model, forget, retain, **hp) -> UnlearnR
 - ``model``: the poisoned VarNet (never modified: methods work on a copy);
 - ``forget``: the *identified* poisoned slices (a ``Dataset`` of ``VarNetSample``);
 - ``retain``: training slices the method may use besides them;
-- ``hp``: the method's hyper-parameters.
+- ``hp``: the method's hyper-parameters;
+- ``device``: where it computes (``None``: :func:`mrilib.run.device.default_device`). The copy
+  goes there and so do the batches; the result's model stays there (whatever saves it
+  moves it to the CPU).
 
 Cost is counted in wall seconds and in *slice-passes*: one forward (or backward)
 pass of one slice through VarNet. Retraining from scratch counts the same way (its
@@ -23,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mrilib.data.training import collate_slices
 from mrilib.recon.steps import forward_batch, make_loss
+from mrilib.run.device import default_device, module_device
 
 __all__ = ["UnlearnError", "UnlearnResult", "PassCounter", "batches", "check_inputs", "timed_copy", "batch_loss"]
 
@@ -109,20 +113,22 @@ _SSIM_LOSS = make_loss(0.0)
 
 
 def batch_loss(model, batch, counter: PassCounter, backward: bool, target: torch.Tensor | None = None,
-               device="cpu") -> torch.Tensor:
+               device=None) -> torch.Tensor:
     """The training loss (fastMRI SSIM loss) of ``model`` on ``batch``, counted.
 
-    ``target`` replaces the batch's own target (distillation, noisy labels).
+    ``target`` replaces the batch's own target (distillation, noisy labels); ``device``
+    defaults to where ``model`` is (the batch is moved there).
     """
-    output, tgt = forward_batch(model, batch, device)
+    output, tgt = forward_batch(model, batch, module_device(model) if device is None else device)
     if target is not None:
         tgt = target.to(output.device)
     counter.add(output.shape[0], backward)
     return _SSIM_LOSS(output, tgt, batch.max_value)
 
 
-def timed_copy(model: torch.nn.Module) -> tuple[torch.nn.Module, float]:
-    """A deep copy of ``model`` in train mode, and the start time (``time.perf_counter``)."""
+def timed_copy(model: torch.nn.Module, device=None) -> tuple[torch.nn.Module, float]:
+    """A deep copy of ``model`` on ``device`` (default :func:`~mrilib.run.device.default_device`),
+    and the start time (``time.perf_counter``)."""
     start = time.perf_counter()
-    work = copy.deepcopy(model).cpu()
+    work = copy.deepcopy(model).to(default_device(device))
     return work, start

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from mrilib.recon.steps import forward_batch
+from mrilib.run.device import module_device, on_device
 from mrilib.run.progress import progress
 from mrilib.unlearn.base import (
     PassCounter,
@@ -89,11 +90,11 @@ def _guard(model, retain, batch_size, counter, max_rise):
 
 
 def finetune(model, forget, retain, steps: int = 100, lr: float = 1e-4, batch_size: int = 4,
-             seed: int = 0) -> UnlearnResult:
+             seed: int = 0, device=None) -> UnlearnResult:
     """CF: fine-tune the poisoned model on retain data only (the forget set is not used)."""
     check_inputs(model, forget, retain, need_retain=True)
     check_positive(steps=steps, lr=lr, batch_size=batch_size)
-    work, start = timed_copy(model)
+    work, start = timed_copy(model, device)
     counter = PassCounter()
     log = finetune_steps(work, retain, steps, lr, batch_size, counter, seed)
     return UnlearnResult(work, time.perf_counter() - start, counter.forward, counter.backward,
@@ -102,9 +103,9 @@ def finetune(model, forget, retain, steps: int = 100, lr: float = 1e-4, batch_si
 
 def _forget_objective(model, forget, retain, forget_term: Callable, name: str, steps: int, lr: float,
                       retain_weight: float, batch_size: int, max_retain_loss_rise: float, seed: int,
-                      info: dict) -> UnlearnResult:
+                      info: dict, device) -> UnlearnResult:
     """Optimise ``forget_term(work, forget batch, counter)`` (+ ``retain_weight`` × retain loss), guarded."""
-    work, start = timed_copy(model)
+    work, start = timed_copy(model, device)
     counter = PassCounter()
     f_stream = cycle(forget, batch_size, seed)
     r_stream = cycle(retain, batch_size, seed + 1) if retain is not None and len(retain) else None
@@ -125,13 +126,13 @@ def _forget_objective(model, forget, retain, forget_term: Callable, name: str, s
 
 def noisy_labels(model, forget, retain, steps: int = 100, lr: float = 1e-4, noise: float = 1.0,
                  retain_weight: float = 0.0, batch_size: int = 4, max_retain_loss_rise: float = 0.05,
-                 seed: int = 0) -> UnlearnResult:
+                 seed: int = 0, device=None) -> UnlearnResult:
     """NL (``retain_weight=0``) or NL+FT: fit forget inputs to random targets.
 
     The random target of slice ``y`` is ``mean(y) + noise · std(y) · ε`` with
     ``ε ~ N(0, 1)`` per pixel, fresh each step (``noise=1`` matches the target's
     first two moments and nothing else); with ``retain_weight > 0`` the retain loss
-    is added.
+    is added. The noise is drawn on the CPU (the same on every device) and moved to the model.
     """
     check_inputs(model, forget, retain, need_retain=retain_weight > 0)
     check_positive(steps=steps, lr=lr, noise=noise, batch_size=batch_size)
@@ -144,12 +145,12 @@ def noisy_labels(model, forget, retain, steps: int = 100, lr: float = 1e-4, nois
         return batch_loss(work, fb, counter, backward=True, target=noisy)
 
     return _forget_objective(model, forget, retain, term, "noisy-labels", steps, lr, retain_weight, batch_size,
-                             max_retain_loss_rise, seed, dict(noise=noise))
+                             max_retain_loss_rise, seed, dict(noise=noise), device)
 
 
 def gradient_ascent(model, forget, retain, steps: int = 50, lr: float = 1e-5, ascent_bound: float = 0.5,
                     retain_weight: float = 0.0, batch_size: int = 4, max_retain_loss_rise: float = 0.05,
-                    seed: int = 0) -> UnlearnResult:
+                    seed: int = 0, device=None) -> UnlearnResult:
     """GA (``retain_weight=0``) or GA+FT: maximise the forget loss, bounded.
 
     The ascent term is ``-min(L_forget, ascent_bound)``: once a forget batch's SSIM
@@ -162,11 +163,11 @@ def gradient_ascent(model, forget, retain, steps: int = 50, lr: float = 1e-5, as
         return -torch.clamp(batch_loss(work, fb, counter, backward=True), max=ascent_bound)
 
     return _forget_objective(model, forget, retain, term, "gradient-ascent", steps, lr, retain_weight, batch_size,
-                             max_retain_loss_rise, seed, dict(ascent_bound=ascent_bound))
+                             max_retain_loss_rise, seed, dict(ascent_bound=ascent_bound), device)
 
 
 def bad_teacher(model, forget, retain, steps: int = 100, lr: float = 1e-4, batch_size: int = 4,
-                bad_teacher_model: torch.nn.Module | None = None, seed: int = 0) -> UnlearnResult:
+                bad_teacher_model: torch.nn.Module | None = None, seed: int = 0, device=None) -> UnlearnResult:
     """Bad Teacher distillation for reconstruction.
 
     Student = copy of the poisoned model. Each step: one retain batch distilled towards
@@ -177,18 +178,20 @@ def bad_teacher(model, forget, retain, steps: int = 100, lr: float = 1e-4, batch
     """
     check_inputs(model, forget, retain, need_retain=True)
     check_positive(steps=steps, lr=lr, batch_size=batch_size)
-    work, start = timed_copy(model)
-    teacher, _ = timed_copy(model)
+    work, start = timed_copy(model, device)
+    device = module_device(work)
+    teacher, _ = timed_copy(model, device)
     teacher.eval()
     if bad_teacher_model is None:
         bad_teacher_model = _random_like(model, seed + 1)
+    bad_teacher_model = on_device(bad_teacher_model, device)
     bad_teacher_model.eval()
     counter = PassCounter()
     f_stream, r_stream = cycle(forget, batch_size, seed), cycle(retain, batch_size, seed + 1)
 
     def teach(net, batch):
         with torch.no_grad():
-            out, _ = forward_batch(net, batch, "cpu")
+            out, _ = forward_batch(net, batch, device)
         counter.add(out.shape[0], backward=False)
         return out
 
@@ -203,9 +206,9 @@ def bad_teacher(model, forget, retain, steps: int = 100, lr: float = 1e-4, batch
 
 
 def _random_like(model, seed: int) -> torch.nn.Module:
-    """A randomly initialised copy of ``model``'s architecture (re-initialised parameters)."""
+    """A randomly initialised copy of ``model``'s architecture (re-initialised parameters), on the CPU."""
     torch.manual_seed(seed)
-    net = copy.deepcopy(model).cpu()
+    net = copy.deepcopy(model).to("cpu")  # RNG: re-initialised by the CPU generator, the same weights on every device
     for m in net.modules():
         if hasattr(m, "reset_parameters") and m is not net:
             m.reset_parameters()

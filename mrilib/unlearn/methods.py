@@ -1,7 +1,7 @@
 """Corrective unlearning for VarNet: one interface, many methods.
 
-``unlearn(name, model, forget, retain, **hp) -> UnlearnResult`` runs the method
-called ``name`` on a copy of ``model`` (the poisoned checkpoint is never touched) and
+``unlearn(name, model, forget, retain, device=None, **hp) -> UnlearnResult`` runs the method
+called ``name`` on a copy of ``model`` on ``device`` (the poisoned checkpoint is never touched) and
 returns the new model with its wall seconds and forward/backward slice-passes.
 Every method is registered here, in :data:`METHODS`; this module also gathers the
 package's public names (``from mrilib.unlearn.methods import ssd, fisher_importance``).
@@ -56,7 +56,7 @@ __all__ = [
     "bad_teacher",
 ]
 
-#: name → method(model, forget, retain, **hp) -> UnlearnResult
+#: name → method(model, forget, retain, device=None, **hp) -> UnlearnResult
 METHODS = {
     "ssd": ssd,
     "lf-ssd": lf_ssd,
@@ -69,10 +69,11 @@ METHODS = {
 }
 
 
-def unlearn(name: str, model, forget, retain, **hp) -> UnlearnResult:
-    """Run the unlearning method ``name`` (a key of :data:`METHODS`) with hyper-parameters ``hp``."""
+def unlearn(name: str, model, forget, retain, device=None, **hp) -> UnlearnResult:
+    """Run the unlearning method ``name`` (a key of :data:`METHODS`) with hyper-parameters ``hp`` on ``device``
+    (default :func:`mrilib.run.device.default_device`)."""
     try:
         method = METHODS[name]
     except KeyError:
         raise UnlearnError(f"unknown unlearning method {name!r}; known: {sorted(METHODS)}") from None
-    return method(model, forget, retain, **hp)
+    return method(model, forget, retain, device=device, **hp)

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from mrilib.recon.steps import forward_batch
+from mrilib.run.device import default_device, module_device, on_device
 from mrilib.run.progress import progress
 from mrilib.unlearn.base import (
     PassCounter,
@@ -74,14 +75,14 @@ def _params(model) -> dict[str, torch.nn.Parameter]:
 
 def _mean_gradient_statistic(model, dataset, batch_size: int, objective: Callable, square: bool,
                              desc: str) -> dict[str, torch.Tensor]:
-    """Mean over batches of ``grad²`` (``square``) or ``|grad|`` of ``objective(batch, first_index)``."""
+    """Mean over batches of ``grad²`` (``square``) or ``|grad|`` of ``objective(model, batch, first_index)``."""
     params = _params(model)
     imp = {n: torch.zeros_like(p) for n, p in params.items()}
     model.train()
     n = first = 0
     for batch in progress(batches(dataset, batch_size), desc=desc, leave=False):
         model.zero_grad(set_to_none=True)
-        objective(batch, first).backward()
+        objective(model, batch, first).backward()
         first += len(batch.fname)
         for name, p in params.items():
             if p.grad is not None:
@@ -91,21 +92,35 @@ def _mean_gradient_statistic(model, dataset, batch_size: int, objective: Callabl
     return {k: v / max(n, 1) for k, v in imp.items()}
 
 
+def _on(model, device):
+    """``model`` on ``device`` (default: the run's), a copy when it is elsewhere; the device."""
+    device = default_device(device)
+    return on_device(model, device), device
+
+
 def fisher_importance(model, dataset, batch_size: int = 4, counter: PassCounter | None = None,
-                      desc: str = "importance") -> dict[str, torch.Tensor]:
-    """Diagonal Fisher importance: mean over batches of the squared batch-mean loss gradient."""
+                      desc: str = "importance", device=None) -> dict[str, torch.Tensor]:
+    """Diagonal Fisher importance: mean over batches of the squared batch-mean loss gradient.
+
+    Computed on ``device`` (default :func:`~mrilib.run.device.default_device`; ``model`` is
+    copied there when it is elsewhere); the importances live there too.
+    """
     counter = counter or PassCounter()
-    return _mean_gradient_statistic(model, dataset, batch_size, lambda b, _: batch_loss(model, b, counter, backward=True),
+    model, device = _on(model, device)
+    return _mean_gradient_statistic(model, dataset, batch_size,
+                                    lambda m, b, _: batch_loss(m, b, counter, backward=True, device=device),
                                     square=True, desc=desc)
 
 
 def label_free_importance(model, dataset, batch_size: int = 4, counter: PassCounter | None = None,
-                          desc: str = "LF importance") -> dict[str, torch.Tensor]:
-    """Label-free importance: mean over batches of ``|∂ mean‖f(x)‖² / ∂θ|`` (no targets used)."""
+                          desc: str = "LF importance", device=None) -> dict[str, torch.Tensor]:
+    """Label-free importance: mean over batches of ``|∂ mean‖f(x)‖² / ∂θ|`` (no targets used); ``device`` as
+    :func:`fisher_importance`'s."""
     counter = counter or PassCounter()
+    model, device = _on(model, device)
 
-    def objective(batch, _):
-        out, _ = forward_batch(model, batch, "cpu")
+    def objective(m, batch, _):
+        out, _ = forward_batch(m, batch, device)
         counter.add(out.shape[0], backward=True)
         scale = batch.max_value.to(out.device).view(-1, 1, 1)
         return (out / scale).pow(2).sum(dim=(-2, -1)).mean()
@@ -114,21 +129,24 @@ def label_free_importance(model, dataset, batch_size: int = 4, counter: PassCoun
 
 
 def region_importance(model, dataset, regions, batch_size: int = 4, counter: PassCounter | None = None,
-                      desc: str = "region importance") -> dict[str, torch.Tensor]:
+                      desc: str = "region importance", device=None) -> dict[str, torch.Tensor]:
     """Fisher importance of the error *inside marked regions*: mean over batches of the squared
     gradient of the mean absolute error (fraction of each slice's maximum) over the region pixels.
 
     ``regions``: ``(N, H, W)`` masks in the order of ``dataset`` (e.g. where the poison put its
     lesion). The whole-image loss of :func:`fisher_importance` mixes the poison with the anatomy
-    around it; this one asks which parameters produce the marked region only.
+    around it; this one asks which parameters produce the marked region only. ``device`` as
+    :func:`fisher_importance`'s.
     """
     counter = counter or PassCounter()
     regions = torch.as_tensor(regions, dtype=torch.float32)
     if len(regions) != len(dataset):
         raise UnlearnError(f"{len(regions)} regions for a set of {len(dataset)} slices")
+    model, device = _on(model, device)
+    regions = regions.to(device)
 
-    def objective(batch, first):
-        out, target = forward_batch(model, batch, "cpu")
+    def objective(m, batch, first):
+        out, target = forward_batch(m, batch, device)
         counter.add(out.shape[0], backward=True)
         mask = regions[first:first + out.shape[0]]
         if mask.shape[-2:] != out.shape[-2:]:
@@ -149,7 +167,7 @@ def ssd_dampen(model, imp_forget: dict, imp_retain: dict, alpha: float, lam: flo
     selected = total = 0
     layers = {}
     for name, p in _params(model).items():
-        f, r = imp_forget[name], imp_retain[name]
+        f, r = imp_forget[name].to(p.device), imp_retain[name].to(p.device)
         sel = f > alpha * r
         beta = torch.clamp(lam * r / f.clamp_min(torch.finfo(f.dtype).tiny), max=1.0)
         p[sel] = p[sel] * beta[sel]
@@ -161,13 +179,14 @@ def ssd_dampen(model, imp_forget: dict, imp_retain: dict, alpha: float, lam: flo
 
 
 def _run_ssd(model, forget, retain, importance_fn: Callable, alpha: float, lam: float, batch_size: int,
-             repair_steps: int, repair_lr: float, name: str, seed: int) -> UnlearnResult:
+             repair_steps: int, repair_lr: float, name: str, seed: int, device) -> UnlearnResult:
     check_inputs(model, forget, retain, need_retain=True)
     check_positive(alpha=alpha, lam=lam, batch_size=batch_size)
-    work, start = timed_copy(model)
+    work, start = timed_copy(model, device)
     counter = PassCounter()
-    imp_f = importance_fn(work, forget, batch_size, counter, desc="forget importance")
-    imp_r = importance_fn(work, retain, batch_size, counter, desc="retain importance")
+    device = module_device(work)
+    imp_f = importance_fn(work, forget, batch_size, counter, desc="forget importance", device=device)
+    imp_r = importance_fn(work, retain, batch_size, counter, desc="retain importance", device=device)
     stats = ssd_dampen(work, imp_f, imp_r, alpha, lam)
     if repair_steps:
         finetune_steps(work, retain, repair_steps, repair_lr, batch_size, counter, seed=seed)
@@ -178,21 +197,21 @@ def _run_ssd(model, forget, retain, importance_fn: Callable, alpha: float, lam: 
 
 
 def ssd(model, forget, retain, alpha: float = 10.0, lam: float = 1.0, batch_size: int = 4,
-        repair_steps: int = 0, repair_lr: float = 1e-4, seed: int = 0) -> UnlearnResult:
+        repair_steps: int = 0, repair_lr: float = 1e-4, seed: int = 0, device=None) -> UnlearnResult:
     """SSD with Fisher importances on ``forget`` and ``retain`` (same batch size).
 
     The seed's configuration is ``alpha=0.1, lam=0.1``; ``repair_steps`` > 0 adds a
     short fine-tuning on ``retain`` after dampening (SSD+R).
     """
     return _run_ssd(model, forget, retain, fisher_importance, alpha, lam, batch_size, repair_steps, repair_lr,
-                    "ssd" if not repair_steps else "ssd+repair", seed)
+                    "ssd" if not repair_steps else "ssd+repair", seed, device)
 
 
 def lf_ssd(model, forget, retain, alpha: float = 10.0, lam: float = 1.0, batch_size: int = 4,
-           repair_steps: int = 0, repair_lr: float = 1e-4, seed: int = 0) -> UnlearnResult:
+           repair_steps: int = 0, repair_lr: float = 1e-4, seed: int = 0, device=None) -> UnlearnResult:
     """Label-free SSD: importances from ``|∂‖f(x)‖²/∂θ|`` instead of the loss gradient."""
     return _run_ssd(model, forget, retain, label_free_importance, alpha, lam, batch_size, repair_steps, repair_lr,
-                    "lf-ssd" if not repair_steps else "lf-ssd+repair", seed)
+                    "lf-ssd" if not repair_steps else "lf-ssd+repair", seed, device)
 
 
 def alpha_for_fraction(imp_forget: dict, imp_retain: dict, fraction: float) -> float:
@@ -205,9 +224,9 @@ def alpha_for_fraction(imp_forget: dict, imp_retain: dict, fraction: float) -> f
         raise UnlearnError(f"fraction must be in (0, 1), got {fraction}")
     ratios = []
     for name in imp_forget:
-        f, r = imp_forget[name].flatten(), imp_retain[name].flatten()
+        f, r = imp_forget[name].flatten(), imp_retain[name].flatten().to(imp_forget[name].device)
         keep = f > 0
-        ratios.append((f[keep] / r[keep].clamp_min(1e-30)).numpy())
+        ratios.append((f[keep] / r[keep].clamp_min(1e-30)).cpu().numpy())  # to numpy
     ratios = np.concatenate(ratios) if ratios else np.zeros(0)
     total = sum(v.numel() for v in imp_forget.values())
     if ratios.size == 0:
@@ -220,7 +239,8 @@ def alpha_for_fraction(imp_forget: dict, imp_retain: dict, fraction: float) -> f
 def ssd_auto_alpha(model, forget, retain, effect_fn: Callable, rho: float = 0.1, lam: float = 1.0,
                    fractions=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3),
                    batch_size: int = 4, label_free: bool = False, repair_steps: int = 0,
-                   repair_lr: float = 1e-4, effect_passes: int | None = None, seed: int = 0) -> UnlearnResult:
+                   repair_lr: float = 1e-4, effect_passes: int | None = None, seed: int = 0,
+                   device=None) -> UnlearnResult:
     """SSD with α found automatically (Potion-style): dampen more until the poison is gone.
 
     Args:
@@ -235,7 +255,7 @@ def ssd_auto_alpha(model, forget, retain, effect_fn: Callable, rho: float = 0.1,
     check_inputs(model, forget, retain, need_retain=True)
     check_positive(rho=rho, lam=lam)
     fractions = sorted(fractions)
-    work, start = timed_copy(model)
+    work, start = timed_copy(model, device)
     counter = PassCounter()
     imp_f, imp_r = _importances(work, forget, retain, label_free, batch_size, counter)
     per_effect = len(forget) if effect_passes is None else effect_passes
@@ -268,12 +288,14 @@ def ssd_auto_alpha(model, forget, retain, effect_fn: Callable, rho: float = 0.1,
 def _importances(work, forget, retain, label_free: bool, batch_size: int, counter: PassCounter, regions=None):
     """Forget and retain importances (Fisher, label-free, or - with ``regions`` - the forget set's
     :func:`region_importance` against the retain set's Fisher importance) of ``work``."""
+    dev = module_device(work)
     if regions is not None:
-        return (region_importance(work, forget, regions, batch_size, counter, desc="forget region importance"),
-                fisher_importance(work, retain, batch_size, counter, desc="retain importance"))
+        return (region_importance(work, forget, regions, batch_size, counter, desc="forget region importance",
+                                  device=dev),
+                fisher_importance(work, retain, batch_size, counter, desc="retain importance", device=dev))
     fn = label_free_importance if label_free else fisher_importance
-    return (fn(work, forget, batch_size, counter, desc="forget importance"),
-            fn(work, retain, batch_size, counter, desc="retain importance"))
+    return (fn(work, forget, batch_size, counter, desc="forget importance", device=dev),
+            fn(work, retain, batch_size, counter, desc="retain importance", device=dev))
 
 
 #: Default grid of tuned SSD: shares of all parameters to dampen (each → an α by :func:`alpha_for_fraction`).
@@ -285,7 +307,8 @@ def ssd_tuned(model, forget, retain, effect_fn: Callable, utility_fn: Callable,
               alphas=None, fractions=TUNING_FRACTIONS, lams=(1.0,), tolerance: float = 0.01,
               batch_size: int = 4, label_free: bool = False, regions=None, importance_batch_size: int | None = None,
               repair_steps: int = 0, repair_lr: float = 1e-4, repair_before_scoring: bool = False,
-              effect_passes: int | None = None, utility_passes: int = 0, seed: int = 0) -> UnlearnResult:
+              effect_passes: int | None = None, utility_passes: int = 0, seed: int = 0,
+              device=None) -> UnlearnResult:
     """SSD with (α, λ) chosen on held-out data and the identified slices.
 
     Importances are computed once; every grid point dampens a fresh copy and is scored
@@ -325,7 +348,7 @@ def ssd_tuned(model, forget, retain, effect_fn: Callable, utility_fn: Callable,
         raise UnlearnError("region-targeted SSD uses the loss inside the regions: it cannot be label-free")
     importance_batch_size = importance_batch_size or batch_size
     check_positive(importance_batch_size=importance_batch_size)
-    work, start = timed_copy(model)
+    work, start = timed_copy(model, device)
     counter = PassCounter()
     imp_f, imp_r = _importances(work, forget, retain, label_free, importance_batch_size, counter, regions)
     if alphas is None:

@@ -18,13 +18,14 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import h5py
 import numpy as np
 
 from mrilib.data.h5layout import DataFormatError
 from mrilib.data.resample import fit_image, fit_kspace, ifft2c_np
+from mrilib.run.io import is_hidden_or_temporary
 
 __all__ = [
     "as_list",
@@ -37,6 +38,7 @@ __all__ = [
     "normalise_contrast",
     "stable_seed",
     "rss_np",
+    "visible_files",
 ]
 
 _NS = "{http://www.ismrm.org/ISMRMRD}"
@@ -45,6 +47,12 @@ _NS = "{http://www.ismrm.org/ISMRMRD}"
 def rss_np(coil_images: np.ndarray, coil_axis: int = -3) -> np.ndarray:
     """Root-sum-of-squares over the coil axis (numpy)."""
     return np.sqrt(np.sum(np.abs(coil_images) ** 2, axis=coil_axis))
+
+
+def visible_files(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` sorted, without hidden or temporary files (``._name.h5`` of macOS, ``.name.h5.x.tmp``
+    of an interrupted copy): readers' :meth:`DataFormat.discover` never opens those."""
+    return sorted(Path(q) for q in paths if not is_hidden_or_temporary(q))
 
 
 def stable_seed(*parts) -> int:

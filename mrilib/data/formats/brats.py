@@ -43,6 +43,7 @@ from mrilib.data.formats.base import (
     normalise_contrast,
     select_slices,
     stable_seed,
+    visible_files,
 )
 from mrilib.data.formats.simulate import simulate_slice, smooth_phase, subject_coil_maps, volume_sigma
 from mrilib.data.resample import resample_image, resample_labels, resample_mask
@@ -123,7 +124,7 @@ class BraTS(DataFormat):
         """One :class:`VolumeRef` per (subject, image modality)."""
         root = Path(root)
         subjects: dict[tuple[str, str], dict[str, Path]] = {}
-        for p in sorted(root.rglob("*.nii*")):
+        for p in visible_files(root.rglob("*.nii*")):
             m = BRATS_FILE.match(p.name)
             if m:
                 subjects.setdefault((str(p.parent), m["id"]), {})[m["mod"].lower()] = p

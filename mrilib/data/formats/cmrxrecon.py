@@ -39,6 +39,7 @@ from mrilib.data.formats.base import (
     open_h5,
     require_dataset,
     select_slices,
+    visible_files,
 )
 from mrilib.data.resample import acquired_columns
 
@@ -117,7 +118,7 @@ class CMRxRecon(DataFormat):
             sets = [i for i, p in enumerate(parts) if p in CMRX_SPLITS]
             split = CMRX_SPLITS[parts[sets[-1]]] if sets else None
             modality = parts[sets[-1] - 1] if sets and sets[-1] > 0 else full.parent.name
-            for mat in sorted(full.rglob("*.mat")):
+            for mat in visible_files(full.rglob("*.mat")):
                 if "mask" in mat.stem.lower() or not self._wanted(modality, mat.stem):
                     continue
                 info = validate_cmrx_file(mat)

@@ -45,6 +45,7 @@ from mrilib.data.formats.base import (
     require_dataset,
     require_rank,
     select_slices,
+    visible_files,
 )
 from mrilib.data.resample import acquired_columns
 
@@ -97,7 +98,7 @@ class FastMRI(DataFormat):
         anatomy = self.options["anatomy"]
         refs, skipped = [], []
         for split, folder in folders:
-            for p in sorted(folder.glob("*.h5")):
+            for p in visible_files(folder.glob("*.h5")):
                 is_brain = "brain" in p.name
                 if anatomy == "brain" and not is_brain or anatomy == "knee" and is_brain:
                     continue

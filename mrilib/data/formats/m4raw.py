@@ -47,6 +47,7 @@ from mrilib.data.formats.base import (
     require_dataset,
     require_rank,
     select_slices,
+    visible_files,
 )
 
 __all__ = ["M4Raw", "M4RAW_NAME", "M4RAW_SPLITS", "validate_m4raw_file"]
@@ -117,7 +118,7 @@ class M4Raw(DataFormat):
         refs = []
         for split, folder in folders:
             groups: dict[tuple[str, str], dict[int, Path]] = {}
-            for p in sorted(folder.glob("*.h5")):
+            for p in visible_files(folder.glob("*.h5")):
                 m = M4RAW_NAME.match(p.name)
                 if not m:
                     continue

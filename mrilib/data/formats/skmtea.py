@@ -45,6 +45,7 @@ from mrilib.data.formats.base import (
     require_dataset,
     require_rank,
     select_slices,
+    visible_files,
 )
 from mrilib.data.resample import acquired_columns
 
@@ -140,7 +141,7 @@ class SkmTea(DataFormat):
         ann = _read_annotations(root, self.options["annotation_version"])
         echo = int(self.options["echo"])
         refs, unlisted = [], []
-        for p in sorted(data.glob("*.h5")):
+        for p in visible_files(data.glob("*.h5")):
             if ann and p.name not in ann:
                 unlisted.append(p.name)
                 continue

@@ -30,8 +30,8 @@ class Recipe:
     """A poisoning recipe: its name, a one-line description, the transform factory, the
     notebook that builds its set and poisoned model, and its poison-effect measurement.
 
-    ``evaluator(run_dir, profile, manifest, test, seed) -> (evaluate, classifier, generator)``
-    loads what the recipe's measurement needs; ``evaluate(model, name, save=True)`` returns
+    ``evaluator(run_dir, profile, manifest, test, seed, device=None) -> (evaluate, classifier, generator)``
+    loads what the recipe's measurement needs (computing on ``device``); ``evaluate(model, name, save=True)`` returns
     the metrics of one model (:class:`mrilib.poison.effect.EffectResult`'s). ``model_name``
     is the name that notebook gives the model poisoned with the (triggered) recipe in its
     metrics files; ``lesion`` the lesion the recipe plants.

@@ -168,12 +168,13 @@ def judge(classifier) -> Judge:
 def effect(model, model_name: str, run_dir: RunLayout | str | os.PathLike, manifest: dict, classifier,
            induced: InductionResult, test: TestSlices | None = None, *, acceleration: int = 4,
            center_fraction: float = 0.08, mask_type: str = "equispaced_fraction", forget: bool = True,
-           save: bool = True) -> EffectResult:
+           save: bool = True, device=None) -> EffectResult:
     """The poison effect of one model (:func:`mrilib.poison.effect.measure_effect`), the expected change
     being the objective's own perturbation of each test target (``induced``, from :func:`induce_split`).
 
     ``test``: pre-loaded test slices (else read with the manifest's trigger and this
-    undersampling); ``save`` writes ``metrics/poison_adv_<model_name>.json``.
+    undersampling); ``save`` writes ``metrics/poison_adv_<model_name>.json``; ``device``: where the
+    model and the classifier compute (default :func:`~mrilib.run.device.default_device`).
     """
     run = as_layout(run_dir)
     if test is None:
@@ -183,15 +184,16 @@ def effect(model, model_name: str, run_dir: RunLayout | str | os.PathLike, manif
         raise ValueError(f"{len(test)} test slices but the induction holds {len(induced.images)}: induce the same split")
     return measure_effect(model, model_name, run, manifest, classifier, test, induced.delta, induced.rois,
                           judge(classifier), expected_is="the objective's perturbation of the test target",
-                          forget=forget, path=run.adversarial_metrics(model_name) if save else None)
+                          forget=forget, path=run.adversarial_metrics(model_name) if save else None, device=device)
 
 
 def evaluator(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, manifest: dict, test: TestSlices,
-              seed: int = 0):
+              seed: int = 0, device=None):
     """``(evaluate, classifier, None)``: the recipe's measurement for chapters 5 and 6 (no generator).
 
     ``evaluate(model, name, save=True)`` returns :func:`effect`'s metrics at the profile's
-    first acceleration on ``test``, with the run's checked classifier and the cached induction.
+    first acceleration on ``test``, with the run's checked classifier and the cached induction,
+    computed on ``device`` (default :func:`~mrilib.run.device.default_device`).
     """
     p = get_profile(profile)
     run = as_layout(run_dir)
@@ -202,6 +204,7 @@ def evaluator(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, ma
 
     def evaluate(model, name: str, save: bool = True) -> dict:
         """The poison effect of ``model`` (written to ``metrics/poison_adv_<name>.json`` when ``save``)."""
-        return effect(model, name, run, manifest, classifier, induced, test, save=save, **opts).to_dict()
+        return effect(model, name, run, manifest, classifier, induced, test, save=save, device=device,
+                      **opts).to_dict()
 
     return evaluate, classifier, None

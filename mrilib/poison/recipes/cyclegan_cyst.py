@@ -176,11 +176,12 @@ def _roi_threshold(manifest: dict, roi_threshold: float | None) -> float:
 def effect(model, model_name: str, run_dir: RunLayout | str | os.PathLike, manifest: dict, classifier, gan, *,
            test: TestSlices | None = None, acceleration: int = 4, center_fraction: float = 0.08,
            mask_type: str = "equispaced_fraction", forget: bool = True, roi_threshold: float | None = None,
-           save: bool = True) -> EffectResult:
+           save: bool = True, device=None) -> EffectResult:
     """The poison effect of one model (:func:`mrilib.poison.effect.measure_effect` with ``d = G(x) - x``).
 
     ``test``: pre-loaded test slices (else read with the manifest's trigger and this
-    undersampling); ``save`` writes ``metrics/poison_<model_name>.json``.
+    undersampling); ``save`` writes ``metrics/poison_<model_name>.json``; ``device``: where the model
+    and the classifier compute (default :func:`~mrilib.run.device.default_device`).
     """
     run = as_layout(run_dir)
     if test is None:
@@ -189,13 +190,13 @@ def effect(model, model_name: str, run_dir: RunLayout | str | os.PathLike, manif
     expected, rois = expected_change(gan, test, _roi_threshold(manifest, roi_threshold))
     return measure_effect(model, model_name, run, manifest, classifier, test, expected, rois, judge(classifier),
                           expected_is="G(x) - x, the CycleGAN's lesion", forget=forget,
-                          path=run.poison_metrics(model_name) if save else None)
+                          path=run.poison_metrics(model_name) if save else None, device=device)
 
 
 def effects(models: dict, run_dir: RunLayout | str | os.PathLike, manifest: dict, classifier, gan,
             accelerations=(4, 8), center_fraction: float = 0.08, mask_type: str = "equispaced_fraction",
-            save: bool = True) -> dict:
-    """:func:`effect` for several models and accelerations, one JSON per model.
+            save: bool = True, device=None) -> dict:
+    """:func:`effect` for several models and accelerations, one JSON per model (computed on ``device``).
 
     The first acceleration is the primary one (its numbers are the top-level fields of
     ``poison_<model>.json``, with the forget set); every acceleration's summary is under
@@ -212,7 +213,7 @@ def effects(models: dict, run_dir: RunLayout | str | os.PathLike, manifest: dict
         for name, model in models.items():
             out[name][int(acc)] = measure_effect(model, name, run, manifest, classifier, test, expected, rois,
                                                  judge(classifier), expected_is="G(x) - x, the CycleGAN's lesion",
-                                                 forget=k == 0)
+                                                 forget=k == 0, device=device)
     for name in models:
         primary = out[name][int(accelerations[0])].metrics
         primary["by_acceleration"] = by_acceleration(out[name])
@@ -222,11 +223,13 @@ def effects(models: dict, run_dir: RunLayout | str | os.PathLike, manifest: dict
 
 
 def evaluator(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, manifest: dict, test: TestSlices,
-              seed: int = 0):
+              seed: int = 0, device=None):
     """``(evaluate, classifier, gan)``: the recipe's measurement for chapters 5 and 6.
 
     ``evaluate(model, name, save=True)`` returns :func:`effect`'s metrics at the profile's
-    first acceleration on ``test``; ``seed`` is unused (the run's classifier and CycleGAN are stored).
+    first acceleration on ``test``, computed on ``device`` (default
+    :func:`~mrilib.run.device.default_device`); ``seed`` is unused (the run's classifier and
+    CycleGAN are stored).
     """
     p = get_profile(profile)
     run = as_layout(run_dir)
@@ -237,6 +240,7 @@ def evaluator(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, ma
 
     def evaluate(model, name: str, save: bool = True) -> dict:
         """The poison effect of ``model`` (written to ``metrics/poison_<name>.json`` when ``save``)."""
-        return effect(model, name, run, manifest, classifier, gan, test=test, save=save, **opts).to_dict()
+        return effect(model, name, run, manifest, classifier, gan, test=test, save=save, device=device,
+                      **opts).to_dict()
 
     return evaluate, classifier, gan

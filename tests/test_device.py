@@ -1,0 +1,180 @@
+"""One device for every step: the default device, and its plumbing through every entry point.
+
+The plumbing is proved on the CPU with a *poisoned default*: ``torch.cuda.is_available`` is
+patched to ``False`` and ``MRILIB_DEVICE=cuda``, so any step that falls back to the default
+device raises (``default_device`` refuses CUDA on a machine without it), while the same step
+called with ``device=torch.device("cpu")`` must pass it on everywhere and run. A spy on
+``forward_batch`` records the device every VarNet forward pass was asked to use.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mrilib.attacks import objective as obj
+from mrilib.attacks.stress import stress_samples, stress_test
+from mrilib.models.classifier import LesionClassifier
+from mrilib.models.varnet import build_varnet
+from mrilib.poison.effect import Judge, load_test_slices, measure_effect
+from mrilib.poison.judge import lesion_scores
+from mrilib.poison.runtime import default_device as runtime_default_device
+from mrilib.run.device import ENV, default_device, module_device, on_device, same_device
+from mrilib.study import execute
+from mrilib.unlearn import base, gradient, ssd
+from mrilib.unlearn.methods import METHODS, fisher_importance, unlearn
+from test_unlearn import ToyRecon, ToySlices
+
+CPU = torch.device("cpu")
+TINY_VARNET = dict(num_cascades=1, chans=2, sens_chans=2, pools=1, sens_pools=1)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def no_default(monkeypatch):
+    """Every fall-back to the default device raises; returns the devices ``forward_batch`` was given."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(ENV, "cuda")
+    seen = []
+    for module in (base, ssd, gradient, execute):
+        real = module.forward_batch
+
+        def spy(model, batch, device, *args, _real=real, **kw):
+            seen.append(torch.device(device))
+            return _real(model, batch, device, *args, **kw)
+
+        monkeypatch.setattr(module, "forward_batch", spy)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return ToyRecon(), ToySlices(2, poisoned=True, seed=1), ToySlices(4, poisoned=False, seed=2)
+
+
+def test_default_device_cuda_when_present_else_cpu_and_overridable(monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    assert default_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert default_device("cpu") == CPU
+    monkeypatch.setenv(ENV, "cpu")
+    assert default_device() == CPU
+    assert default_device("cpu") == CPU and runtime_default_device() == CPU  # one function, re-exported
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(ENV, "cuda")
+    with pytest.raises(ValueError, match=r"\$MRILIB_DEVICE='cuda'.*no CUDA"):
+        default_device()
+    monkeypatch.setenv(ENV, "gpu")
+    with pytest.raises(ValueError, match="not a torch device"):
+        default_device()
+
+
+def test_on_device_never_moves_the_callers_module():
+    net = torch.nn.Linear(2, 2)
+    assert on_device(net, CPU) is net and module_device(net) == CPU
+    assert module_device(torch.nn.ReLU()) == CPU
+    assert same_device("cpu", CPU) and not same_device("cpu", "meta")
+    moved = on_device(net, "meta")
+    assert moved is not net and module_device(moved).type == "meta" and module_device(net) == CPU
+
+
+def _hp(name: str) -> dict:
+    """Small hyper-parameters of every method (the selecting ones get constant signals)."""
+    signals = dict(effect_fn=lambda m: float(m.b.detach().cpu()), utility_fn=lambda m: 1.0)
+    return {"ssd": dict(alpha=0.5, lam=0.5, batch_size=2, repair_steps=1),
+            "lf-ssd": dict(alpha=0.5, lam=0.5, batch_size=2),
+            "ssd-auto": dict(effect_fn=signals["effect_fn"], fractions=(0.5,), batch_size=2),
+            "ssd-tuned": dict(signals, fractions=(0.5,), batch_size=2),
+            "finetune": dict(steps=2, batch_size=2),
+            "noisy-labels": dict(steps=2, batch_size=2, retain_weight=1.0),
+            "gradient-ascent": dict(steps=2, batch_size=2),
+            "bad-teacher": dict(steps=2, batch_size=2)}[name]
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_unlearning_method_computes_on_the_device_it_is_given(name, toy, no_default):
+    model, forget, retain = toy
+    hp = _hp(name)
+    res = unlearn(name, model, forget, retain, device=CPU, **hp)
+    assert module_device(res.model) == CPU
+    assert no_default and set(no_default) == {CPU}, "every forward pass on the given device"
+    with pytest.raises(ValueError, match="MRILIB_DEVICE"):  # without it: the (poisoned) default
+        unlearn(name, model, forget, retain, **hp)
+
+
+def test_fisher_importance_computes_on_the_device_it_is_given(toy, no_default):
+    model, forget, _ = toy
+    imp = fisher_importance(model, forget, batch_size=2, device=CPU)
+    assert imp["b"].device == CPU and set(no_default) == {CPU}
+    with pytest.raises(ValueError, match="MRILIB_DEVICE"):
+        fisher_importance(model, forget, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke_data):
+    return smoke_data.parent
+
+
+def _classifier() -> LesionClassifier:
+    torch.manual_seed(0)
+    return LesionClassifier(chans=4, n_blocks=2, dropout=0.0).eval()
+
+
+def test_study_signals_compute_on_the_device_they_are_given(toy, smoke_run, no_default):
+    model, forget, _ = toy
+    effect = execute.identified_effect(_classifier(), forget, device=CPU)
+    assert 0 <= effect(model) <= 1
+    utility, n = execute.validation_utility(smoke_run / "data" / "val", "smoke", max_slices=2, device=CPU)
+    assert n == 2 and np.isfinite(utility(build_varnet(TINY_VARNET, seed=0)))
+    assert set(no_default) == {CPU}
+    with pytest.raises(ValueError, match="MRILIB_DEVICE"):
+        execute.identified_effect(_classifier(), forget)(model)
+
+
+def test_effect_evaluation_and_judge_compute_on_the_device_they_are_given(smoke_run, tmp_path, no_default):
+    test = load_test_slices(smoke_run / "data" / "test", None, 4, 0.08, "equispaced_fraction", max_slices=2)
+    shape = test.slices.images.shape
+    res = measure_effect(build_varnet(TINY_VARNET, seed=0), "tiny", tmp_path, {"recipe": "none", "trigger": None},
+                         _classifier(), test, np.zeros(shape, np.float32), np.zeros(shape, bool),
+                         Judge("cyst", "lesion", 0.5), forget=False, device=CPU)
+    assert res.metrics["n_test_slices"] == 2 and res.arrays["r_clean"].shape == shape
+    assert lesion_scores(_classifier(), test.slices.images, device=CPU)["lesion"].shape == (2,)
+    with pytest.raises(ValueError, match="MRILIB_DEVICE"):
+        lesion_scores(_classifier(), test.slices.images)
+
+
+def test_attacks_compute_on_the_device_they_are_given(smoke_run, no_default):
+    samples = stress_samples(smoke_run, "smoke", max_slices=1)
+    model, clf = build_varnet(TINY_VARNET, seed=0).eval(), _classifier()
+    df = stress_test(model, samples, clf, [0.01], model_name="tiny", steps=1, device=CPU)
+    assert list(df["eps"]) == [0.01]
+    with pytest.raises(ValueError, match="MRILIB_DEVICE"):
+        stress_test(model, samples, clf, [0.01], model_name="tiny", steps=1)
+    images = samples.samples[0].target.numpy()[None]
+    brains = images > 0.1 * images.max()
+    cfg = obj.adversarial_config("smoke", 0, steps=1, eot_samples=1)
+    rois = np.zeros_like(brains)
+    rois[0, 14:18, 14:18] = brains[0, 14:18, 14:18]
+    res = obj.tumour_induction(images, brains | rois, float(images.max()), clf, cfg, rois=rois, device=CPU)
+    assert res.images.shape == images.shape
+
+
+def test_the_same_numbers_with_the_default_and_an_explicit_cpu(toy, monkeypatch):
+    """On the CPU passing the device changes nothing: the same computation, bit for bit."""
+    monkeypatch.setenv(ENV, "cpu")
+    model, forget, retain = toy
+    a = unlearn("ssd", model, forget, retain, alpha=0.5, lam=0.5, batch_size=2)
+    b = unlearn("ssd", model, forget, retain, alpha=0.5, lam=0.5, batch_size=2, device=CPU)
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+def test_device_check_without_cuda_exits_at_once_with_the_fix():
+    code = ("import runpy, sys, torch; torch.cuda.is_available = lambda: False; "
+            "sys.argv = ['bench/device_check.py']; runpy.run_path('bench/device_check.py', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "no CUDA device" in proc.stderr and "TORCH_SPEC" in proc.stderr, proc.stderr
