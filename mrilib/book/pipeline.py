@@ -46,7 +46,7 @@ from pathlib import Path
 
 from mrilib.book.publish import embed_widget_state, finalise_notebook
 from mrilib.config import default_run_dir, get_profile
-from mrilib.data.datasets import parse_dataset_spec
+from mrilib.data.datasets import dataset_anatomy, parse_dataset_spec
 from mrilib.run.io import write_json
 from mrilib.run.layout import RunLockedError, as_layout
 from mrilib.run.progress import BATCH_ENV
@@ -424,6 +424,18 @@ def _check_data_args(data_root: str | None, dataset: str) -> None:
         raise ValueError(f"--data-root {data_root}: no such folder")
 
 
+def study_note(dataset: str) -> str | None:
+    """A note printed before a run on data that is not brain MRI: the study's lesions are brain lesions."""
+    if dataset in ("", "embedded"):
+        return None
+    anatomy = dataset_anatomy(dataset)
+    if anatomy == "brain":
+        return None
+    what = f"{anatomy} images" if anatomy else "brain and knee images (choose with e.g. fastmri:anatomy=brain)"
+    return (f"note: {dataset} holds {what}; chapters 3-6 draw brain lesions (cysts, tumours) inside the imaged "
+            "anatomy, so on this data they check the pipeline, not a finding about brain MRI")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status (0 on success).
 
@@ -440,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
         get_profile(args.profile)
         if not args.html_only:
             _check_data_args(args.data_root, args.dataset)
+            note = study_note(args.dataset) if args.data_root else None
+            if note:
+                print(note, flush=True)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

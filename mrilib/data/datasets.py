@@ -38,6 +38,7 @@ __all__ = [
     "RealDataset",
     "open_dataset",
     "get_format",
+    "dataset_anatomy",
     "parse_dataset_spec",
     "assign_splits",
     "select_volumes",
@@ -104,6 +105,13 @@ def parse_dataset_spec(spec: str) -> tuple[str, dict]:
         known = ", ".join(list(DATASETS) + sorted(_ALIASES))
         raise ValueError(f"unknown dataset {name!r}: choose one of {known} (or 'embedded' without data_root)")
     return name, options
+
+
+def dataset_anatomy(spec: str) -> str | None:
+    """What a dataset spec images: ``"brain"``, ``"knee"``, ``"heart"``, or ``None`` when the format holds
+    several and the spec does not choose (fastMRI without ``anatomy=``)."""
+    fmt = get_format(spec)
+    return fmt.options.get("anatomy") or fmt.anatomy
 
 
 def get_format(name: str, **options) -> DataFormat:

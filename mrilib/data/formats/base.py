@@ -176,6 +176,8 @@ class DataFormat:
     title: str = ""
     kind: str = "kspace"
     url: str = ""
+    #: what the format images ("brain", "knee", "heart"); None: either, chosen by an option
+    anatomy: str | None = None
     defaults: dict = {}
 
     def __init__(self, **options):

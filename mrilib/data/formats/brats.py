@@ -116,6 +116,7 @@ class BraTS(DataFormat):
 
     name = "brats"
     title = "BraTS glioma MRI (image-only; simulated k-space, real tumour masks)"
+    anatomy = "brain"
     kind = "image"
     url = "https://www.synapse.org/brats"
     defaults = dict(image_size=None, num_coils=4, snr=30.0, contrasts=None, require_seg=True, phase=True, seed=0)

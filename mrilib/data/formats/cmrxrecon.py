@@ -93,6 +93,7 @@ class CMRxRecon(DataFormat):
 
     name = "cmrxrecon"
     title = "CMRxRecon (3 T cardiac cine and T1/T2 mapping, 10 coils)"
+    anatomy = "heart"
     kind = "kspace"
     url = "https://cmrxrecon.github.io/"
     defaults = dict(kinds=None, readout_oversampling=2)

@@ -103,6 +103,7 @@ class M4Raw(DataFormat):
 
     name = "m4raw"
     title = "M4RAW (0.3 T brain, T1w/T2w/FLAIR, 2–3 repetitions, 4 coils)"
+    anatomy = "brain"
     kind = "kspace"
     url = "https://zenodo.org/records/7523691"
     defaults = dict(repetition=None, average_repetitions=False, contrasts=None)

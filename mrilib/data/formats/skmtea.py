@@ -126,6 +126,7 @@ class SkmTea(DataFormat):
 
     name = "skmtea"
     title = "SKM-TEA raw data (3 T qDESS knee, hybrid k-space, SENSE targets and maps)"
+    anatomy = "knee"
     kind = "kspace"
     url = "https://github.com/StanfordMIMI/skm-tea"
     defaults = dict(echo=0, use_maps=True, annotation_version=None)
