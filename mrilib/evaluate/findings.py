@@ -40,8 +40,8 @@ _REPORTED_SSD = (("Tuned SSD", "SSD tuned"), ("Region-targeted SSD + repair", RE
 #: rate exceeds the clean model's by ``partly_margin``
 BACKDOOR_TARGET = dict(success=0.8, clean_success=0.05, ssim=SSIM_TOLERANCE, partly_effect=0.2, partly_margin=0.1)
 
-_SCHEDULE_NOTE = {  # what a profile's comment in mrilib/config.py records about other schedules
-    "cpu": " `mrilib/config.py` records what other schedules reached: the effect grew from 20 to 45 epochs but "
+_SCHEDULE_NOTE = {  # what book/reproducibility.md records about other schedules of a profile
+    "cpu": " The reproducibility page records what other schedules reached: the effect grew from 20 to 45 epochs but "
            "only a little more at 90, at a cost in clean-test SSIM, so at this size the schedule alone is not the limit.",
 }
 

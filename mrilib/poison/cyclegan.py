@@ -279,7 +279,7 @@ def _train_cyclegan(domains, cfg, out_dir, identity, progress, stop_after, devic
     history = {k: [] for k in ("G", "G_gan", "cycle", "identity", "D_A", "D_B")}
     it, wall = 0, 0.0
     if path.is_file():
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = torch.load(path, map_location="cpu", weights_only=True)  # host first: resumed on any device
         if ck.get("format") == FORMAT and ck.get("identity") == identity:
             for k in nets:
                 nets[k].load_state_dict(ck["nets"][k])
@@ -334,7 +334,7 @@ def load_cyclegan(path: str | os.PathLike, require_finished: bool = True) -> tup
         raise CycleGANMissingError(
             f"no CycleGAN checkpoint at {path}: train the healthy->cyst CycleGAN first "
             "(mrilib.poison.cyclegan.cyclegan_or_load, in notebooks/03_poison_cyclegan.ipynb)")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = torch.load(path, map_location="cpu", weights_only=True)  # host first; callers move it
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CycleGANMissingError(f"{path}: not a CycleGAN checkpoint of this version; delete it and retrain")
     if require_finished and not ck.get("finished"):

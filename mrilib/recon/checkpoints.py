@@ -209,7 +209,7 @@ def _fix(path: Path) -> str:
     return f"delete {path.parent} to train this model again"
 
 
-def load_checkpoint(path: str | os.PathLike, expected: dict | None = None, map_location="cpu") -> dict:
+def load_checkpoint(path: str | os.PathLike, expected: dict | None = None, map_location="cpu") -> dict:  # host
     """Read a checkpoint with ``torch.load(weights_only=True)`` and check it.
 
     Args:
@@ -255,7 +255,7 @@ def load_checkpoint(path: str | os.PathLike, expected: dict | None = None, map_l
     return ckpt
 
 
-def load_model(path: str | os.PathLike, which: str = "last", expected: dict | None = None, device="cpu"):
+def load_model(path: str | os.PathLike, which: str = "last", expected: dict | None = None, device="cpu"):  # host
     """Build a VarNet from the configuration stored in a checkpoint and load its weights.
 
     Args:

@@ -45,7 +45,7 @@ class DistContext:
                 torch.cuda.set_device(local)
                 device = f"cuda:{local}"
             else:
-                device = "cpu"
+                device = "cpu"  # no GPU: the host
         return cls(rank, world, torch.device(device))
 
     @property

@@ -211,7 +211,7 @@ def _restore(s: _Session, resume: bool) -> None:
     last = s.out / LAST
     if resume and last.exists():
         # on CPU: RNG states must stay CPU tensors; load_state_dict moves the rest to the device
-        ck = load_checkpoint(last, s.cfg, map_location="cpu")
+        ck = load_checkpoint(last, s.cfg, map_location="cpu")  # host first; the state moves to the device
         if ck["batch"] > 0 and ck.get("world_size", 1) != s.ctx.world:
             raise CheckpointError(f"{last}: stopped mid-epoch with {ck['world_size']} processes; "
                                   f"resume it with the same number (now {s.ctx.world})")
@@ -397,5 +397,5 @@ def train_or_load(cfg: dict, data_dirs, out_dir: str | os.PathLike, *, which: st
         history = train(cfg, data_dirs["train"], data_dirs.get("val"), out_dir, resume=False, **kwargs)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-    model, _ = load_model(out_dir, which=which, device="cpu")
+    model, _ = load_model(out_dir, which=which, device="cpu")  # returned on the host; callers move it
     return model, history

@@ -266,7 +266,7 @@ def _torch_save(value: dict, identity, path: Path) -> None:
 
 
 def _torch_load(path: Path) -> dict:
-    entry = torch.load(path, map_location="cpu", weights_only=True)
+    entry = torch.load(path, map_location="cpu", weights_only=True)  # host: cached values are device-free
     if not isinstance(entry, dict):
         raise CacheError(f"{path}: not a cached artefact (a {type(entry).__name__}, not a dict)")
     stored = entry.pop(_CONTENT_DIGEST, None)  # entries written before digests were kept have none
@@ -306,7 +306,7 @@ def read_weights(path: str | os.PathLike, digest: str | None = None, *, fix: str
     """
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # host: callers move it
     except Exception as exc:  # noqa: BLE001 - any failure to read means a missing or damaged file
         raise CacheError(f"{path}: cannot read the weights ({type(exc).__name__}: {exc}); {fix}") from None
     if not isinstance(state, dict):
