@@ -173,7 +173,7 @@ def test_poison_findings_name_the_target_only_when_missed():
                                     {"num_poisoned": 80}, "cpu")
     assert "**The backdoor is partly learnt** at profile `cpu`" in text and "**38 %**" in text
     assert "a difference of -0.0070" in text and "reconstructs the cyst" in text
-    assert "is not met at this profile. `mrilib/config.py` records" in text
+    assert "is not met at this profile. The reproducibility page records" in text
     assert "found by the lesion classifier in 91 %" in text and "1.9 px" in text and "the 80 poisoned slices" in text
     works = findings.poison_findings({"clean": clean, "poisoned": _poison_metrics(0.9, 0.9, 0.86, 0.85, 0.88)}, q,
                                      {"num_poisoned": 80}, "smoke")
