@@ -34,6 +34,7 @@ __all__ = [
     "POISON_CYST_ANCHOR",
     "TUMOUR_ANCHOR",
     "as_dict",
+    "with_overrides",
     "get_profile",
     "profile_table",
     "default_run_dir",
@@ -65,6 +66,16 @@ def _choice(name: str, value, options) -> None:
 def as_dict(config) -> dict:
     """A sub-configuration as a plain dict (nested configurations too)."""
     return dataclasses.asdict(config)
+
+
+def with_overrides(cfg: dict, overrides: dict, known, what: str) -> dict:
+    """``cfg`` updated with ``overrides``; ``ValueError`` naming the keys of ``overrides`` not in ``known``
+    (a typo must not silently configure something else)."""
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; known: {sorted(known)}")
+    cfg.update(overrides)
+    return cfg
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from mrilib.attacks.differentiable import gaussian_blur, region_tumour_score, ssim_map_torch, total_variation
-from mrilib.config import AdversarialConfig, Profile, as_dict, get_profile
+from mrilib.config import AdversarialConfig, Profile, as_dict, get_profile, with_overrides
 from mrilib.poison.judge import check_classifier, tumour_threshold
 from mrilib.poison.roi import ROIError, roi_centres, tumour_rois, validate_roi
 from mrilib.run.cache import canonical
@@ -107,10 +107,7 @@ def adversarial_config(profile: Profile | str, seed: int = 0, **overrides) -> di
     """
     p = get_profile(profile)
     cfg = {k: v for k, v in as_dict(p.adversarial).items() if k in ADVERSARIAL_DEFAULTS}
-    cfg.update(overrides)
-    unknown = sorted(set(cfg) - set(ADVERSARIAL_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown adversarial keys {unknown}; known: {sorted(ADVERSARIAL_DEFAULTS)}")
+    with_overrides(cfg, overrides, ADVERSARIAL_DEFAULTS, "adversarial")
     check_objective(cfg)
     cfg["anchor"] = [float(a) for a in cfg["anchor"]]
     cfg["pixel_mm"] = float(p.data.fov_mm) / int(p.data.image_size)

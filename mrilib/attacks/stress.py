@@ -58,7 +58,7 @@ from fastmri.data.transforms import center_crop
 
 from mrilib.attacks.differentiable import region_tumour_score, ssim_map_torch
 from mrilib.attacks.objective import adversarial_config
-from mrilib.config import Profile, StressConfig, as_dict, get_profile
+from mrilib.config import Profile, StressConfig, as_dict, get_profile, with_overrides
 from mrilib.poison.effect import load_test_slices
 from mrilib.poison.judge import check_classifier, classifier_identity, tumour_threshold
 from mrilib.poison.roi import tumour_rois, validate_roi
@@ -96,10 +96,7 @@ def stress_config(profile: Profile | str | None = None, **overrides) -> dict:
         cfg = as_dict(p.adversarial.stress)
         if cfg.get("acceleration") is None:
             cfg["acceleration"] = int(p.data.accelerations[0])
-    cfg.update(overrides)
-    unknown = sorted(set(cfg) - set(STRESS_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown stress-test keys {unknown}; known: {sorted(STRESS_DEFAULTS)}")
+    with_overrides(cfg, overrides, STRESS_DEFAULTS, "stress-test")
     cfg["eps_list"] = _eps_list(cfg["eps_list"])
     if int(cfg["steps"]) < 1:
         raise ValueError(f"steps must be >= 1, got {cfg['steps']}")

@@ -44,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mrilib.book.publish import embed_widget_state, finalise_notebook
+from mrilib.book.publish import finalise_notebook
 from mrilib.config import default_run_dir, get_profile
 from mrilib.data.datasets import dataset_anatomy, parse_dataset_spec
 from mrilib.run.io import write_json
@@ -59,7 +59,6 @@ __all__ = [
     "find_notebooks",
     "execute_notebooks",
     "build_book",
-    "embed_widget_state",
     "main",
 ]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from fastmri.models import VarNet
 
-from mrilib.config import VarNetConfig, as_dict
+from mrilib.config import VarNetConfig, as_dict, with_overrides
 
 __all__ = ["VARNET_KEYS", "varnet_config", "build_varnet", "count_parameters"]
 
@@ -25,10 +25,7 @@ def varnet_config(cfg: dict | VarNetConfig | None = None) -> dict:
     Unknown keys raise ``ValueError`` (a typo must not silently build another model).
     """
     cfg = as_dict(cfg) if isinstance(cfg, VarNetConfig) else dict(cfg or {})
-    unknown = sorted(set(cfg) - set(VARNET_KEYS))
-    if unknown:
-        raise ValueError(f"unknown VarNet configuration keys {unknown}; known: {sorted(VARNET_KEYS)}")
-    out = {**VARNET_KEYS, **cfg}
+    out = with_overrides(dict(VARNET_KEYS), cfg, VARNET_KEYS, "VarNet configuration")
     for k in ("num_cascades", "chans", "sens_chans", "pools", "sens_pools"):
         out[k] = int(out[k])
         if out[k] < 1:

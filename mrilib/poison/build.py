@@ -50,7 +50,7 @@ from mrilib.poison.recipes import RECIPES
 from mrilib.poison.slices import load_slices
 from mrilib.poison.triggers import DEFAULT_TRIGGER, Trigger
 from mrilib.recon.train import train_or_load, training_config
-from mrilib.run.cache import JSON, CacheError, cached_step, data_identity
+from mrilib.run.cache import JSON, cached_step, data_identity
 from mrilib.run.io import atomic_path
 from mrilib.run.layout import RunLayout, as_layout
 from mrilib.run.progress import progress as progress_bar
@@ -113,10 +113,7 @@ def build_poisoned_dataset(
         built.append(True)
         return _build(run, recipe, variant, p, int(seed), fraction, fracs, trigger, transform, progress)
 
-    try:
-        manifest = cached_step(mpath, identity, build, JSON)
-    except CacheError:  # an unreadable manifest: rebuild the set
-        return cached_step(mpath, identity, build, JSON, reuse=False)
+    manifest = cached_step(mpath, identity, build, JSON)  # an unreadable manifest is a miss: rebuilt
     if not built:
         try:  # the volumes on disk are still the ones the manifest lists
             validate_manifest(manifest, run.poisoned_split(variant))

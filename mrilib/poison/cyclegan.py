@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mrilib.config import CycleGANConfig, Profile, as_dict, get_profile
+from mrilib.config import CycleGANConfig, Profile, as_dict, get_profile, with_overrides
 from mrilib.models.cyclegan import ImagePool, PatchDiscriminator, ResnetGenerator, init_weights, patchgan_layers
 from mrilib.poison.lesions import add_cyst, anchor_center
 from mrilib.poison.runtime import cpu_threads, default_device
@@ -90,11 +90,7 @@ def cyclegan_config(profile: Profile | str, seed: int = 0, **overrides) -> dict:
     at 32-127 px, 16x16 below).
     """
     p = get_profile(profile)
-    cfg = as_dict(p.poison.cyclegan)
-    cfg.update(overrides)
-    unknown = sorted(set(cfg) - set(CYCLEGAN_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown CycleGAN keys {unknown}; known: {sorted(CYCLEGAN_DEFAULTS)}")
+    cfg = with_overrides(as_dict(p.poison.cyclegan), overrides, CYCLEGAN_DEFAULTS, "CycleGAN")
     m = 2 ** int(cfg["n_down"])
     if cfg["crop"] is None:
         cfg["crop"] = max(16, p.data.image_size // 2)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrilib.config import ClassifierConfig, Profile, as_dict, get_profile
+from mrilib.config import ClassifierConfig, Profile, as_dict, get_profile, with_overrides
 from mrilib.models.classifier import CLASSES, LesionClassifier
 from mrilib.run.cache import canonical, data_identity, digest, weights_digest
 from mrilib.run.device import default_device, module_device, on_device
@@ -52,11 +52,7 @@ class ClassifierMismatchError(ValueError):
 def classifier_config(profile: Profile | str, seed: int = 0, **overrides) -> dict:
     """The classifier configuration: the profile's ``poison.classifier``, then overrides."""
     p = get_profile(profile)
-    cfg = as_dict(p.poison.classifier)
-    cfg.update(overrides)
-    unknown = sorted(set(cfg) - set(CLASSIFIER_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown classifier keys {unknown}; known: {sorted(CLASSIFIER_DEFAULTS)}")
+    cfg = with_overrides(as_dict(p.poison.classifier), overrides, CLASSIFIER_DEFAULTS, "classifier")
     while p.data.image_size % (2 ** cfg["n_blocks"]) and cfg["n_blocks"] > 1:
         cfg["n_blocks"] -= 1
     cfg["seed"] = int(seed)

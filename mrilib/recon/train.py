@@ -50,7 +50,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from mrilib.config import Profile, TrainConfig, as_dict, get_profile
+from mrilib.config import Profile, TrainConfig, as_dict, get_profile, with_overrides
 from mrilib.data.training import TrainSlices, as_folders, collate_slices, validation_datasets
 from mrilib.models.varnet import build_varnet, varnet_config
 from mrilib.recon.checkpoints import (
@@ -103,10 +103,7 @@ def training_config(profile: Profile | str | None = None, model: dict | None = N
         for k in ("accelerations", "center_fraction", "mask_type"):
             if t[k] is None:
                 t[k] = getattr(p.data, k)
-    t.update(train)
-    unknown = sorted(set(t) - set(TRAIN_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown training keys {unknown}; known: {sorted(TRAIN_DEFAULTS)}")
+    with_overrides(t, train, TRAIN_DEFAULTS, "training")
     for k, default in (("accelerations", [4]), ("center_fraction", 0.08), ("mask_type", "equispaced_fraction")):
         if t[k] is None:
             t[k] = default
