@@ -116,15 +116,13 @@ def stored_result(run: Run, run_dir: str | os.PathLike, variant: str, poisoned_d
     and its weights exist; else ``None`` (also for an unreadable ``result.json``, which
     :func:`run_or_load` computes again)."""
     lay = as_layout(run_dir)
-    result = lay.unlearn_result(variant, run.label)
-    if result.is_file() and lay.unlearn_weights(variant, run.label).is_file():
-        try:
-            old = read_json(result)
-        except ValueError:  # truncated or not JSON
-            return None
-        if isinstance(old, dict) and old.get("identity") == _identity(run, poisoned_digest):
-            return old
-    return None
+    try:
+        old = read_json(lay.unlearn_result(variant, run.label))
+    except (OSError, ValueError):  # missing, truncated or not JSON
+        return None
+    same = isinstance(old, dict) and old.get("identity") == _identity(run, poisoned_digest)
+    # the same weights check as run_or_load's, so the worker pool and the sequential study agree
+    return old if same and weights_match(lay.unlearn_weights(variant, run.label), old.get(WEIGHTS_DIGEST)) else None
 
 
 def run_or_load(run: Run, poisoned: torch.nn.Module, sets: Callable, evaluate: Callable, run_dir: str | os.PathLike,
@@ -169,19 +167,20 @@ def run_or_load(run: Run, poisoned: torch.nn.Module, sets: Callable, evaluate: C
         res = unlearn(run.method, poisoned, forget, retain, device=device, **hp)
         t0 = time.perf_counter()
         metrics = evaluate(res.model, run.label)
+        state = res.model.to("cpu").state_dict()  # saved from the CPU
         with atomic_path(weights) as tmp:
-            torch.save(res.model.to("cpu").state_dict(), tmp)  # saved from the CPU
+            torch.save(state, tmp)
         info = {k: v for k, v in res.info.items() if k != "dampened_layers"}
         return dict(name=run.name, method=run.method, label=run.label, fraction=run.fraction, seed=run.seed,
                     cost=dict(seconds=res.seconds, forward_passes=res.forward_passes,
                               backward_passes=res.backward_passes, passes=res.passes),
                     info=info, dampened_layers=res.info.get("dampened_layers"), metrics=metrics,
-                    eval_seconds=time.perf_counter() - t0, forget_size=len(forget), retain_size=len(retain))
+                    eval_seconds=time.perf_counter() - t0, forget_size=len(forget), retain_size=len(retain),
+                    **{WEIGHTS_DIGEST: weights_digest(state)})
 
     ident = _identity(run, poisoned_digest or weights_digest(poisoned))
     result = lay.unlearn_result(variant, run.label)
-    return cached_step(result, ident, lambda: {**compute(), WEIGHTS_DIGEST: weights_digest(read_weights(weights))},
-                       JSON, reuse=weights_match(weights, recorded_digest(result)))
+    return cached_step(result, ident, compute, JSON, reuse=weights_match(weights, recorded_digest(result)))
 
 
 def load_unlearnt(run_dir: str | os.PathLike, variant: str, label: str, like: torch.nn.Module) -> torch.nn.Module:
