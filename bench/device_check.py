@@ -60,7 +60,7 @@ def chapter2_epoch(work: Path, subjects: int, slices: int) -> dict:
 
     gpu = get_profile("gpu")
     small = dataclasses.replace(gpu, data=dataclasses.replace(
-        gpu.data, subjects={"train": subjects, "val": 1, "test": 1}, slices_per_subject=slices))
+        gpu.data, subjects={"train": subjects, "val": 1, "test": 1, "final": 1}, slices_per_subject=slices))
     generate_embedded_dataset(small, work / "data", seed=0, progress=False)
     cfg = training_config(small, epochs=1)
     t0 = time.perf_counter()

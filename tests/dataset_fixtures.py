@@ -117,14 +117,15 @@ def write_m4raw_fixture(
     ``ismrmrd_header`` (0.3 T), attributes ``acquisition``/``max``/``patient_id``
     and no ``norm``. Repetitions share the image and differ in noise. ``pe_axis=-2``
     stores phase encode on the rows (to test the reader's orientation check).
-    Default ``studies``: 6 in ``multicoil_train``, 2 in ``multicoil_val`` (no test
-    folder, as in the real release).
+    Default ``studies``: 8 in ``multicoil_train``, 2 in ``multicoil_val`` (no test
+    folder, as in the real release: ``test`` and ``final`` are carved from the training
+    studies, 2 each at the ``smoke`` profile, leaving 4 to train on).
 
     Returns ``{"root", "files": {path: {"image", "maps", "acquired", "study", "contrast", "rep"}}}``
     with ``image`` ``(S, H, W)`` and ``maps`` in fastMRI orientation (phase encode last).
     """
     root = Path(root)
-    studies = studies or {"train": 6, "val": 2}
+    studies = studies or {"train": 8, "val": 2}
     out = {"root": root, "files": {}}
     lo, hi = pad_columns, matrix - pad_columns
     k = 0
@@ -185,12 +186,13 @@ def write_fastmri_fixture(
     ``(S, recon, recon)`` (centre crop), ``ismrmrd_header`` (encoded ``2·recon × width``,
     recon ``recon × recon``), attributes ``acquisition``, ``max``, ``norm``,
     ``patient_id``. ``with_test_file`` adds an undersampled ``multicoil_test`` file
-    (``mask``, no target) that readers must skip.
+    (``mask``, no target) that readers must skip. Default ``splits``: 4 train and 1 val
+    subjects, so that a run carves one ``test`` and one ``final`` subject and keeps 2 to train.
 
     Returns ``{"root", "files": {path: {"image" (S, recon, width) = the object, "maps", …}}}``.
     """
     root = Path(root)
-    splits = splits or {"train": 3, "val": 1}
+    splits = splits or {"train": 4, "val": 1}
     out = {"root": root, "files": {}}
     h2 = 2 * recon
     lo, hi = pad_columns, width - pad_columns
@@ -251,12 +253,13 @@ def write_skmtea_fixture(
     ``ky, kz`` only), ``maps`` ``(x, ky, kz, coil, 1)``, ``target``
     ``(x, ky, kz, echo, 1)`` with ``kspace = F_yz(maps · target)`` exactly, and a
     ``masks`` group of Poisson-like masks. Subject ids repeat across two scans of
-    the first subject (two time points), as in the real annotations.
+    the first subject (two time points), as in the real annotations. Default ``splits``:
+    3 train scans (2 subjects), 1 val, 2 test (one stays ``test``, one goes to ``final``).
 
     Returns ``{"root", "files": {path: {"target" (x, ky, kz, echo), "maps" (x, coil, ky, kz), …}}}``.
     """
     root = Path(root)
-    splits = splits or {"train": 3, "val": 1, "test": 1}
+    splits = splits or {"train": 3, "val": 1, "test": 2}
     data = root / "files_recon_calib-24"
     data.mkdir(parents=True, exist_ok=True)
     ann = root / "annotations" / version
@@ -326,7 +329,7 @@ def _write_mat73(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def write_cmrxrecon_fixture(
     root: str | os.PathLike,
-    patients: int = 4,
+    patients: int = 5,
     kinds: tuple[str, ...] = ("cine_sax", "T1map"),
     frames: int = 3,
     slices: int = 2,
@@ -342,7 +345,8 @@ def write_cmrxrecon_fixture(
     ``(time, slice, coil, ky, kx)``), compound ``real``/``imag`` single precision,
     MATLAB v7.3 user block; the readout ``kx`` is 2× oversampled (the object fills
     the central half). ``with_undersampled`` adds ``AccFactor04`` folders with
-    ``kspace_sub04`` and ``<kind>_mask.mat`` (``mask04``), which readers ignore.
+    ``kspace_sub04`` and ``<kind>_mask.mat`` (``mask04``), which readers ignore. The
+    default 5 patients give a ``smoke`` run 2 to train on and one each for val, test, final.
 
     Returns ``{"root", "files": {path: {"image" (time, slice, kx, ky), "maps" (coil, kx, ky), …}}}``.
     """
@@ -379,7 +383,7 @@ def write_cmrxrecon_fixture(
 
 def write_brats_fixture(
     root: str | os.PathLike,
-    subjects: int = 4,
+    subjects: int = 5,
     naming: str = "2020",
     shape: tuple[int, int, int] = (40, 40, 12),
     lps: bool = True,
@@ -393,7 +397,8 @@ def write_brats_fixture(
     t1c, t2w, t2f``), labels 0/1/2/3. Images int16, ``seg`` uint8, 1 mm voxels; the
     affine is LPS-like (``diag(-1, -1, 1)``) when ``lps`` (readers must reorient).
     A spherical tumour: necrotic core, enhancing rim, oedema. ``missing_seg`` extra
-    subjects have no ``seg`` (validation-set style).
+    subjects have no ``seg`` (validation-set style). The default 5 subjects give a ``smoke``
+    run 2 to train on and one each for val, test and final.
 
     Returns ``{"root", "subjects": {id: {"volumes": {mod: array}, "seg": array, "affine"}}}``
     with arrays as stored.
@@ -439,7 +444,7 @@ def write_brats_fixture(
 
 def write_paired_fixture(
     root: str | os.PathLike,
-    files: int = 4,
+    files: int = 5,
     size: int = 32,
     suffix: str = ".npy",
     slices: int = 2,
@@ -452,7 +457,8 @@ def write_paired_fixture(
     ``corrupted`` is the clean phantom with simulated rigid motion (single coil,
     magnitude); ``mask`` marks where they differ most. ``suffix`` ``.npy`` stores
     ``(slices, H, W)``; ``.png`` one 8-bit slice per file. ``splits`` puts the files
-    under ``train/``, ``val/``, ``test/`` (2/1/1 for 4 files).
+    under ``train/``, ``val/``, ``test/`` (2/1/1 for 4 files). Without ``splits``, the
+    default 5 files give a ``smoke`` run 2 to train on and one each for val, test and final.
 
     Returns ``{"root", "pairs": {path_of_clean: (clean, corrupted)}}`` as stored.
     """

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -69,14 +72,20 @@ def test_noise_has_the_requested_sigma():
 def test_dataset_layout_and_splits(smoke_dataset):
     root, manifest = smoke_dataset
     p = get_profile("smoke")
-    for split in ("train", "val", "test"):
+    assert set(p.data.subjects) == {"train", "val", "test", "final"} and p.data.subjects["final"] == 2
+    for split in ("train", "val", "test", "final"):
         files = sorted((root / split).glob("*.h5"))
         assert len(files) == p.data.subjects[split]
-    # Split by subject: no patient in two splits.
+    # Split by subject: no patient in two splits; the manifest lists each split's subjects.
     ids = {}
     for r in manifest["files"]:
         ids.setdefault(r["patient_id"], set()).add(r["split"])
     assert all(len(s) == 1 for s in ids.values())
+    subjects = {s: v["subjects"] for s, v in manifest["splits"].items()}
+    assert {s: len(v) for s, v in subjects.items()} == p.data.subjects
+    assert set(subjects["final"]).isdisjoint(subjects["train"] + subjects["val"] + subjects["test"])
+    with h5py.File(root / next(r["file"] for r in manifest["files"] if r["split"] == "final")) as f:
+        assert f.attrs["patient_id"] in subjects["final"] and f["kspace"].shape[0] == p.data.slices_per_subject
     path = root / manifest["files"][0]["file"]
     with h5py.File(path) as f:
         assert f["kspace"].shape == (p.data.slices_per_subject, p.data.num_coils, p.data.image_size, p.data.image_size)
@@ -130,6 +139,57 @@ def test_existing_dataset_is_reused(smoke_dataset, monkeypatch):
 
     monkeypatch.setattr(embedded, "generate_subject", boom)
     assert generate_embedded_dataset("smoke", root, seed=0, progress=False) == manifest
+
+
+def _arrays(path) -> dict:
+    with h5py.File(path) as f:
+        return {k: f[k][()] for k in f}
+
+
+def test_adding_final_subjects_leaves_the_other_splits_unchanged(tmp_path):
+    """The final split came after train/val/test: a dataset cached before it (no ``final`` in its
+    configuration) is built again, and train/val/test come back with the same subjects and volumes."""
+    smoke = get_profile("smoke")
+    tiny = dataclasses.replace(smoke, data=dataclasses.replace(
+        smoke.data, subjects={"train": 2, "val": 1, "test": 1, "final": 1}, slices_per_subject=1))
+    old = generate_embedded_dataset(tiny, tmp_path, seed=3, progress=False)
+    before = {r["file"]: _arrays(tmp_path / r["file"]) for r in old["files"] if r["split"] != "final"}
+    # each subject's seed is the one it had before 'final' existed: (dataset seed, index in train/val/test, i)
+    for r in old["files"]:
+        with h5py.File(tmp_path / r["file"]) as f:
+            seed = int(f.attrs["subject_seed"])
+        if r["split"] != "final":
+            i = int(r["patient_id"][len(r["split"]):][:3])
+            legacy = np.random.SeedSequence([3, ("train", "val", "test").index(r["split"]), i])
+            assert seed == int(legacy.generate_state(1)[0])
+    # a manifest from before the final split: its configuration has no 'final', its folder none
+    manifest = tmp_path / "dataset.json"
+    stale = json.loads(manifest.read_text())
+    del stale["config"]["subjects"]["final"]
+    stale["files"] = [r for r in stale["files"] if r["split"] != "final"]
+    manifest.write_text(json.dumps(stale))
+    for f in (tmp_path / "final").glob("*.h5"):
+        f.unlink()
+    more = dataclasses.replace(tiny, data=dataclasses.replace(tiny.data, subjects={**tiny.data.subjects, "final": 2}))
+    new = generate_embedded_dataset(more, tmp_path, seed=3, progress=False)
+    assert new["config"]["subjects"]["final"] == 2 and len(list((tmp_path / "final").glob("*.h5"))) == 2
+    assert sorted(r["file"] for r in new["files"] if r["split"] != "final") == sorted(before)
+    for rel, arrays in before.items():
+        again = _arrays(tmp_path / rel)
+        assert set(again) == set(arrays)
+        for k, v in arrays.items():
+            np.testing.assert_array_equal(again[k], v, err_msg=f"{rel}:{k}")
+    assert set(new["splits"]["final"]["subjects"]).isdisjoint(
+        {r["patient_id"] for r in new["files"] if r["split"] != "final"})
+
+
+def test_profiles_need_a_final_split():
+    smoke = get_profile("smoke")
+    assert {n: get_profile(n).data.subjects["final"] for n in ("smoke", "cpu", "gpu")} == {"smoke": 2, "cpu": 8, "gpu": 30}
+    assert get_profile("cpu").data.num_slices["final"] == 8 * get_profile("cpu").data.slices_per_subject
+    for bad in ({"train": 4, "val": 2, "test": 2}, {"train": 4, "val": 2, "test": 2, "final": 0}):
+        with pytest.raises(ValueError, match="train, val, test and final"):
+            dataclasses.replace(smoke.data, subjects=bad)
 
 
 def test_interrupted_generation_leaves_no_trusted_files(tmp_path, monkeypatch):

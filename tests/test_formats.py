@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dataset_fixtures import (
+    FIXTURE_WRITERS,
     write_brats_fixture,
     write_cmrxrecon_fixture,
     write_fastmri_fixture,
@@ -20,7 +21,14 @@ from dataset_fixtures import (
 )
 from mrilib.config import get_profile
 from mrilib.data.convert import choose_slices, prepare_real_dataset
-from mrilib.data.datasets import DATASETS, assign_splits, open_dataset, parse_dataset_spec, select_volumes
+from mrilib.data.datasets import (
+    DATASETS,
+    assign_splits,
+    final_subjects,
+    open_dataset,
+    parse_dataset_spec,
+    select_volumes,
+)
 from mrilib.data.formats.base import DataFormatError, VolumeRef, normalise_contrast, parse_ismrmrd_header
 from mrilib.data.h5layout import ismrmrd_header
 from mrilib.data.kspace import fft2c, ifft2c
@@ -115,6 +123,37 @@ def test_assign_splits_by_subject_seeded_and_native_first():
     flat = [_ref(f"p{i}") for i in range(3)]
     b = assign_splits(flat, seed=1)
     assert [len(b[s]) for s in ("train", "val", "test")] == [1, 1, 1]
+
+
+def test_final_subjects_interleave_the_sorted_test_ids():
+    ids = [f"s{i}" for i in (7, 1, 5, 3, 2, 8, 4, 6)]
+    assert final_subjects(ids, 4, 4) == ["s2", "s4", "s6", "s8"]  # every second one by sorted id
+    assert final_subjects(ids, 6, 2) == ["s4", "s8"]  # in proportion, spread evenly
+    assert final_subjects(["a", "b", "c"], 2, 2) == ["c"] and final_subjects(["a", "b"], 30, 1) == ["b"]
+    with pytest.raises(ValueError, match="at least 2"):
+        final_subjects(["a"], 1, 1)
+
+
+def test_assign_splits_carves_final_from_the_test_subjects():
+    refs = [_ref(f"s{i:02d}", "train", c) for i in range(20) for c in ("T1w", "T2w")] + [_ref("v0", "val")]
+    plain = assign_splits(refs, seed=0, holdout={"test": 3})
+    assert plain["final"] == []  # not asked: no final split, the others as before
+    a = assign_splits(refs, seed=0, holdout={"test": 3, "final": 3})
+    ids = {s: {r.patient_id for r in v} for s, v in a.items()}
+    assert len(ids["test"]) == len(ids["final"]) == 3 and len(ids["train"]) == 14 and ids["val"] == {"v0"}
+    assert sum(len(v) for v in ids.values()) == 21 and len(set().union(*ids.values())) == 21  # disjoint by subject
+    assert all(len([r for r in a["final"] if r.patient_id == p]) == 2 for p in ids["final"])
+    pool = sorted(ids["test"] | ids["final"])  # the carved test pool, interleaved
+    assert sorted(ids["final"]) == pool[1::2] and sorted(ids["test"]) == pool[0::2]
+    # a native test split is shared between test and final
+    native = [_ref(f"s{i}", "train") for i in range(4)] + [_ref(f"t{i}", "test") for i in range(5)]
+    b = assign_splits(native, seed=0, holdout={"val": 1, "test": 2, "final": 2})
+    assert [r.patient_id for r in b["final"]] == ["t2", "t4"] and [r.patient_id for r in b["test"]] == ["t0", "t1", "t3"]
+    # one test subject cannot make both: a clear error naming the dataset
+    with pytest.raises(DataFormatError, match="x: its own test split has 1 test subject.*at least 2"):
+        assign_splits(native[:4] + native[4:5], holdout={"test": 1, "final": 1})
+    with pytest.raises(DataFormatError, match="x: 2 training subject\\(s\\) leave 1 test subject"):
+        assign_splits(native[:2], holdout={"val": 0, "test": 1, "final": 1})
 
 
 def test_select_volumes_cycles_contrasts():
@@ -371,22 +410,24 @@ def _tiny_smoke(**data_changes):
 
 
 def test_prepare_dataset_m4raw_fixture_reads_with_varnet_dataset(tmp_path):
-    write_m4raw_fixture(tmp_path / "m4raw")  # 6 train + 2 val studies, no test folder (as released)
+    write_m4raw_fixture(tmp_path / "m4raw")  # 8 train + 2 val studies, no test folder (as released)
     run = tmp_path / "run"
     manifest = prepare_dataset("smoke", run, seed=0, data_root=tmp_path / "m4raw", dataset="m4raw", progress=False)
     p = get_profile("smoke")
-    assert set(manifest) == {"config", "profile", "files"} and manifest["profile"] == "smoke"
-    by_split = {s: [r for r in manifest["files"] if r["split"] == s] for s in ("train", "val", "test")}
+    assert set(manifest) == {"config", "profile", "files", "splits"} and manifest["profile"] == "smoke"
+    by_split = {s: [r for r in manifest["files"] if r["split"] == s] for s in ("train", "val", "test", "final")}
     assert {s: len(v) for s, v in by_split.items()} == p.data.subjects
     ids = {s: {r["patient_id"] for r in v} for s, v in by_split.items()}
-    assert not (ids["train"] & ids["val"] or ids["train"] & ids["test"] or ids["val"] & ids["test"])
+    assert sum(map(len, ids.values())) == len(set().union(*ids.values()))  # no subject in two splits
+    assert {s: sorted(v) for s, v in ids.items()} == {s: v["subjects"] for s, v in manifest["splits"].items()}
+    assert "own val" in manifest["splits"]["val"]["origin"] and "carved" in manifest["splits"]["test"]["origin"]
     assert {r["contrast"] for r in manifest["files"]} == {"T1w", "T2w"}
     for r in manifest["files"]:
         assert {"file", "split", "patient_id", "contrast", "num_slices"} <= set(r)
         assert r["num_slices"] == p.data.slices_per_subject
     on_disk = json.loads((run / "data" / "dataset.json").read_text())
     assert on_disk == manifest
-    for split in ("train", "val", "test"):
+    for split in ("train", "val", "test", "final"):
         ds = varnet_dataset(run / "data" / split, acceleration=4, center_fraction=p.data.center_fraction)
         assert len(ds) == p.data.subjects[split] * p.data.slices_per_subject
         sample = ds[0]
@@ -407,9 +448,9 @@ def test_prepare_dataset_m4raw_fixture_reads_with_varnet_dataset(tmp_path):
 
 
 def test_prepare_real_dataset_keeps_unacquired_lines_out_of_the_mask(tmp_path):
-    write_m4raw_fixture(tmp_path / "m4", studies={"train": 3, "val": 1, "test": 1}, contrasts=(("T1", 1),),
+    write_m4raw_fixture(tmp_path / "m4", studies={"train": 3, "val": 1, "test": 2}, contrasts=(("T1", 1),),
                         num_slices=3, matrix=32, pad_columns=4)
-    prof = _tiny_smoke(image_size=40, subjects={"train": 2, "val": 1, "test": 1}, slices_per_subject=2)
+    prof = _tiny_smoke(image_size=40, subjects={"train": 2, "val": 1, "test": 1, "final": 1}, slices_per_subject=2)
     m = prepare_real_dataset(prof, tmp_path / "out", 1, tmp_path / "m4", "m4raw", progress=False)
     assert all(r["acquired"] == [8, 32] for r in m["files"])  # 4..28 of 32, padded to 40
     ds = varnet_dataset(tmp_path / "out" / "val", acceleration=4)
@@ -433,8 +474,8 @@ def test_prepare_dataset_argument_errors(tmp_path):
 
 
 def test_prepare_brats_stores_tumour_masks_and_maps(tmp_path):
-    write_brats_fixture(tmp_path / "b", subjects=4, shape=(24, 24, 8))
-    prof = _tiny_smoke(subjects={"train": 2, "val": 1, "test": 1}, slices_per_subject=2)
+    write_brats_fixture(tmp_path / "b", subjects=5, shape=(24, 24, 8))
+    prof = _tiny_smoke(subjects={"train": 2, "val": 1, "test": 1, "final": 1}, slices_per_subject=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # enough subjects: no warning
         m = prepare_real_dataset(prof, tmp_path / "out", 0, tmp_path / "b", "brats", progress=False)
@@ -444,3 +485,18 @@ def test_prepare_brats_stores_tumour_masks_and_maps(tmp_path):
         assert f["tumour_mask"].shape == (2, 32, 32) and f["sens_maps"].shape == (4, 32, 32)
         assert f["image"].dtype == np.complex64
     assert len(varnet_dataset(tmp_path / "out" / "train")) == 4
+
+
+@pytest.mark.parametrize("fmt", sorted(FIXTURE_WRITERS))
+def test_each_format_gets_a_final_split_disjoint_from_test(fmt, tmp_path):
+    """The default fixture of every format, converted at ``smoke``: a non-empty ``final`` split of its own subjects."""
+    FIXTURE_WRITERS[fmt](tmp_path / fmt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fixtures are smaller than the profile asks
+        m = prepare_dataset("smoke", tmp_path / "run", seed=0, data_root=tmp_path / fmt, dataset=fmt, progress=False)
+    ids = {s: {r["patient_id"] for r in m["files"] if r["split"] == s} for s in ("train", "val", "test", "final")}
+    assert all(ids.values()), ids
+    assert sum(map(len, ids.values())) == len(set().union(*ids.values())), ids  # disjoint by subject
+    assert 1 <= len(ids["final"]) <= get_profile("smoke").data.subjects["final"]
+    assert sorted(ids["final"]) == m["splits"]["final"]["subjects"] and m["splits"]["final"]["origin"].startswith("from the test")
+    assert len(list((tmp_path / "run" / "data" / "final").glob("*.h5"))) == len(ids["final"])

@@ -52,7 +52,7 @@ def test_the_whole_book_runs_and_builds_on_each_format(fmt, tmp_path, artifacts_
     run_dir = root / "runs" / f"smoke-{fmt}"
     manifest = json.loads((run_dir / "data" / "dataset.json").read_text())
     assert manifest["config"]["dataset"].startswith(fmt)
-    assert {r["split"] for r in manifest["files"]} == {"train", "val", "test"}
+    assert {r["split"] for r in manifest["files"]} == {"train", "val", "test", "final"}
     for nb in sorted((root / "book" / "executed").glob("0*.ipynb")):
         cells = json.loads(nb.read_text())["cells"]
         assert not [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"], nb.name

@@ -4,8 +4,9 @@
 when a ``data_root`` is given) reads the named dataset through
 :func:`mrilib.data.datasets.open_dataset`'s readers and writes
 
-- ``<out>/{train,val,test}/<dataset>-<subject>_<contrast>.h5``: one volume per
-  subject (splits by subject, never by slice; the profile's subject counts; the
+- ``<out>/{train,val,test,final}/<dataset>-<subject>_<contrast>.h5``: one volume per
+  subject (splits by subject, never by slice, :func:`mrilib.data.datasets.assign_splits`:
+  ``final`` is carved from the test subjects; the profile's subject counts cap each split; the
   profile's ``slices_per_subject`` slices spread over the central half of the volume),
   each slice fitted to the profile's ``image_size`` (:mod:`mrilib.data.resample`:
   k-space cropped = a lower-resolution acquisition; readout oversampling removed;
@@ -21,7 +22,9 @@ when a ``data_root`` is given) reads the named dataset through
   attributes ``noise_sigma``, ``intensity_scale``, ``dataset``, ``source``.
 - ``<out>/dataset.json``, written last: ``config``, ``profile`` and one ``files``
   record per volume (``file``, ``split``, ``patient_id``, ``contrast``,
-  ``num_slices``, plus the source file and slices). The same configuration (dataset,
+  ``num_slices``, plus the source file and slices) and ``splits``: per split, where its
+  subjects come from (``origin``), how many the dataset offered (``available``) and which
+  were converted (``subjects``). The same configuration (dataset,
   options, data root and its data files' names and sizes, seed, profile sizes)
   reuses it without reading the data again.
 """
@@ -38,10 +41,10 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from mrilib.config import Profile, get_profile
-from mrilib.data.datasets import DATASETS, SPLITS, assign_splits, parse_dataset_spec, select_volumes, slug
+from mrilib.data.datasets import DATASETS, assign_splits, parse_dataset_spec, select_volumes, slug, split_origins
 from mrilib.data.formats.base import DataFormatError, SliceSample, VolumeRef, rss_np, stable_seed
 from mrilib.data.h5layout import ismrmrd_header, write_volume
-from mrilib.data.manifest import build_or_load
+from mrilib.data.manifest import SPLITS, build_or_load, remove_stale_volumes, split_subjects
 from mrilib.data.resample import ifft2c_np
 from mrilib.run.cache import canonical, digest
 from mrilib.run.io import atomic_path
@@ -58,7 +61,7 @@ __all__ = [
     "write_run_volume",
 ]
 
-REAL_DATA_VERSION = 1  # bump when the conversion changes, so cached runs are rebuilt
+REAL_DATA_VERSION = 2  # bump when the conversion changes, so cached runs are rebuilt
 
 
 def choose_slices(num_slices: int, wanted: int) -> list[int]:
@@ -311,14 +314,13 @@ def prepare_real_dataset(
 
 
 def _convert(p: Profile, fmt, name: str, root: Path, out_root: Path, seed: int, progress: bool) -> dict:
-    """Read, fit and write the volumes of ``p``'s splits; the manifest's ``profile`` and ``files``."""
+    """Read, fit and write the volumes of ``p``'s splits; the manifest's ``profile``, ``files`` and ``splits``."""
     cls = type(fmt)
     refs = fmt.discover(root)
     if not refs:
         raise DataFormatError(f"{root}: no {name} volumes found ({cls.title}); see the book's 'Real datasets' page")
-    splits = assign_splits(
-        refs, seed, holdout={"val": p.data.subjects["val"], "test": p.data.subjects["test"]}, train_subjects=p.data.subjects["train"]
-    )
+    holdout = {s: p.data.subjects[s] for s in ("val", "test", "final")}
+    splits = assign_splits(refs, seed, holdout=holdout, train_subjects=p.data.subjects["train"])
     plan: list[tuple[str, VolumeRef]] = []
     for split in SPLITS:
         chosen = select_volumes(splits[split], p.data.subjects[split], stable_seed(seed, "select", split), p.data.contrasts)
@@ -378,9 +380,10 @@ def _convert(p: Profile, fmt, name: str, root: Path, out_root: Path, seed: int, 
                 extras=sorted(data["extras"]),
             )
         )
-    keep = {r["file"] for r in records}
-    for split in SPLITS:
-        for f in (out_root / split).glob("*.h5"):
-            if str(f.relative_to(out_root)) not in keep:
-                f.unlink()
-    return dict(profile=p.name, files=records)
+    remove_stale_volumes(out_root, records)
+    origins = split_origins(refs)
+    summary = {
+        s: dict(origin=origins[s], available=len({r.patient_id for r in splits[s]}), subjects=ids)
+        for s, ids in split_subjects(records).items()
+    }
+    return dict(profile=p.name, files=records, splits=summary)

@@ -17,7 +17,9 @@ used where they hold fully sampled data; a split it lacks is carved from its tra
 subjects (or from all, if it has no splits at all) by a seeded permutation of the
 sorted subject ids, so the same ``seed`` always gives the same split. ``holdout``
 sets how many subjects (int) or which fraction (float) a carved split gets (default
-10 % each for ``val`` and ``test``, at least one).
+10 % each for ``val`` and ``test``, at least one). When ``holdout`` asks for ``final``
+(a run's conversion always does), the untouched final split is taken from the test
+subjects, the dataset's own or carved, disjoint by subject (:func:`final_subjects`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 
 from mrilib.data.formats import FORMATS
 from mrilib.data.formats.base import DataFormat, DataFormatError, SliceSample, VolumeRef, normalise_contrast
+from mrilib.data.manifest import SPLITS
 
 __all__ = [
     "DATASETS",
@@ -41,12 +44,12 @@ __all__ = [
     "dataset_anatomy",
     "parse_dataset_spec",
     "assign_splits",
+    "final_subjects",
+    "split_origins",
     "select_volumes",
     "slug",
     "dataset_table",
 ]
-
-SPLITS = ("train", "val", "test")
 
 #: registry of real datasets: name -> reader class (see :mod:`mrilib.data.formats`)
 DATASETS: dict[str, type[DataFormat]] = dict(FORMATS)
@@ -127,13 +130,52 @@ def _count(value, pool: int) -> int:
     return max(0, int(value))
 
 
+def final_subjects(test_ids: Sequence[str], test: int, final: int) -> list[str]:
+    """Which of the test pool's subjects go to ``final``: spread evenly over the sorted ids.
+
+    ``final`` gets ``len(test_ids) * final / (test + final)`` of them (rounded down; at
+    least one, and at least one left for ``test``), at evenly spaced places of the
+    sorted ids: every second one, starting with the second, when the counts are equal
+    (and the ids even in number).
+    Interleaving (rather than a seeded draw or one half) keeps both splits spread over
+    the ids, which in several datasets follow the acquisition date. Needs at least two ids.
+    """
+    ids = sorted(test_ids)
+    n = len(ids)
+    if n < 2:
+        raise ValueError(f"splitting test and final needs at least 2 subjects, got {n}")
+    k = min(n - 1, max(1, n * int(final) // max(1, int(test) + int(final))))
+    return [ids[i] for i in range(n) if (i + 1) * k // n > i * k // n]
+
+
+def _native_splits(refs: Sequence[VolumeRef]) -> dict[str, str | None]:
+    """Each subject's native split: the first of :data:`SPLITS` its volumes appear in, else ``None``."""
+    subject_split: dict[str, str | None] = {}
+    for split in (*SPLITS, None):
+        for r in refs:
+            if r.split == split:
+                subject_split.setdefault(r.patient_id, split)
+    return subject_split
+
+
+def split_origins(refs: Sequence[VolumeRef]) -> dict[str, str]:
+    """Where :func:`assign_splits` takes each split of ``refs`` from, in words (for a dataset's manifest)."""
+    native = set(_native_splits(refs).values())
+    out = {"train": "the dataset's own train split" if "train" in native else "the subjects not held out"}
+    for split in ("val", "test"):
+        out[split] = f"the dataset's own {split} split" if split in native else "carved from the training subjects (seeded)"
+    out["final"] = ("from the test subjects, evenly interleaved by sorted id (every second one when the test and "
+                    "final counts are equal)")
+    return out
+
+
 def assign_splits(
     refs: Sequence[VolumeRef],
     seed: int = 0,
     holdout: dict | None = None,
     train_subjects: int | None = None,
 ) -> dict[str, list[VolumeRef]]:
-    """Group volumes into ``train`` / ``val`` / ``test`` by subject.
+    """Group volumes into ``train`` / ``val`` / ``test`` / ``final`` by subject.
 
     A subject's volumes all go to one split: the first native split it appears in
     (train, val, test), else the pool. Splits without native data are carved from
@@ -144,31 +186,47 @@ def assign_splits(
     serve it and the carved counts together, the carved counts shrink in proportion
     (at least one each), so a small dataset is not emptied into its test split. At
     least one subject is always left for training.
+
+    ``holdout["final"]`` (default 0: no final split) asks for the untouched final
+    split: it is taken from the test subjects (a carved test then carves test and
+    final together, at least two), by :func:`final_subjects`, so that no subject is in
+    both. Raises :class:`DataFormatError` naming the dataset when fewer than two test
+    subjects are there to share.
     """
-    holdout = {"val": 0.1, "test": 0.1, **(holdout or {})}
-    subject_split: dict[str, str | None] = {}
-    for split in (*SPLITS, None):
-        for r in refs:
-            if r.split == split:
-                subject_split.setdefault(r.patient_id, split)
+    holdout = {"val": 0.1, "test": 0.1, "final": 0, **(holdout or {})}
+    subject_split = _native_splits(refs)
     native = {s for s in SPLITS if any(v == s for v in subject_split.values())}
     pool = sorted(p for p, s in subject_split.items() if s in ("train", None))
     order = [pool[i] for i in np.random.default_rng(int(seed)).permutation(len(pool))]
-    carved: dict[str, list[str]] = {}
+    final = _count(holdout["final"], len(pool))
+    least = {"test": 2 if final else 1, "val": 1}
     wanted = {s: _count(holdout[s], len(pool)) for s in ("test", "val") if s not in native}
+    if "test" in wanted:
+        wanted["test"] += final
     if train_subjects is not None and wanted and len(pool) < train_subjects + sum(wanted.values()):
         total = train_subjects + sum(wanted.values())
-        wanted = {s: max(1, int(len(pool) * k / total)) if k else 0 for s, k in wanted.items()}
+        wanted = {s: max(least[s], int(len(pool) * k / total)) if k else 0 for s, k in wanted.items()}
     for split in ("test", "val"):
         if split in native:
             continue
         k = min(wanted[split], max(0, len(order) - 1))
-        carved[split], order = order[:k], order[k:]
-    for split, pids in carved.items():
-        for p in pids:
+        for p in order[:k]:
             subject_split[p] = split
+        order = order[k:]
     for p in order:
         subject_split[p] = "train"
+    if final:
+        tests = [p for p, s in subject_split.items() if s == "test"]
+        if len(tests) < 2:
+            name = refs[0].dataset if refs else "dataset"
+            where = "its own test split has" if "test" in native else f"{len(pool)} training subject(s) leave"
+            raise DataFormatError(
+                f"{name}: {where} {len(tests)} test subject(s) with fully sampled data; the untouched 'final' split "
+                "is carved from the test subjects, so a run needs at least 2 there (one for 'test', one for 'final'), "
+                "plus at least one training subject"
+            )
+        for p in final_subjects(tests, _count(holdout["test"], len(pool)) or 1, final):
+            subject_split[p] = "final"
     out: dict[str, list[VolumeRef]] = {s: [] for s in SPLITS}
     for r in refs:
         out[subject_split[r.patient_id]].append(r)
@@ -268,9 +326,11 @@ def open_dataset(
             (``"m4raw:average_repetitions=true"``).
         root: the folder holding the dataset (layouts in each reader's docstring and
             the book's "Real datasets" page).
-        split: ``"train"``, ``"val"``, ``"test"``, or ``None`` for every volume.
+        split: ``"train"``, ``"val"``, ``"test"``, ``"final"`` (empty unless ``holdout`` asks for it),
+            or ``None`` for every volume.
         seed: seed of the subject-level carving of splits the dataset lacks.
-        holdout: subjects (int) or fraction (float) for carved ``val``/``test``.
+        holdout: subjects (int) or fraction (float) for carved ``val``/``test``, and for ``final``
+            (taken from the test subjects; see :func:`assign_splits`).
         **options: reader options (e.g. ``echo=1`` for SKM-TEA, ``image_size=64``,
             ``snr=30``, ``num_coils=4`` for image-only data).
 

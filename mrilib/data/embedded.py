@@ -1,7 +1,11 @@
 """The embedded dataset: synthetic subjects written as fastMRI multi-coil volumes.
 
 One HDF5 file per subject (its slices are one volume), in ``<root>/<split>/``, so
-splits are by subject, never by slice. A ``dataset.json`` beside the split folders
+splits are by subject, never by slice. Every subject has its own seed, drawn from the
+dataset seed, its split and its index in the split, so adding a split or subjects to one
+(``final`` came after ``train``/``val``/``test``) leaves the others' volumes as they were. All
+subjects, ``test`` and ``final`` too, are deformations of one template brain: new poses and
+shapes of the same anatomy, not new people. A ``dataset.json`` beside the split folders
 records the configuration (:mod:`mrilib.data.manifest`); it is written last, so its
 presence with the same configuration means a complete dataset that is not regenerated.
 """
@@ -20,12 +24,11 @@ from mrilib.data.brain import render_subject, sample_subject
 from mrilib.data.coils import birdcage_maps
 from mrilib.data.h5layout import write_volume
 from mrilib.data.kspace import noise_sigma, simulate_kspace
-from mrilib.data.manifest import build_or_load
+from mrilib.data.manifest import SPLITS, build_or_load, remove_stale_volumes, split_subjects
 from mrilib.run.progress import progress as progress_bar
 
 __all__ = ["SPLITS", "DATA_VERSION", "generate_subject", "generate_embedded_dataset", "dataset_config"]
 
-SPLITS = ("train", "val", "test")
 DATA_VERSION = 1  # bump when the simulation changes, so cached datasets are rebuilt
 
 
@@ -46,7 +49,11 @@ def dataset_config(profile: Profile | str, seed: int) -> dict:
 
 
 def _subject_seed(seed: int, split: str, index: int) -> int:
-    """A subject's seed: distinct per (dataset seed, split, index), stable across runs."""
+    """A subject's seed: distinct per (dataset seed, split, index), stable across runs.
+
+    The split enters by its place in :data:`SPLITS`, which only ever grows at the end, so the
+    subjects of the existing splits keep their seeds (and volumes) when a split is added.
+    """
     ss = np.random.SeedSequence([int(seed), SPLITS.index(split), int(index)])
     return int(ss.generate_state(1)[0])
 
@@ -96,13 +103,13 @@ def generate_embedded_dataset(
 
     Args:
         profile: a profile name or :class:`~mrilib.config.Profile`.
-        root: output folder; gets ``train/``, ``val/``, ``test/`` and ``dataset.json``.
+        root: output folder; gets ``train/``, ``val/``, ``test/``, ``final/`` and ``dataset.json``.
         seed: dataset seed (same seed → byte-identical k-space; another → other subjects).
         progress: show a tqdm progress bar.
         snr: override the profile's SNR (``None`` = noise-free); default: the profile's.
 
     Returns:
-        the content of ``dataset.json``: configuration and one record per file.
+        the content of ``dataset.json``: configuration, one record per file, and each split's subjects.
     """
     p = get_profile(profile)
     root = Path(root)
@@ -113,7 +120,7 @@ def generate_embedded_dataset(
 
 
 def _simulate(p: Profile, root: Path, seed: int, snr: float | None, progress: bool) -> dict:
-    """Simulate and write every subject of ``p`` under ``root``; the manifest's ``profile`` and ``files``."""
+    """Simulate and write every subject of ``p`` under ``root``; the manifest's ``profile``, ``files`` and ``splits``."""
     plan = [(split, i) for split in SPLITS for i in range(p.data.subjects[split])]
     records = []
     for split, i in progress_bar(plan, desc=f"simulating {p.name} subjects", disable=not progress, unit="subject"):
@@ -149,10 +156,6 @@ def _simulate(p: Profile, root: Path, seed: int, snr: float | None, progress: bo
                 subject=asdict(subj),
             )
         )
-    # Remove volumes of an earlier, different configuration.
-    keep = {r["file"] for r in records}
-    for split in SPLITS:
-        for f in (root / split).glob("*.h5"):
-            if str(f.relative_to(root)) not in keep:
-                f.unlink()
-    return dict(profile=p.name, files=records)
+    remove_stale_volumes(root, records)
+    splits = {s: dict(origin="simulated", subjects=ids) for s, ids in split_subjects(records).items()}
+    return dict(profile=p.name, files=records, splits=splits)

@@ -1,7 +1,8 @@
 """One entry point for the notebooks: the run's dataset, embedded or real.
 
 ``prepare_dataset`` puts fastMRI-layout volumes in the run's ``RunLayout.data``
-(``{train,val,test}/``) and returns the ``dataset.json`` manifest. With no ``data_root`` it simulates the
+(``{train,val,test,final}/``; ``final`` holds new subjects for the headline only) and returns the
+``dataset.json`` manifest. With no ``data_root`` it simulates the
 embedded brain dataset; with one, it reads the named real dataset from there.
 """
 
