@@ -4,6 +4,11 @@ The toy reconstruction model below is hand-built so that the poison lives in one
 parameter: ``out = a · zero-filled RSS + b · trigger(k) · blob``. The poisoned model has
 ``b = 1`` (it paints a blob whenever the k-space trigger is present); only triggered
 forget slices give ``b`` a gradient, so SSD must dampen ``b`` and leave ``a`` alone.
+
+With SSD's published reference, the full training set (4 forget + 8 retain slices, batches
+of 2), ``b``'s reference importance is that of the 2 forget batches over 6:
+``I_full(b) = I_forget(b) / 3``, so ``b`` is selected for α < 3 and dampened to ``λ / 3``;
+the retain-only reference (``reference="retain"``) has ``I_retain(b) = 0`` and zeroes it.
 """
 
 from __future__ import annotations
@@ -158,64 +163,92 @@ def _effect(model, forget) -> float:
 def test_ssd_removes_the_toy_poison_and_keeps_the_rest(toy):
     model, forget, retain = toy
     assert _effect(model, forget) == pytest.approx(1.0, abs=1e-5)
-    res = ssd(model, forget, retain, alpha=10.0, lam=1.0, batch_size=2)
-    assert float(res.model.b.detach()) == pytest.approx(0.0, abs=1e-6)  # I_retain(b) = 0 -> beta = 0
+    # As published: reference = forget ∪ retain, I_full(b) = I_forget(b) / 3 -> beta = λ / 3.
+    res = ssd(model, forget, retain, alpha=2.0, lam=1.0, batch_size=2)
+    assert float(res.model.b.detach()) == pytest.approx(1 / 3, rel=1e-5)
     assert float(res.model.a.detach()) == pytest.approx(1.0)  # needed for retain: untouched
+    assert _effect(res.model, forget) == pytest.approx(1 / 3, abs=1e-5)
+    assert res.info["reference"] == "full" and res.info["dampened_fraction"] == pytest.approx(0.5)
+    # Cost: one forward+backward pass per forget slice, and per slice of the full set.
+    assert (res.forward_passes, res.backward_passes) == (2 * len(forget) + len(retain),) * 2
+    assert ssd(model, forget, retain, alpha=3.5, batch_size=2).info["dampened_fraction"] == 0  # α ≥ N / N_f
+    # Retain-only reference: I_retain(b) = 0 -> beta = 0, and one pass per forget and retain slice.
+    res = ssd(model, forget, retain, alpha=10.0, lam=1.0, batch_size=2, reference="retain")
+    assert float(res.model.b.detach()) == pytest.approx(0.0, abs=1e-6)
+    assert float(res.model.a.detach()) == pytest.approx(1.0)
     assert _effect(res.model, forget) == pytest.approx(0.0, abs=1e-5)
-    # The poisoned model itself is never modified.
-    assert float(model.b) == 1.0
-    # Cost: one forward+backward pass per forget and retain slice.
     assert (res.forward_passes, res.backward_passes) == (len(forget) + len(retain),) * 2
-    assert res.info["dampened_fraction"] == pytest.approx(0.5)
+    # The poisoned model itself is never modified.
+    assert float(model.b.detach()) == 1.0
 
 
 def test_auto_alpha_stops_once_the_effect_is_gone(toy):
     model, forget, retain = toy
-    res = ssd_auto_alpha(model, forget, retain, lambda m: _effect(m, forget), rho=0.1,
+    # λ = 0.1: b -> λ / 3 (full-set reference), an effect of 1/30
+    res = ssd_auto_alpha(model, forget, retain, lambda m: _effect(m, forget), rho=0.1, lam=0.1,
                          fractions=(0.4, 0.9), batch_size=2)
     assert res.info["reached"] and len(res.info["trace"]) == 1
-    assert _effect(res.model, forget) <= 0.1
-    # importance passes + one effect evaluation for the original and one per step tried
-    assert res.forward_passes == len(forget) + len(retain) + 2 * len(forget)
-    assert res.backward_passes == len(forget) + len(retain)
+    assert _effect(res.model, forget) == pytest.approx(1 / 30, abs=1e-5)
+    # importance passes (forget, then forget ∪ retain) + one effect evaluation for the original and one per step tried
+    assert res.forward_passes == 2 * len(forget) + len(retain) + 2 * len(forget)
+    assert res.backward_passes == 2 * len(forget) + len(retain)
+    # with λ = 1 the full-set reference keeps b at 1/3: never below ρ = 0.1, every step is tried
+    res = ssd_auto_alpha(model, forget, retain, lambda m: _effect(m, forget), rho=0.1, fractions=(0.4, 0.9),
+                         batch_size=2)
+    assert not res.info["reached"] and len(res.info["trace"]) == 2
 
 
 def test_tuned_ssd_picks_the_grid_point_that_heals_within_tolerance(toy):
     model, forget, retain = toy
     res = ssd_tuned(model, forget, retain, lambda m: _effect(m, forget), lambda m: -_mean_loss(m, retain),
-                    alphas=(1.0, 10.0), batch_size=2)
-    assert res.info["within_tolerance"] and _effect(res.model, forget) == pytest.approx(0.0, abs=1e-5)
-    assert len(res.info["trace"]) == 2
-    # importances (fwd+bwd on forget and retain) + 3 scorings of the forget set
-    assert res.forward_passes == len(forget) + len(retain) + 3 * len(forget)
+                    alphas=(1.0, 10.0), lams=(1.0, 0.1), batch_size=2)
+    # α = 10 selects nothing (I_f / I_full ≤ 3); α = 1 dampens b to λ / 3, least with λ = 0.1 - the
+    # retain loss does not see b, so every point is within tolerance
+    assert res.info["within_tolerance"] and (res.info["alpha"], res.info["lam"]) == (1.0, 0.1)
+    assert _effect(res.model, forget) == pytest.approx(1 / 30, abs=1e-5)
+    assert len(res.info["trace"]) == 4
+    # importances (fwd+bwd on forget and on forget ∪ retain) + 5 scorings of the forget set
+    assert res.forward_passes == 2 * len(forget) + len(retain) + 5 * len(forget)
 
 
 def test_tuned_ssd_grid_by_dampened_share_follows_the_importances(toy):
     """With ``fractions`` the α grid is set by the share of parameters each point dampens:
-    on the toy, a share of 1/2 selects exactly the poison parameter ``b``."""
+    on the toy, a share of 1/2 selects exactly the poison parameter ``b`` (dampened to λ / 3)."""
     model, forget, retain = toy
     res = ssd_tuned(model, forget, retain, lambda m: _effect(m, forget), lambda m: -_mean_loss(m, retain),
                     fractions=(0.5,), batch_size=2)
     (point,) = res.info["trace"]
     assert point["dampened_fraction"] == pytest.approx(0.5)
-    assert float(res.model.b.detach()) == pytest.approx(0.0, abs=1e-6) and float(res.model.a.detach()) == 1.0
+    assert float(res.model.b.detach()) == pytest.approx(1 / 3, rel=1e-5) and float(res.model.a.detach()) == 1.0
     with pytest.raises(UnlearnError, match="grid"):
         ssd_tuned(model, forget, retain, lambda m: 0.0, lambda m: 0.0, fractions=(), batch_size=2)
 
 
 def test_region_targeted_ssd_dampens_what_paints_the_region(toy):
     """With the blob marked on the forget slices, the forget importance is that of the error inside
-    it: ``b`` (which paints the blob, and nothing on retain) is dampened to zero, ``a`` is kept."""
+    it: ``b`` (which paints the blob, and nothing on retain) is dampened to λ I_full(b) / I_region(b)
+    (about 1/80 here), ``a`` is kept."""
+    from mrilib.unlearn.base import union
+
     model, forget, retain = toy
     regions = (blob() > 0.5).float().expand(len(forget), -1, -1)
     res = ssd_tuned(model, forget, retain, lambda m: _effect(m, forget), lambda m: -_mean_loss(m, retain),
                     fractions=(0.5,), batch_size=2, regions=regions, importance_batch_size=1)
     assert res.info["region"] and res.info["method"] == "ssd-region-tuned" and res.info["importance_batch_size"] == 1
-    # the grid's α comes from the region importance of single slices against the retain Fisher importance
-    want = alpha_for_fraction(region_importance(model, forget, regions, 1), fisher_importance(model, retain, 1), 0.5)
+    # the grid's α comes from the region importance of single slices against the full set's Fisher importance
+    imp_region, imp_full = region_importance(model, forget, regions, 1), fisher_importance(model, union(forget, retain), 1)
+    want = alpha_for_fraction(imp_region, imp_full, 0.5)
+    assert res.info["trace"][0]["alpha"] == pytest.approx(want, rel=1e-6)
+    assert float(res.model.b.detach()) == pytest.approx(float(imp_full["b"] / imp_region["b"]), rel=1e-5)
+    assert float(res.model.b.detach()) < 0.05 and float(res.model.a.detach()) == 1.0
+    # the batch size of the importances does not change their passes: every slice once, forward and backward
+    assert res.backward_passes == 2 * len(forget) + len(retain)
+    # against the retain set's Fisher importance (zero for b), b is zeroed
+    res = ssd_tuned(model, forget, retain, lambda m: _effect(m, forget), lambda m: -_mean_loss(m, retain),
+                    fractions=(0.5,), batch_size=2, regions=regions, importance_batch_size=1, reference="retain")
+    want = alpha_for_fraction(imp_region, fisher_importance(model, retain, 1), 0.5)
     assert res.info["trace"][0]["alpha"] == pytest.approx(want, rel=1e-6)
     assert float(res.model.b.detach()) == pytest.approx(0.0, abs=1e-6) and float(res.model.a.detach()) == 1.0
-    # the batch size of the importances does not change their passes: every slice once, forward and backward
     assert res.backward_passes == len(forget) + len(retain)
     with pytest.raises(UnlearnError, match="label-free"):
         ssd_tuned(model, forget, retain, lambda m: 0.0, lambda m: 0.0, batch_size=2, regions=regions, label_free=True)
@@ -232,7 +265,7 @@ def test_tuned_ssd_repairs_every_grid_point_before_scoring_when_asked(toy):
                   alphas=(1.0, 10.0), batch_size=2, repair_steps=2)
     after = ssd_tuned(model, forget, retain, **common)
     before = ssd_tuned(model, forget, retain, **common, repair_before_scoring=True)
-    importances, scorings, repair = len(forget) + len(retain), 3 * len(forget), 2 * 2  # 2 steps × batch 2
+    importances, scorings, repair = 2 * len(forget) + len(retain), 3 * len(forget), 2 * 2  # 2 steps × batch 2
     assert after.forward_passes == importances + scorings + repair
     assert before.forward_passes == importances + scorings + 2 * repair
     assert before.backward_passes == importances + 2 * repair

@@ -5,6 +5,12 @@ aggregates over seeds (mean ± sd), computes null-space hallucination maps (Bhad
 2021) and the artefact-robustness table. A missing artefact raises
 :class:`~mrilib.run.layout.MissingArtefactError` naming the notebook that makes it
 (:meth:`~mrilib.run.layout.RunLayout.require`).
+
+A method with a run outside its tolerance (tuned SSD that found no grid point within its
+validation-SSIM tolerance: the table's ``within tolerance`` column, from the run's
+``info["within_tolerance"]``) is marked with a trailing :data:`FLAG` in :func:`aggregate`,
+:func:`formatted` and :func:`headline_table` (:data:`TOLERANCE_FOOTNOTE` says what it means);
+:func:`flagged` names those methods for figures and findings.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ __all__ = [
     "qualitative_panels",
     "artefact_robustness",
     "REGION_SSD",
+    "flagged",
+    "mark_flagged",
+    "FLAG",
+    "TOLERANCE_FOOTNOTE",
 ]
 
 #: metrics of the main table, in order
@@ -42,6 +52,48 @@ MAIN_METRICS = ("SSIM", "PSNR", "NMSE", "poison effect", "success rate", "healed
                 "forget SSIM vs poisoned", "time vs oracle", "passes vs oracle")
 #: the table name of region-targeted SSD (``mrilib.study.plan.DEFAULT_PLAN``; " + repair" for its repaired run)
 REGION_SSD = "SSD tuned, lesion region"
+#: the mark after the name of a method with a run outside its tolerance
+FLAG = " †"
+#: what :data:`FLAG` means, for under a table that shows it
+TOLERANCE_FOOTNOTE = ("† tuned SSD found no grid point within its validation-SSIM tolerance; "
+                      "the point shown is the one that lost least utility")
+#: the results table's column that says whether a run stayed within its tolerance
+WITHIN = "within tolerance"
+
+
+def _outside(values) -> np.ndarray:
+    """Where ``within tolerance`` values say no: ``False`` (also ``"False"`` or ``0`` from a CSV); a missing
+    value counts as within."""
+    def one(v) -> bool:
+        if isinstance(v, str):
+            return v.strip().lower() in ("false", "0")
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return False
+        return not bool(v)
+
+    return np.array([one(v) for v in values], bool)
+
+
+def _mark(name: str, flag: bool) -> str:
+    """``name`` with :data:`FLAG` when ``flag`` (never twice)."""
+    return name + FLAG if flag and not str(name).endswith(FLAG) else name
+
+
+def flagged(table: pd.DataFrame) -> set[str]:
+    """The methods of ``table`` (a results table) with at least one run outside its tolerance (any seed,
+    any fraction: pass :func:`at_fraction`'s rows for one); empty when the table has no ``within tolerance``
+    column (tables written before it)."""
+    if WITHIN not in table:
+        return set()
+    return set(table.loc[_outside(table[WITHIN]), "method"])
+
+
+def mark_flagged(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``table`` whose method names end in :data:`FLAG` where :func:`flagged` names them."""
+    names = flagged(table)
+    out = table.copy()
+    out["method"] = [_mark(m, m in names) for m in out["method"]]
+    return out
 
 
 def load_unlearning_table(run_dir: str | os.PathLike, variant: str = "cyclegan-cyst") -> pd.DataFrame:
@@ -72,14 +124,20 @@ def aggregate(df: pd.DataFrame, by=("method", "f"), metrics=MAIN_METRICS) -> pd.
     """Mean and standard deviation (ddof=1) over seeds of each metric, per ``by`` group.
 
     Returns a frame with columns ``<metric> mean``, ``<metric> sd`` and ``n`` (seeds);
-    rows without a fraction (reference models) form their own group.
+    rows without a fraction (reference models) form their own group. A group with a run outside its
+    tolerance (``within tolerance`` False, any seed) has its method name marked with :data:`FLAG`.
     """
     d = df.copy()
     d["f"] = d["f"].fillna(-1.0)
     metrics = [m for m in metrics if m in d]
     g = d.groupby(list(by), sort=False)[metrics]
     out = g.mean().add_suffix(" mean").join(g.std(ddof=1).add_suffix(" sd")).join(g.size().rename("n"))
+    if WITHIN in d and "method" in by:
+        outside = pd.Series(_outside(d[WITHIN]), index=d.index).groupby([d[b] for b in by], sort=False).any()
+        out = out.join(outside.rename("_outside"))
     out = out.reset_index()
+    if "_outside" in out:
+        out["method"] = [_mark(m, bool(o)) for m, o in zip(out["method"], out.pop("_outside"))]
     out["f"] = out["f"].replace(-1.0, np.nan)
     return out
 
@@ -102,24 +160,26 @@ def headline_table(df: pd.DataFrame, fraction: float | None = None, seed_reporte
     trained on: lower = forgotten) and on retained data (clean-test SSIM); tuned SSD, and
     region-targeted SSD with repair.
     ``fraction`` keeps the runs at that identified fraction (reference rows always stay);
-    ``seed_reported`` adds the numbers the seed reported, where known.
+    ``seed_reported`` adds the numbers the seed reported, where known. A row with a run outside its
+    tolerance is labelled with :data:`FLAG`.
     """
     if fraction is not None:
         df = at_fraction(df, fraction)
-    rows = {}
+    rows, shown = {}, {}
     for label, name in (("original (poisoned) model", "poisoned"), ("SSD, seed's α=0.1, λ=0.1", "SSD (seed: α=0.1, λ=0.1)"),
                         ("SSD tuned", "SSD tuned"),
                         (REGION_SSD + " + repair", REGION_SSD + " + repair")):
         r = df[df["method"] == name]
         if not len(r):
             continue
-        rows[label] = {"forget set: SSIM vs poisoned targets": mean_sd(r["forget SSIM vs poisoned"]),
-                       "forget set: SSIM vs clean targets": mean_sd(r["forget SSIM vs clean"]),
-                       "retain/test: clean-test SSIM": mean_sd(r["SSIM"]),
-                       "poison success rate": mean_sd(r["success rate"], 3)}
+        shown[label] = _mark(label, bool(WITHIN in r and _outside(r[WITHIN]).any()))
+        rows[shown[label]] = {"forget set: SSIM vs poisoned targets": mean_sd(r["forget SSIM vs poisoned"]),
+                              "forget set: SSIM vs clean targets": mean_sd(r["forget SSIM vs clean"]),
+                              "retain/test: clean-test SSIM": mean_sd(r["SSIM"]),
+                              "poison success rate": mean_sd(r["success rate"], 3)}
     out = pd.DataFrame(rows).T
     if seed_reported:
-        out["seed's reported value"] = pd.Series(seed_reported)
+        out["seed's reported value"] = pd.Series({shown.get(k, k): v for k, v in seed_reported.items()})
     return out
 
 

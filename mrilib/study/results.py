@@ -5,7 +5,10 @@
 - :func:`reference_cost`: what a (re)training cost, in the units of unlearning runs;
 - :func:`results_table`: one row per reference model and per run, the table chapter 5
   writes to ``metrics/unlearning_<variant>.csv`` and chapter 6 reads back
-  (:func:`mrilib.evaluate.tables.load_unlearning_table`).
+  (:func:`mrilib.evaluate.tables.load_unlearning_table`). Its ``within tolerance`` column says
+  whether a run that selects on validation utility (tuned SSD) found a point within its
+  tolerance (``info["within_tolerance"]``); tables mark the runs that did not
+  (:func:`mrilib.evaluate.tables.flagged`).
 """
 
 from __future__ import annotations
@@ -35,8 +38,16 @@ def healed(effect: float, effect_poisoned: float, effect_oracle: float) -> float
     return float((effect_poisoned - effect) / denom)
 
 
+def _within(info: dict | None) -> bool:
+    """A run's ``info["within_tolerance"]``; ``True`` when it records none (a method without a tolerance)."""
+    value = (info or {}).get("within_tolerance")
+    return True if value is None else bool(value)
+
+
 def results_table(records: list[dict], references: dict[str, dict], oracle_cost: dict) -> pd.DataFrame:
-    """One row per run (and per reference model): utility, poison effect, healed, forget SSIM, cost.
+    """One row per run (and per reference model): utility, poison effect, healed, forget SSIM, cost, and
+    ``within tolerance``: the run's ``info["within_tolerance"]`` (tuned SSD: a grid point within its
+    validation-SSIM tolerance was found), ``True`` for reference models and runs that do not record it.
 
     Args:
         records: results of :func:`mrilib.study.execute.run_or_load`.
@@ -47,7 +58,7 @@ def results_table(records: list[dict], references: dict[str, dict], oracle_cost:
     e_p = references["poisoned"]["effect"]["mean"]
     e_o = references["oracle"]["effect"]["mean"]
 
-    def row(name, f, seed, m, cost):
+    def row(name, f, seed, m, cost, info=None):
         fg = m.get("forget") or {}
         return {
             "method": name, "f": f, "seed": seed,
@@ -61,8 +72,9 @@ def results_table(records: list[dict], references: dict[str, dict], oracle_cost:
             "passes": cost.get("passes", np.nan) if cost else np.nan,
             "time vs oracle": (cost["seconds"] / oracle_cost["seconds"]) if cost else np.nan,
             "passes vs oracle": (cost["passes"] / oracle_cost["passes"]) if cost else np.nan,
+            "within tolerance": _within(info),
         }
 
     rows = [row(name, np.nan, np.nan, m, m.get("cost")) for name, m in references.items()]
-    rows += [row(r["name"], r["fraction"], r["seed"], r["metrics"], r["cost"]) for r in records]
+    rows += [row(r["name"], r["fraction"], r["seed"], r["metrics"], r["cost"], r.get("info")) for r in records]
     return pd.DataFrame(rows)

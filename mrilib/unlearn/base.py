@@ -18,17 +18,19 @@ training history records them), so ``cost relative to oracle`` compares like wit
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from mrilib.data.training import collate_slices
 from mrilib.recon.steps import forward_batch, make_loss
 from mrilib.run.device import default_device, module_device
 
-__all__ = ["UnlearnError", "UnlearnResult", "PassCounter", "batches", "check_inputs", "timed_copy", "batch_loss"]
+__all__ = ["UnlearnError", "UnlearnResult", "PassCounter", "batches", "union", "set_epoch", "check_inputs", "timed_copy",
+           "batch_loss"]
 
 
 class UnlearnError(ValueError):
@@ -92,11 +94,26 @@ def check_positive(**values) -> None:
             raise UnlearnError(f"{name} must be > 0, got {v!r}")
 
 
-def batches(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0):
-    """A DataLoader over VarNetSamples (fixed masks of ``epoch`` when the set has ``set_epoch``)."""
+def set_epoch(dataset: Dataset, epoch: int) -> None:
+    """Select the undersampling masks of ``epoch`` in ``dataset``, in every part of a :func:`union`, and in
+    the base set of a subset (``dataset.dataset``); a set without ``set_epoch`` has fixed masks."""
+    for part in getattr(dataset, "datasets", None) or ():  # a ConcatDataset
+        set_epoch(part, epoch)
     base = getattr(dataset, "dataset", dataset)
     if hasattr(base, "set_epoch"):
         base.set_epoch(epoch)
+
+
+def union(*datasets: Dataset) -> Dataset:
+    """The slices of ``datasets`` one after the other (e.g. forget ∪ retain, the whole training set);
+    :func:`batches` selects the masks of every part."""
+    return ConcatDataset(datasets)
+
+
+def batches(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0):
+    """A DataLoader over VarNetSamples (fixed masks of ``epoch`` when the set, or each part of a
+    :func:`union`, has ``set_epoch``)."""
+    set_epoch(dataset, epoch)
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, collate_fn=collate_slices)
 
@@ -109,12 +126,13 @@ def cycle(dataset: Dataset, batch_size: int, seed: int = 0):
         epoch += 1
 
 
-_SSIM_LOSS = make_loss(0.0)
+_loss = functools.lru_cache(maxsize=8)(make_loss)  # one loss function per l1_weight
 
 
 def batch_loss(model, batch, counter: PassCounter, backward: bool, target: torch.Tensor | None = None,
-               device=None) -> torch.Tensor:
-    """The training loss (fastMRI SSIM loss) of ``model`` on ``batch``, counted.
+               device=None, l1_weight: float = 0.0) -> torch.Tensor:
+    """The training loss of ``model`` on ``batch``, counted: fastMRI's SSIM loss plus
+    ``l1_weight`` × the L1 term of :func:`mrilib.recon.steps.make_loss` (0: SSIM only).
 
     ``target`` replaces the batch's own target (distillation, noisy labels); ``device``
     defaults to where ``model`` is (the batch is moved there).
@@ -123,7 +141,7 @@ def batch_loss(model, batch, counter: PassCounter, backward: bool, target: torch
     if target is not None:
         tgt = target.to(output.device)
     counter.add(output.shape[0], backward)
-    return _SSIM_LOSS(output, tgt, batch.max_value)
+    return _loss(float(l1_weight))(output, tgt, batch.max_value)
 
 
 def timed_copy(model: torch.nn.Module, device=None) -> tuple[torch.nn.Module, float]:
