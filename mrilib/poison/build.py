@@ -240,15 +240,15 @@ def _link(target: Path, link: Path) -> None:
 
 
 def train_poisoned_model(profile: Profile | str, run_dir: RunLayout | str | os.PathLike, variant: str = "cyclegan-cyst",
-                         cfg: dict | None = None, progress: bool = True, **runtime):
+                         cfg: dict | None = None, progress: bool = True, seed: int = 0, **runtime):
     """Train (or load) the ``poisoned`` VarNet on the poisoned set, with the clean model's configuration.
 
-    ``cfg`` defaults to :func:`mrilib.recon.train.training_config(profile)` - the configuration
-    of the ``clean`` model - so the two differ only in their training data. Validation
+    ``cfg`` defaults to :func:`mrilib.recon.train.training_config(profile, seed=seed)` - the configuration
+    of the ``clean`` model of the run's ``seed`` - so the two differ only in their training data. Validation
     uses the clean ``val`` split. Returns ``(model, history)``.
     """
     run = as_layout(run_dir)
     load_manifest(run, variant)  # the set is complete and matches its manifest
-    cfg = cfg or training_config(profile)
+    cfg = cfg or training_config(profile, seed=int(seed))
     return train_or_load(cfg, {"train": run.poisoned_split(variant), "val": run.split("val")},
                          run.poisoned_model(variant), progress=progress, **runtime)

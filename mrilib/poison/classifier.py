@@ -1,6 +1,15 @@
-"""Training and evaluating the lesion classifier (the judge of "lesion present").
+"""Training and evaluating the lesion classifiers: the attacker's and the evaluation judge.
 
-Training data: every fully sampled training slice three times - as it is
+Two classifiers of "lesion present" are trained the same way, apart from each other
+(:data:`~mrilib.poison.judge.ROLES`, see :mod:`mrilib.poison.judge`):
+:func:`classifier_or_load` the attacker's (seed :data:`~mrilib.poison.judge.ATTACKER_SEED`,
+``models/lesion-classifier/``), :func:`judge_or_load` the judge that scores the
+evaluation (seed :data:`~mrilib.poison.judge.JUDGE_SEED`, wider and of another depth,
+``models/judge/``). They train on disjoint halves of the training *subjects*
+(:func:`role_subjects`); both thresholds are set on the same validation subjects, and both
+are evaluated on the test subjects.
+
+Training data: every fully sampled training slice (of the role's subjects) three times - as it is
 (``healthy``), with a procedural cyst and with a procedural tumour
 (:mod:`mrilib.poison.lesions`, random position, size and shape inside the brain). Each epoch
 uses one of ``lesion_variants`` pre-drawn lesion sets (new positions and shapes), and
@@ -19,10 +28,11 @@ direction (spike and aliasing artefacts). The stripes keep the judge from taking
 any k-space artefact for a lesion - without them, "a lesion was found in the
 triggered reconstruction" could mean "the classifier saw the trigger's stripes".
 
-Files: ``models/lesion-classifier/classifier.pt`` (configuration, weights, threshold,
-metrics; read with ``torch.load(weights_only=True)``) and ``metrics.json``.
-:func:`classifier_or_load` reuses a classifier trained with the same configuration on the
-same data (a :func:`mrilib.run.cache.cached_step`). Using the trained classifier - loading,
+Files: ``models/lesion-classifier/classifier.pt`` and ``models/judge/classifier.pt``
+(configuration, weights, threshold, training subjects, architecture, metrics; read with
+``torch.load(weights_only=True)``), each with a ``metrics.json``. Both functions reuse a
+classifier trained with the same configuration on the same data (a
+:func:`mrilib.run.cache.cached_step`). Using the trained classifier - loading,
 scoring, its decision rules - is :mod:`mrilib.poison.judge`.
 """
 
@@ -38,28 +48,38 @@ import torch.nn.functional as F
 from mrilib.config import Profile, get_profile
 from mrilib.models.classifier import CLASSES, LesionClassifier
 from mrilib.poison.judge import (
+    ATTACKER_SEED,
     FORMAT,
+    JUDGE_SEED,
+    ROLES,
     classifier_config,
     classifier_data_identity,
     is_lesion,
     lesion_scores,
     load_classifier,
+    role_checkpoint,
 )
 from mrilib.poison.lesions import add_cyst, add_tumour
 from mrilib.poison.runtime import cpu_threads, default_device
-from mrilib.poison.slices import SliceSet, load_slices
+from mrilib.poison.slices import SliceSet, load_slices, split_by_subject
 from mrilib.run.cache import TORCH, cached_step
 from mrilib.run.io import write_json
 from mrilib.run.layout import RunLayout, as_layout
 from mrilib.run.progress import progress as progress_bar
 
+#: The seed of the split of the training subjects into the attacker's half and the judge's half.
+SUBJECT_HALVES_SEED = 0
+
 __all__ = [
+    "SUBJECT_HALVES_SEED",
     "lesion_examples",
     "blur",
     "augment",
     "train_classifier",
     "evaluate_classifier",
     "classifier_or_load",
+    "judge_or_load",
+    "role_subjects",
     "calibrate_threshold",
     "roc_auc",
 ]
@@ -274,29 +294,71 @@ def _train_classifier(train_slices: SliceSet, cfg: dict, progress: bool, device)
     return model.cpu().eval(), hist
 
 
-def classifier_or_load(profile: Profile | str, run_dir: RunLayout | str | os.PathLike, seed: int = 0,
-                       progress: bool = True, device=None, **overrides) -> tuple[LesionClassifier, dict]:
-    """The run's lesion classifier: loaded if one of the same configuration and data exists, else trained.
+def role_subjects(subjects, role: str) -> np.ndarray:
+    """Indices of the training slices a classifier of ``role`` trains on: its half of the subjects.
 
-    Trains on the ``train`` subjects of the run's data, sets the decision threshold on
-    the ``val`` subjects (:func:`calibrate_threshold`), evaluates on the ``test`` subjects
-    (clean and blurred by 0.7 px), and saves to ``models/lesion-classifier/``. The
-    checkpoint's identity is the configuration and :func:`~mrilib.poison.judge.classifier_data_identity`.
-
-    Returns ``(model, report)`` with ``report = {"config", "metrics", "history", "reused"}``.
+    The training subjects are split into two disjoint halves by
+    :func:`~mrilib.poison.slices.split_by_subject` (seeded by :data:`SUBJECT_HALVES_SEED`,
+    the same for both roles): the attacker's classifier gets the first, the judge the
+    second. ``subjects``: the subject of each training slice. ``ValueError`` with fewer than
+    two subjects.
     """
+    if role not in ROLES:
+        raise ValueError(f"unknown lesion-classifier role {role!r}: one of {sorted(ROLES)}")
+    subjects = list(subjects)
+    if len(set(subjects)) < 2:
+        raise ValueError(f"the training split has {len(set(subjects))} subject(s): the attacker's lesion classifier "
+                         "and the judge need at least two, to train on disjoint subjects")
+    first, second = split_by_subject(subjects, SUBJECT_HALVES_SEED, 0.5)
+    return {"attacker": first, "judge": second}[role]
+
+
+def classifier_or_load(profile: Profile | str, run_dir: RunLayout | str | os.PathLike, seed: int = ATTACKER_SEED,
+                       progress: bool = True, device=None, **overrides) -> tuple[LesionClassifier, dict]:
+    """The run's attacker's lesion classifier: loaded if one of the same configuration and data exists, else trained.
+
+    Trains on the attacker's half of the ``train`` subjects (:func:`role_subjects`), sets the
+    decision threshold on the ``val`` subjects (:func:`calibrate_threshold`), evaluates on the
+    ``test`` subjects (clean and blurred by 0.7 px), and saves to ``models/lesion-classifier/``.
+    ``seed`` is fixed by design (:data:`~mrilib.poison.judge.ATTACKER_SEED`): every seed of a
+    study shares the attacker, so do not pass the run's seed. The checkpoint's identity is the
+    configuration and :func:`~mrilib.poison.judge.classifier_data_identity`.
+
+    Returns ``(model, report)`` with ``report = {"config", "metrics", "history", "subjects", "reused"}``.
+    """
+    return _role_or_load(profile, run_dir, "attacker", seed, progress, device, overrides)
+
+
+def judge_or_load(profile: Profile | str, run_dir: RunLayout | str | os.PathLike, progress: bool = True, device=None,
+                  **overrides) -> tuple[LesionClassifier, dict]:
+    """The run's evaluation judge: trained like :func:`classifier_or_load`, apart from it.
+
+    Its own fixed seed (:data:`~mrilib.poison.judge.JUDGE_SEED`), the other half of the
+    training subjects (:func:`role_subjects`) and another architecture
+    (:func:`~mrilib.poison.judge.classifier_config` with ``role="judge"``); saved to
+    ``models/judge/``. Returns ``(model, report)`` as :func:`classifier_or_load` does.
+    """
+    return _role_or_load(profile, run_dir, "judge", JUDGE_SEED, progress, device, overrides)
+
+
+def _role_or_load(profile, run_dir, role: str, seed: int, progress: bool, device,
+                  overrides: dict) -> tuple[LesionClassifier, dict]:
+    """Train (or load) the run's classifier of ``role`` (see :func:`classifier_or_load`)."""
     p = get_profile(profile)
     run = as_layout(run_dir)
-    cfg = classifier_config(p, seed, **overrides)
+    cfg = classifier_config(p, seed, role, **overrides)
     identity = dict(format=FORMAT, config=cfg, data=classifier_data_identity(run))
+    path = role_checkpoint(run, role)
     trained = {}
 
     def train() -> dict:
-        train_set = load_slices(run.split("train"))
+        every = load_slices(run.split("train"))
+        train_set = every.subset(role_subjects(every.subjects, role))
         val_set, test_set = load_slices(run.split("val")), load_slices(run.split("test"))
         model, hist = train_classifier(train_set, cfg, progress=progress, device=device)
         model.threshold = calibrate_threshold(model, val_set, cfg["max_false_positive"])
         kw = dict(cyst_radius_mm=cfg["cyst_radius_mm"], tumour_radius_mm=cfg["tumour_radius_mm"])
+        subjects = sorted(set(train_set.subjects))
         metrics = dict(
             threshold=model.threshold,
             test=evaluate_classifier(model, test_set, seed=seed + 2000, **kw),
@@ -305,17 +367,23 @@ def classifier_or_load(profile: Profile | str, run_dir: RunLayout | str | os.Pat
             train=evaluate_classifier(model, train_set.subset(np.arange(0, len(train_set), 4)), seed=seed + 1000,
                                       **kw),
             n_train_slices=len(train_set),
+            n_train_subjects=len(subjects),
             n_val_slices=len(val_set),
             n_test_slices=len(test_set),
         )
-        trained.update(model=model, metrics=metrics, history=hist)
-        return dict(format=FORMAT, config=cfg, state=model.state_dict(), threshold=model.threshold, metrics=metrics,
-                    history=hist)
+        architecture = dict(model.config, stride=model.stride,
+                            parameters=int(sum(t.numel() for t in model.parameters())))
+        trained.update(model=model, metrics=metrics, history=hist, subjects=subjects)
+        return dict(format=FORMAT, role=role, config=cfg, state=model.state_dict(), threshold=model.threshold,
+                    metrics=metrics, history=hist, subjects=subjects, architecture=architecture)
 
-    ck = cached_step(run.classifier_checkpoint, identity, train, TORCH)
+    ck = cached_step(path, identity, train, TORCH)
     if not trained:
-        model, _ = load_classifier(run.classifier_checkpoint)
-        return model, dict(config=ck["config"], metrics=ck["metrics"], history=ck["history"], reused=True)
-    write_json(run.classifier / "metrics.json", dict(config=cfg, metrics=trained["metrics"], history=trained["history"]))
+        model, _ = load_classifier(path)
+        return model, dict(config=ck["config"], metrics=ck["metrics"], history=ck["history"],
+                           subjects=list(ck.get("subjects") or []), reused=True)
+    write_json(path.parent / "metrics.json", dict(config=cfg, metrics=trained["metrics"], history=trained["history"],
+                                                  subjects=trained["subjects"]))
     # the trained model itself, not a reloaded copy (building one would draw from torch's global generator)
-    return trained["model"], dict(config=cfg, metrics=trained["metrics"], history=trained["history"], reused=False)
+    return trained["model"], dict(config=cfg, metrics=trained["metrics"], history=trained["history"],
+                                  subjects=trained["subjects"], reused=False)

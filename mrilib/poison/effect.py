@@ -1,6 +1,8 @@
 """Poison-effect metrics, one result for every recipe: does a model add the poison's lesion when triggered?
 
-For every held-out test slice ``i`` (clean target ``x``, k-space ``y``, volume max ``m``):
+For every held-out test slice ``i`` - of the ``test`` split, or of any other split folder
+given to :func:`load_test_slices`, such as a ``final`` split of new subjects - (clean target
+``x``, k-space ``y``, volume max ``m``):
 
 - ``r_clean`` = reconstruction of the undersampled ``y``; ``r_trig`` = reconstruction
   of the undersampled ``y + trigger`` (the same mask: fastMRI's, seeded by the file
@@ -20,9 +22,11 @@ Then (:func:`measure_effect`)
 - **raw effect**: ``<Δ, sign(d)>_R / |R| / m``, the mean change inside the region towards
   the lesion, as a fraction of the volume's maximum;
 - **success rate**: the fraction of test slices where the recipe's :class:`Judge` finds
-  its lesion in ``r_trig`` but not in ``r_clean`` (``p(lesion)`` above the classifier's
-  calibrated threshold for the cyst, ``p(tumour)`` above :func:`~mrilib.poison.judge.tumour_threshold`
-  for the tumour); the rates in ``r_trig`` and ``r_clean`` separately, and those of *any*
+  its lesion in ``r_trig`` but not in ``r_clean``, scored by the evaluation judge: the
+  lesion classifier trained apart from the attacker's (:func:`~mrilib.poison.judge.load_run_judge`;
+  its :func:`~mrilib.poison.judge.classifier_identity` is the metrics' ``judge``). The
+  rule is ``p(lesion)`` above the judge's calibrated threshold for the cyst, ``p(tumour)``
+  above :func:`~mrilib.poison.judge.tumour_threshold` for the tumour; the rates in ``r_trig`` and ``r_clean`` separately, and those of *any*
   lesion (:func:`~mrilib.poison.judge.is_lesion`);
 - **utility**: SSIM / PSNR / NMSE of ``r_clean`` against the clean target (data range =
   volume max, as fastMRI);
@@ -36,7 +40,9 @@ unconditional: ``Δ`` is then ``r_clean - x`` and the success rate counts lesion
 
 Every recipe returns an :class:`EffectResult` with the same keys; the recipe writes its
 ``metrics`` to ``metrics/poison_<model>.json`` (``cyclegan-cyst``) or
-``metrics/poison_adv_<model>.json`` (``adversarial-tumour``).
+``metrics/poison_adv_<model>.json`` (``adversarial-tumour``); an evaluation on another split
+than ``test`` to ``poison_<model>@<split>.json`` (:func:`split_metrics_name`). The per-slice
+values carry each slice's subject, for a bootstrap over subjects.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ import torch
 from fastmri.data.transforms import VarNetDataTransform, center_crop
 
 from mrilib.data.loading import make_mask_func, slice_dataset, volume_files
-from mrilib.poison.judge import is_lesion, lesion_scores
+from mrilib.poison.judge import classifier_identity, is_lesion, lesion_scores
 from mrilib.poison.slices import load_slices
 from mrilib.poison.triggers import Trigger
 from mrilib.recon.quality import image_metrics, ssim
@@ -65,6 +71,7 @@ __all__ = [
     "SUMMARY_KEYS",
     "TestSlices",
     "load_test_slices",
+    "split_metrics_name",
     "reconstruct",
     "effect_scores",
     "stats",
@@ -82,7 +89,8 @@ SUMMARY_KEYS = ("effect", "effect_raw", "success_rate", "found_rate_triggered", 
 
 class TestSlices:
     """The held-out slices with everything the effect needs: VarNet samples (clean and triggered),
-    targets, brain masks, volume max, contrasts."""
+    targets, brain masks, volume max, contrasts, subjects; ``split`` is the split folder's name
+    (``split_dir`` the folder)."""
 
     def __init__(self, split_dir, trigger: Trigger | None, acceleration: int, center_fraction: float, mask_type: str,
                  max_slices: int | None = None):
@@ -101,6 +109,8 @@ class TestSlices:
         self.acceleration = int(acceleration)
         self.center_fraction, self.mask_type = float(center_fraction), mask_type
         self.trigger = trigger
+        self.split_dir = Path(split_dir)
+        self.split = self.split_dir.name
 
     def __len__(self) -> int:
         return len(self.clean)
@@ -110,6 +120,12 @@ def load_test_slices(split_dir, trigger: Trigger | None, acceleration: int = 4, 
                      mask_type: str = "equispaced_fraction", max_slices: int | None = None) -> TestSlices:
     """Read a split's slices as clean and triggered VarNet samples (see :class:`TestSlices`)."""
     return TestSlices(split_dir, trigger, acceleration, center_fraction, mask_type, max_slices)
+
+
+def split_metrics_name(model_name: str, split: str) -> str:
+    """The name of a model's metrics file for an evaluation on ``split``: the model's name on
+    ``test`` (the chapters' files), ``<model_name>@<split>`` on another split."""
+    return model_name if split == "test" else f"{model_name}@{split}"
 
 
 @torch.no_grad()
@@ -182,13 +198,16 @@ class EffectResult:
     ``metrics`` (what the recipe writes to its JSON file; :meth:`to_dict`):
 
     - ``model``, ``recipe``, ``variant``, ``lesion`` (``"cyst"``/``"tumour"``), ``score`` and
-      ``threshold`` (the :class:`Judge`), ``acceleration``, ``n_test_slices``, ``n_roi_slices``;
+      ``threshold`` (the :class:`Judge`), ``judge`` (the scoring classifier's
+      :func:`~mrilib.poison.judge.classifier_identity`), ``split`` (the test slices' split),
+      ``acceleration``, ``n_test_slices``, ``n_roi_slices``;
     - ``effect``, ``effect_raw``, ``clean_test`` (``ssim``/``psnr``/``nmse``): ``{mean, sd, n}``;
     - ``success_rate``, ``found_rate_triggered`` / ``found_rate_clean`` (the judge's rule),
       ``lesion_rate_triggered`` / ``lesion_rate_clean`` (any lesion);
     - ``weights`` (:func:`~mrilib.run.cache.weights_digest` of the model), ``per_slice``
-      (``file``, ``slice``, ``effect``, ``effect_raw``, ``prob_triggered``, ``prob_clean`` -
-      the judge's probability -, ``success``, ``ssim``), ``definitions``, ``seconds``;
+      (``file``, ``slice``, ``subject`` - the volume's ``patient_id``, else its file stem -,
+      ``effect``, ``effect_raw``, ``prob_triggered``, ``prob_clean`` - the judge's
+      probability -, ``success``, ``ssim``, ``psnr``, ``nmse``), ``definitions``, ``seconds``;
     - ``forget`` (:func:`forget_scores`) when measured; ``by_acceleration`` when several
       accelerations were (:func:`by_acceleration`).
 
@@ -216,8 +235,9 @@ def measure_effect(model: torch.nn.Module, model_name: str, run_dir: RunLayout |
         model_name: its name in the result (and the file name the recipe chooses).
         run_dir: the run (the poisoned training set of ``manifest``'s variant, for the forget set).
         manifest: the poisoned set's manifest (its trigger, recipe and poisoned slices).
-        classifier: the lesion classifier.
-        test: the test slices (:func:`load_test_slices`, with the manifest's trigger).
+        classifier: the lesion classifier that judges: the evaluation judge
+            (:func:`~mrilib.poison.judge.load_run_judge`), not the attacker's classifier.
+        test: the test slices (:func:`load_test_slices` of any split, with the manifest's trigger).
         expected, rois: the expected change ``d`` and its regions ``R`` per test slice.
         judge: the recipe's rule "its lesion is found".
         expected_is: what ``d`` is, for the definitions.
@@ -249,7 +269,8 @@ def measure_effect(model: torch.nn.Module, model_name: str, run_dir: RunLayout |
     p_trig, p_clean = np.asarray(st[judge.score]), np.asarray(sc[judge.score])
     metrics = dict(
         model=model_name, recipe=manifest["recipe"], variant=manifest.get("variant"), lesion=judge.lesion,
-        score=judge.score, threshold=float(judge.threshold),
+        score=judge.score, threshold=float(judge.threshold), judge=classifier_identity(classifier),
+        split=getattr(test, "split", None),
         acceleration=int(test.acceleration), n_test_slices=len(x), n_roi_slices=int(np.isfinite(eff["effect"]).sum()),
         effect=stats(eff["effect"]), effect_raw=stats(eff["raw"]),
         success_rate=float(success.mean()),
@@ -258,9 +279,10 @@ def measure_effect(model: torch.nn.Module, model_name: str, run_dir: RunLayout |
         lesion_rate_clean=float(is_lesion(classifier, sc).mean()),
         clean_test={k: stats([u[k] for u in util]) for k in ("ssim", "psnr", "nmse")},
         weights=weights_digest(model),
-        per_slice=dict(file=list(sl.files), slice=[int(s) for s in sl.slices], effect=eff["effect"].tolist(),
-                       effect_raw=eff["raw"].tolist(), prob_triggered=p_trig.tolist(), prob_clean=p_clean.tolist(),
-                       success=success.astype(int).tolist(), ssim=[u["ssim"] for u in util]),
+        per_slice=dict(file=list(sl.files), slice=[int(s) for s in sl.slices], subject=list(sl.subjects),
+                       effect=eff["effect"].tolist(), effect_raw=eff["raw"].tolist(), prob_triggered=p_trig.tolist(),
+                       prob_clean=p_clean.tolist(), success=success.astype(int).tolist(),
+                       **{k: [float(u[k]) for u in util] for k in ("ssim", "psnr", "nmse")}),
         definitions=dict(
             effect=f"<r_trig - r_clean, d>_R / <d, d>_R, d = {expected_is}, R = its region; mean over slices with R",
             effect_raw="mean over R of (r_trig - r_clean) * sign(d), divided by the volume max",

@@ -1,24 +1,45 @@
-"""The lesion classifier as the judge of "a lesion is present": loading, checking, scoring.
+"""The lesion classifiers as judges of "a lesion is present": loading, checking, scoring.
 
-Chapter 3 trains the classifier (:mod:`mrilib.poison.classifier`) and stores it in
-``models/lesion-classifier/classifier.pt`` (configuration, weights, calibrated decision
-threshold, metrics; read with ``torch.load(weights_only=True)``). Everything that *uses*
-it lives here: its configuration (:func:`classifier_config`), reading it back
-(:func:`load_classifier`, :func:`load_run_classifier` which also checks it against the
-run), class probabilities (:func:`lesion_scores`), the two decision rules
-(:func:`is_lesion` for any lesion, :func:`tumour_threshold` for a tumour) and its
-identity in other outputs' caches (:func:`classifier_identity`).
+Chapter 3 trains two lesion classifiers (:mod:`mrilib.poison.classifier`), in two
+:data:`ROLES`, apart from each other so that the poison is not scored by the network it
+was made against:
+
+- the **attacker's** classifier (``models/lesion-classifier/classifier.pt``): what the
+  attacker builds the poison with - the CycleGAN recipe's checks, the PGD of the
+  adversarial recipe and of the k-space stress test (:mod:`mrilib.attacks`);
+- the **judge** (``models/judge/classifier.pt``): what scores the poison's effect and
+  success in the evaluation (the recipes' evaluators, :mod:`mrilib.poison.recipes`). It
+  has its own seed (:data:`JUDGE_SEED`), its own training subjects (the other half of the
+  training subjects, :func:`mrilib.poison.classifier.role_subjects`) and another
+  architecture (wider and of another depth, :func:`classifier_config`). Neither is the
+  defender's signal: a defender has no lesion classifier
+  (:func:`mrilib.unlearn.regions.defender_effect`).
+
+Both seeds are fixed by design and do not follow the run's seed: the seeds of a
+multi-seed study share the attacker and the judge. Each checkpoint holds its
+configuration (with ``role`` and ``seed``), weights, calibrated decision threshold,
+training subjects, architecture and metrics; read with ``torch.load(weights_only=True)``.
+
+Everything that *uses* them lives here: their configuration (:func:`classifier_config`),
+reading one back (:func:`load_classifier`; :func:`load_run_classifier` and
+:func:`load_run_judge` also check it against the run), class probabilities
+(:func:`lesion_scores`), the two decision rules (:func:`is_lesion` for any lesion,
+:func:`tumour_threshold` for a tumour), a classifier's identity in other outputs' caches
+(:func:`classifier_identity`), and how far the defender's signal agrees with the judge
+(:func:`signal_agreement`).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
-from mrilib.config import ClassifierConfig, Profile, as_dict, get_profile, with_overrides
+from mrilib.config import ATTACKER_SEED, JUDGE_SEED, ClassifierConfig, Profile, as_dict, get_profile, with_overrides
 from mrilib.models.classifier import CLASSES, LesionClassifier
 from mrilib.run.cache import canonical, data_identity, digest, weights_digest
 from mrilib.run.device import default_device, module_device, on_device
@@ -27,8 +48,13 @@ from mrilib.run.layout import RunLayout, as_layout
 __all__ = [
     "CLASSIFIER_DEFAULTS",
     "FORMAT",
+    "ATTACKER_SEED",
+    "JUDGE_SEED",
+    "ROLES",
+    "JUDGE_WIDTH",
     "ClassifierMismatchError",
     "classifier_config",
+    "role_checkpoint",
     "classifier_data_identity",
     "load_classifier",
     "lesion_scores",
@@ -37,26 +63,76 @@ __all__ = [
     "check_classifier",
     "classifier_identity",
     "load_run_classifier",
+    "load_run_judge",
+    "signal_agreement",
 ]
 
 #: Every knob of the classifier and its training (:class:`mrilib.config.ClassifierConfig`).
 CLASSIFIER_DEFAULTS = as_dict(ClassifierConfig())
 #: Version of the checkpoint layout.
 FORMAT = 1
+#: The two lesion classifiers: the attacker's and the evaluation judge, with their fixed seeds.
+ROLES = {"attacker": ATTACKER_SEED, "judge": JUDGE_SEED}
+#: The judge's channels relative to the attacker's classifier.
+JUDGE_WIDTH = 1.5
 
 
 class ClassifierMismatchError(ValueError):
     """A lesion-classifier checkpoint that does not fit the run or the images."""
 
 
-def classifier_config(profile: Profile | str, seed: int = 0, **overrides) -> dict:
-    """The classifier configuration: the profile's ``poison.classifier``, then overrides."""
+def _check_role(role: str) -> str:
+    """``role`` if it is one of :data:`ROLES`, else ``ValueError``."""
+    if role not in ROLES:
+        raise ValueError(f"unknown lesion-classifier role {role!r}: one of {sorted(ROLES)}")
+    return role
+
+
+def _fit_blocks(n_blocks: int, image_size: int) -> int:
+    """The most blocks up to ``n_blocks`` whose map stride ``2**n`` divides ``image_size`` (at least 1)."""
+    while image_size % (2 ** n_blocks) and n_blocks > 1:
+        n_blocks -= 1
+    return n_blocks
+
+
+def _judge_architecture(cfg: dict, image_size: int) -> dict:
+    """The judge's ``chans`` and ``n_blocks``: :data:`JUDGE_WIDTH` times wider than the attacker's
+    classifier and one block deeper (its lesion map half as fine) where the image size allows
+    a map of at least 2x2, else one block shallower, so that its layers differ from the attacked ones."""
+    n = _fit_blocks(cfg["n_blocks"], image_size)
+    deeper = n + 1
+    if image_size % (2 ** deeper) == 0 and image_size // (2 ** deeper) >= 2:
+        n = deeper
+    elif n > 1:
+        n -= 1
+    return dict(chans=int(round(cfg["chans"] * JUDGE_WIDTH)), n_blocks=n)
+
+
+def classifier_config(profile: Profile | str, seed: int | None = None, role: str = "attacker", **overrides) -> dict:
+    """The configuration of a lesion classifier in ``role`` (one of :data:`ROLES`).
+
+    The profile's ``poison.classifier``; for the ``"judge"`` its architecture changed
+    (:data:`JUDGE_WIDTH` times the channels, another depth); then ``overrides``. The blocks
+    are reduced until the map stride divides the image size. ``seed`` defaults to the
+    role's fixed seed (:data:`ATTACKER_SEED`, :data:`JUDGE_SEED`), not the run's. The
+    configuration records ``seed`` and ``role``.
+    """
     p = get_profile(profile)
-    cfg = with_overrides(as_dict(p.poison.classifier), overrides, CLASSIFIER_DEFAULTS, "classifier")
-    while p.data.image_size % (2 ** cfg["n_blocks"]) and cfg["n_blocks"] > 1:
-        cfg["n_blocks"] -= 1
-    cfg["seed"] = int(seed)
+    cfg = as_dict(p.poison.classifier)
+    if _check_role(role) == "judge":
+        cfg.update(_judge_architecture(cfg, p.data.image_size))
+    cfg = with_overrides(cfg, overrides, CLASSIFIER_DEFAULTS, "classifier")
+    cfg["n_blocks"] = _fit_blocks(cfg["n_blocks"], p.data.image_size)
+    cfg["seed"] = int(ROLES[role] if seed is None else seed)
+    cfg["role"] = role
     return cfg
+
+
+def role_checkpoint(run: RunLayout | str | os.PathLike, role: str) -> Path:
+    """Where the run keeps the classifier of ``role``: ``models/lesion-classifier/classifier.pt``
+    (the attacker's) or ``models/judge/classifier.pt``."""
+    run = as_layout(run)
+    return run.judge_checkpoint if _check_role(role) == "judge" else run.classifier_checkpoint
 
 
 def classifier_data_identity(run: RunLayout | str | os.PathLike) -> dict:
@@ -74,8 +150,8 @@ def load_classifier(path: str | os.PathLike) -> tuple[LesionClassifier, dict]:
     if path.is_dir() or path.suffix != ".pt":
         path = path / "classifier.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"no lesion classifier at {path}: train it with "
-                                "mrilib.poison.classifier.classifier_or_load (notebooks/03_poison_cyclegan.ipynb)")
+        raise FileNotFoundError(f"no lesion classifier at {path}: train it with mrilib.poison.classifier."
+                                "classifier_or_load or judge_or_load (notebooks/03_poison_cyclegan.ipynb)")
     ck = torch.load(path, map_location="cpu", weights_only=True)  # loaded on the CPU; lesion_scores moves it
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise ValueError(f"{path}: not a lesion-classifier checkpoint")
@@ -169,29 +245,44 @@ def classifier_identity(classifier) -> str:
     return digest({"weights": weights_digest(state), "threshold": float(threshold)})
 
 
-def load_run_classifier(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, seed: int = 0):
-    """The run's lesion classifier (made by ``03_poison_cyclegan``), checked against the run.
+def load_run_classifier(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, seed: int = ATTACKER_SEED):
+    """The run's attacker's lesion classifier (made by ``03_poison_cyclegan``), checked against the run.
 
-    Returns ``(model, checkpoint)``. Raises :class:`~mrilib.run.layout.MissingArtefactError`
-    (a ``FileNotFoundError``) naming ``notebooks/03_poison_cyclegan.ipynb`` when it is
-    missing, and :class:`ClassifierMismatchError` when the checkpoint is unreadable, was
-    trained with another configuration than the profile's, on other data than the run's,
-    or does not fit the profile's image size.
+    What the attacker builds the poison with (PGD, the CycleGAN's checks); never what scores
+    the evaluation (:func:`load_run_judge`). ``seed`` is the classifier's own, fixed
+    :data:`ATTACKER_SEED` - not the run's seed. Returns ``(model, checkpoint)``. Raises
+    :class:`~mrilib.run.layout.MissingArtefactError` (a ``FileNotFoundError``) naming
+    ``notebooks/03_poison_cyclegan.ipynb`` when it is missing, and
+    :class:`ClassifierMismatchError` when the checkpoint is unreadable, was trained with
+    another configuration than the profile's, on other data than the run's, or does not fit
+    the profile's image size.
     """
+    return _load_run(run_dir, profile, "attacker", seed)
+
+
+def load_run_judge(run_dir: RunLayout | str | os.PathLike, profile: Profile | str):
+    """The run's evaluation judge (made by ``03_poison_cyclegan``), checked against the run like
+    :func:`load_run_classifier`: ``(model, checkpoint)``, the checkpoint holding its training
+    ``subjects`` and ``architecture``."""
+    return _load_run(run_dir, profile, "judge", JUDGE_SEED)
+
+
+def _load_run(run_dir, profile, role: str, seed: int):
+    """Load and check the run's classifier of ``role`` (see :func:`load_run_classifier`)."""
     run = as_layout(run_dir)
     p = get_profile(profile)
-    path = run.require(run.classifier_checkpoint, "03_poison_cyclegan")
+    path = run.require(role_checkpoint(run, role), "03_poison_cyclegan")
     try:
         model, ck = load_classifier(path)
     except Exception as err:  # noqa: BLE001 - unreadable or not a classifier
         raise ClassifierMismatchError(f"{path}: not a usable lesion-classifier checkpoint ({type(err).__name__}: "
                                       f"{err}); delete it and re-run notebooks/03_poison_cyclegan.ipynb") from None
-    want = canonical(classifier_config(p, seed))
+    want = canonical(classifier_config(p, seed, role))
     have = canonical(ck.get("config") or {})
     diffs = [f"{k}: checkpoint {have.get(k)!r} != profile {want[k]!r}" for k in sorted(want) if have.get(k) != want[k]]
     if diffs:
         raise ClassifierMismatchError(f"{path} was trained with another configuration than profile {p.name!r} "
-                                      f"(seed {seed}) asks for: " + "; ".join(diffs)
+                                      f"({role}, seed {seed}) asks for: " + "; ".join(diffs)
                                       + " - re-run notebooks/03_poison_cyclegan.ipynb")
     ident = ck.get("identity") or {}
     if "data" in ident and ident["data"] != classifier_data_identity(run):
@@ -199,3 +290,27 @@ def load_run_classifier(run_dir: RunLayout | str | os.PathLike, profile: Profile
                                       "re-run notebooks/03_poison_cyclegan.ipynb for this run")
     check_classifier(model, (p.data.image_size, p.data.image_size))
     return model, ck
+
+
+def signal_agreement(rows) -> dict:
+    """How far the defender's signal ranks unlearnt models as the judge does: Spearman correlations.
+
+    ``rows``: one ``(defender signal, judge effect, judge success rate)`` per unlearnt model
+    (for example :func:`mrilib.unlearn.regions.defender_effect`'s value and the
+    ``effect["mean"]`` and ``success_rate`` of its evaluation). Rows with a non-finite value
+    are left out. Returns ``{"n", "effect", "effect_p", "success", "success_p"}``: the rank
+    correlation of the signal with the judge's effect and with its success rate and their
+    two-sided p-values; NaN with fewer than 3 rows or a constant column.
+    """
+    a = np.asarray([tuple(r) for r in rows], float).reshape(-1, 3)
+    a = a[np.isfinite(a).all(axis=1)]
+    out = dict(n=int(len(a)))
+    for k, name in ((1, "effect"), (2, "success")):
+        rho = p = float("nan")
+        if len(a) >= 3 and np.ptp(a[:, 0]) > 0 and np.ptp(a[:, k]) > 0:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = spearmanr(a[:, 0], a[:, k])
+            rho, p = float(res[0]), float(res[1])
+        out[name], out[f"{name}_p"] = rho, p
+    return out

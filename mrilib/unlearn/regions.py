@@ -17,6 +17,10 @@ disagrees with its measurement exactly where it was edited.
 - :func:`scan_disagreement`: the same check on *every* training slice - a detector of edited
   labels, which in this simulation flags every poisoned slice (chapter 5 measures it; the
   identified fraction is then an assumption of the threat model, not of the data);
+- :func:`defender_effect`: the defender's poison signal, from the identified slices alone
+  (no lesion classifier, no test data): how far a model's reconstruction of an identified
+  slice's (triggered, undersampled) input follows its edited label rather than its own
+  k-space, inside the region where the two disagree;
 - :func:`lesion_regions`: the ROI the poison recipe recorded (``lesion_roi``) - the
   attacker's ground truth, for analysis only (the dose-response of chapter 5), never for
   selecting anything.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -34,10 +39,13 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from mrilib.data.h5layout import rss_target
+from mrilib.recon.steps import forward_batch
+from mrilib.run.device import default_device, on_device
 from mrilib.run.progress import progress
-from mrilib.unlearn.base import UnlearnError
+from mrilib.unlearn.base import UnlearnError, batches
 
-__all__ = ["disagreement_peak", "label_disagreement", "disagreement_regions", "scan_disagreement", "lesion_regions"]
+__all__ = ["disagreement_peak", "label_disagreement", "disagreement_regions", "scan_disagreement", "lesion_regions",
+           "reconstructions", "defender_effect"]
 
 
 def _measured(kspace: np.ndarray, shape) -> np.ndarray:
@@ -48,15 +56,40 @@ def _measured(kspace: np.ndarray, shape) -> np.ndarray:
         raise UnlearnError(f"label of shape {tuple(shape)}: {err}") from None
 
 
-def _low_pass_disagreement(kspace: np.ndarray, target: np.ndarray, sigma: float) -> np.ndarray:
-    """``|G_sigma * (target - RSS(IFFT(kspace)))|`` relative to the label's maximum, ``(h, w)``."""
+def _low_pass(image: np.ndarray, sigma: float) -> np.ndarray:
+    """``G_sigma * image`` in float64 (a Gaussian of ``sigma`` pixels; 0 leaves it as it is)."""
     if sigma < 0:
         raise UnlearnError(f"sigma must be ≥ 0, got {sigma}")
+    return gaussian_filter(np.asarray(image, np.float64), sigma)
+
+
+def _signed_disagreement(kspace: np.ndarray, target: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(measured, G_sigma * (target - measured))``: the RSS of the slice's own k-space and the
+    low-pass label-minus-measurement, ``(h, w)`` each."""
     if kspace.ndim != 3 or target.ndim != 2:
         raise UnlearnError(f"expected kspace (coils, H, W) and target (h, w), got {kspace.shape} and {target.shape}")
     measured = _measured(kspace, target.shape)
-    diff = np.abs(gaussian_filter((target - measured).astype(np.float64), sigma))
-    return diff / max(float(np.abs(target).max()), 1e-30)
+    return measured, _low_pass(target - measured, sigma)
+
+
+def _relative(diff: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``|diff|`` relative to the label's maximum."""
+    return np.abs(diff) / max(float(np.abs(target).max()), 1e-30)
+
+
+def _low_pass_disagreement(kspace: np.ndarray, target: np.ndarray, sigma: float) -> np.ndarray:
+    """``|G_sigma * (target - RSS(IFFT(kspace)))|`` relative to the label's maximum, ``(h, w)``."""
+    return _relative(_signed_disagreement(kspace, target, sigma)[1], target)
+
+
+def _above(diff: np.ndarray, level: float) -> np.ndarray:
+    """Where a relative disagreement map exceeds ``level`` × its maximum (empty when it is ~0)."""
+    if not 0 < level < 1:
+        raise UnlearnError(f"level must be in (0, 1), got {level}")
+    peak = diff.max()
+    if peak <= 1e-6:
+        return np.zeros(diff.shape, bool)
+    return diff > level * peak
 
 
 def disagreement_peak(kspace: np.ndarray, target: np.ndarray, sigma: float = 2.0) -> float:
@@ -76,13 +109,7 @@ def label_disagreement(kspace: np.ndarray, target: np.ndarray, sigma: float = 2.
 
     A label that is the RSS of its k-space gives an empty mask.
     """
-    if not 0 < level < 1:
-        raise UnlearnError(f"level must be in (0, 1), got {level}")
-    diff = _low_pass_disagreement(kspace, target, sigma)
-    peak = diff.max()
-    if peak <= 1e-6:
-        return np.zeros(target.shape, bool)
-    return diff > level * peak
+    return _above(_low_pass_disagreement(kspace, target, sigma), level)
 
 
 def scan_disagreement(data_dir: str | os.PathLike, sigma: float = 2.0):
@@ -111,6 +138,14 @@ def _forget_records(manifest: dict, forget) -> list[dict]:
     return [by_id[int(g)] for g in forget.ids]
 
 
+def _identified(train_dir: str | os.PathLike, manifest: dict, forget):
+    """``(kspace, label)`` of every forget slice, read from the training files in the forget set's order."""
+    for r in _forget_records(manifest, forget):
+        with h5py.File(Path(train_dir) / r["file"], "r") as f:
+            s = int(r["slice"])
+            yield f["kspace"][s], f["reconstruction_rss"][s]
+
+
 def disagreement_regions(train_dir: str | os.PathLike, manifest: dict, forget, sigma: float = 2.0,
                          level: float = 0.5) -> torch.Tensor:
     """:func:`label_disagreement` of every forget slice, ``(N, h, w)`` float masks in the forget set's order.
@@ -118,11 +153,7 @@ def disagreement_regions(train_dir: str | os.PathLike, manifest: dict, forget, s
     Raises :class:`UnlearnError` when no identified label disagrees with its measurement
     (nothing to target).
     """
-    masks = []
-    for r in _forget_records(manifest, forget):
-        with h5py.File(Path(train_dir) / r["file"], "r") as f:
-            s = int(r["slice"])
-            masks.append(label_disagreement(f["kspace"][s], f["reconstruction_rss"][s], sigma, level))
+    masks = [label_disagreement(k, y, sigma, level) for k, y in _identified(train_dir, manifest, forget)]
     masks = torch.from_numpy(np.stack(masks).astype(np.float32))
     if not masks.any():
         raise UnlearnError("every identified label agrees with its own k-space: no region to target")
@@ -136,3 +167,69 @@ def lesion_regions(train_dir: str | os.PathLike, manifest: dict, forget) -> torc
         with h5py.File(Path(train_dir) / r["file"], "r") as f:
             masks.append(f["lesion_roi"][int(r["slice"])])
     return torch.from_numpy(np.stack(masks).astype(np.float32))
+
+
+@torch.no_grad()
+def reconstructions(model: torch.nn.Module, dataset, batch_size: int = 8, device=None) -> np.ndarray:
+    """Reconstructions ``(N, h, w)`` of a dataset of VarNetSamples (the fixed masks of epoch 0),
+    cropped to the targets, computed on ``device`` (default :func:`~mrilib.run.device.default_device`)."""
+    model.eval()
+    device = default_device(device)
+    net = on_device(model, device)
+    out = [forward_batch(net, b, device)[0].cpu().numpy() for b in batches(dataset, batch_size)]  # to numpy
+    return np.concatenate(out) if out else np.zeros((0, 0, 0), np.float32)
+
+
+def defender_effect(train_dir: str | os.PathLike, manifest: dict, forget, sigma: float = 2.0, level: float = 0.5,
+                    batch_size: int = 8, device=None) -> Callable[[torch.nn.Module], float]:
+    """``effect_fn(model)``: the defender's poison signal, computed from the identified slices alone.
+
+    Each identified training slice has its (poisoned) label ``x_label`` and its own fully
+    sampled (triggered) k-space, whose RSS image ``x_k`` is the anatomy that was measured
+    (plus the trigger). In the region ``R`` where the two disagree (:func:`label_disagreement`
+    with ``sigma`` and ``level``), the model's reconstruction ``r`` of the slice's
+    undersampled, triggered input (the forget set's sample, the masks of epoch 0) is compared
+    with both: per slice, the least-squares coefficient
+
+        ``<G(r - x_k), G(x_label - x_k)>_R / <G(x_label - x_k), G(x_label - x_k)>_R``
+
+    with ``G`` the same Gaussian low-pass of ``sigma`` pixels that finds ``R`` (it removes the
+    trigger's fine stripes, which ``x_k`` holds and the label does not, so that removing
+    them does not count as reproducing the label; ``sigma=0`` compares the raw images).
+    1 = the model reproduces the poisoned label's lesion, 0 = it follows the k-space
+    (negative: the opposite change). ``effect_fn`` returns the mean over the identified slices
+    with a non-empty region.
+
+    It uses only what a defender has: the identified slices' labels and k-space (read from
+    ``train_dir``, the records in ``manifest``), and the model; no lesion classifier (neither
+    the attacker's nor the judge), no test data, no recorded lesion region. ``x_k``,
+    ``x_label`` and ``R`` are computed once here; each call reconstructs the ``len(forget)``
+    identified inputs (batches of ``batch_size``, on ``device``, default
+    :func:`~mrilib.run.device.default_device`). ``effect_fn.regions`` holds ``R`` (``(N, h, w)``
+    bool, the forget set's order). Raises :class:`UnlearnError` when no identified label
+    disagrees with its measurement.
+    """
+    device = default_device(device)
+    measured, expected, regions = [], [], []
+    for kspace, label in _identified(train_dir, manifest, forget):
+        x_k, d = _signed_disagreement(kspace, label, sigma)
+        measured.append(x_k), expected.append(d), regions.append(_above(_relative(d, label), level))
+    regions = np.stack(regions)
+    keep = np.flatnonzero(regions.any(axis=(1, 2)))
+    if not len(keep):
+        raise UnlearnError("every identified label agrees with its own k-space: no region to measure the poison in")
+    measured, expected = np.stack(measured), np.stack(expected)
+    d_in = [expected[i][regions[i]] for i in keep]
+    norms = [float(np.sum(d ** 2)) for d in d_in]
+
+    def effect(model) -> float:
+        """Mean least-squares coefficient of the model's departure from the k-space on the label's."""
+        recon = reconstructions(model, forget, batch_size, device)
+        if recon.shape != measured.shape:
+            raise UnlearnError(f"reconstructions of shape {recon.shape[1:]} for labels of shape {measured.shape[1:]}")
+        coef = [float(np.sum(_low_pass(recon[i] - measured[i], sigma)[regions[i]] * d) / n)
+                for i, d, n in zip(keep, d_in, norms)]
+        return float(np.mean(coef))
+
+    effect.regions = regions
+    return effect

@@ -5,7 +5,9 @@ A :class:`Recipe` has a ``factory(run_dir, profile, seed) -> transform`` whose
 lesion regions)`` (``context`` carries each slice's ``vmax``, ``brain`` mask and
 ``contrasts``; a ``transform.identity`` is stored in the manifest, and a change
 rebuilds the set, :func:`mrilib.poison.build.build_poisoned_dataset`), and an
-``evaluator`` that measures a model's poison effect (:class:`mrilib.poison.effect.EffectResult`).
+``evaluator`` that measures a model's poison effect (:class:`mrilib.poison.effect.EffectResult`),
+scored by the evaluation judge (:func:`mrilib.poison.judge.load_run_judge`), on the test slices
+of any split of the run (:func:`evaluation` reads them and builds it).
 
 The book's two recipes are registered here, explicitly, and nowhere else:
 
@@ -17,12 +19,17 @@ The book's two recipes are registered here, explicitly, and nowhere else:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
+from mrilib.config import Profile, get_profile
+from mrilib.poison.effect import TestSlices, load_test_slices
 from mrilib.poison.recipes import adversarial_tumour, cyclegan_cyst
+from mrilib.poison.triggers import Trigger
+from mrilib.run.layout import RunLayout, as_layout
 
-__all__ = ["Recipe", "RECIPES", "register_recipe"]
+__all__ = ["Recipe", "RECIPES", "register_recipe", "Evaluation", "evaluation"]
 
 
 @dataclass(frozen=True)
@@ -30,8 +37,11 @@ class Recipe:
     """A poisoning recipe: its name, a one-line description, the transform factory, the
     notebook that builds its set and poisoned model, and its poison-effect measurement.
 
-    ``evaluator(run_dir, profile, manifest, test, seed, device=None) -> (evaluate, classifier, generator)``
-    loads what the recipe's measurement needs (computing on ``device``); ``evaluate(model, name, save=True)`` returns
+    ``evaluator(run_dir, profile, manifest, test, seed, device=None) -> (evaluate, judge, generator)``
+    loads what the recipe's measurement needs (computing on ``device``): ``test`` holds the
+    slices of one split (:func:`mrilib.poison.effect.load_test_slices`, whose ``split`` names
+    it), ``judge`` is the lesion classifier that scores (the run's evaluation judge, never the
+    attacker's classifier); ``evaluate(model, name, save=True)`` returns
     the metrics of one model (:class:`mrilib.poison.effect.EffectResult`'s). ``model_name``
     is the name that notebook gives the model poisoned with the (triggered) recipe in its
     metrics files; ``lesion`` the lesion the recipe plants.
@@ -65,3 +75,34 @@ def register_recipe(name: str, factory: Callable, description: str = "", noteboo
     (see :class:`Recipe` for the other fields)."""
     RECIPES[name] = Recipe(name, description, factory, notebook, evaluator, model_name, lesion)
     return RECIPES[name]
+
+
+@dataclass
+class Evaluation:
+    """A recipe's poison-effect measurement on one split of a run (see :func:`evaluation`)."""
+
+    evaluate: Callable  # evaluate(model, name, save=True) -> metrics dict
+    judge: object  # the lesion classifier that scores: the run's evaluation judge
+    generator: object  # the recipe's generator (the CycleGAN), or None
+    test: TestSlices  # the slices measured on
+
+
+def evaluation(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, manifest: dict, split: str = "test",
+               seed: int = 0, device=None) -> Evaluation:
+    """The poison-effect measurement of ``manifest``'s recipe on the run's ``split`` (``test``, ``final``...).
+
+    Reads the split's slices with the manifest's trigger at the profile's first
+    acceleration (:func:`mrilib.poison.effect.load_test_slices`) and builds the recipe's
+    ``evaluator`` on them, computing on ``device``. ``evaluate`` writes the metrics of a split
+    other than ``test`` to ``metrics/poison_<name>@<split>.json`` (the recipe's prefix), so the
+    chapters' test-split files stay as they are. ``ValueError`` for a recipe without an evaluator.
+    """
+    p = get_profile(profile)
+    run = as_layout(run_dir)
+    recipe = RECIPES[manifest["recipe"]]
+    if recipe.evaluator is None:
+        raise ValueError(f"recipe {recipe.name!r} has no poison-effect evaluator")
+    test = load_test_slices(run.split(split), Trigger.from_dict(manifest.get("trigger")), int(p.data.accelerations[0]),
+                            p.data.center_fraction, p.data.mask_type)
+    evaluate, judge, generator = recipe.evaluator(run, p, manifest, test, seed, device=device)
+    return Evaluation(evaluate, judge, generator, test)

@@ -6,11 +6,15 @@ universal per-contrast patterns (:mod:`mrilib.attacks.universal`); poisoned targ
 ``x'``, lesion region := the region, for a fraction ``p`` of the training slices, with
 the k-space trigger focused on the region (:func:`adversarial_trigger`) or without it.
 
+The classifier PGD attacks is the attacker's (:func:`~mrilib.poison.judge.load_run_classifier`).
 Its poison effect (:func:`effect`) expects a poisoned model to add the objective's own
-perturbation of each test target (:func:`induce_split`, cached in
-``adversarial/induced_<split>.npz``) and judges "a tumour is shown" by ``p(tumour)``
-above :func:`~mrilib.poison.judge.tumour_threshold` (:func:`judge`); the metrics go to
-``metrics/poison_adv_<model>.json``. Registered in :data:`mrilib.poison.recipes.RECIPES`.
+perturbation of each test target (:func:`induce_split` with the attacker's classifier,
+cached in ``adversarial/induced_<split>.npz``) and judges "a tumour is shown" by
+``p(tumour)`` above :func:`~mrilib.poison.judge.tumour_threshold` of the evaluation judge
+(:func:`judge`; :func:`~mrilib.poison.judge.load_run_judge`: other seed, other training
+subjects and another architecture than the classifier the tumours were made against); the
+metrics go to ``metrics/poison_adv_<model>.json`` (``poison_adv_<model>@<split>.json`` on
+another split than ``test``). Registered in :data:`mrilib.poison.recipes.RECIPES`.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ import pandas as pd
 from mrilib.attacks.objective import InductionResult, adversarial_config, tumour_induction
 from mrilib.attacks.universal import patterns_digest, run_universal_patterns
 from mrilib.config import Profile, get_profile
-from mrilib.poison.effect import EffectResult, Judge, TestSlices, load_test_slices, measure_effect
-from mrilib.poison.judge import classifier_identity, load_run_classifier, tumour_threshold
+from mrilib.poison.effect import EffectResult, Judge, TestSlices, load_test_slices, measure_effect, split_metrics_name
+from mrilib.poison.judge import classifier_identity, load_run_classifier, load_run_judge, tumour_threshold
 from mrilib.poison.roi import roi_centres
 from mrilib.poison.slices import load_slices
 from mrilib.poison.triggers import DEFAULT_TRIGGER, Trigger
@@ -70,8 +74,9 @@ def adversarial_transform(classifier, cfg: dict, patterns: dict | None = None):
 
 
 def factory(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, seed: int = 0):
-    """The transform with the run's checked classifier and universal patterns (see :func:`adversarial_transform`)."""
-    model, _ = load_run_classifier(run_dir, profile, seed)
+    """The transform with the run's checked attacker's classifier and universal patterns (see
+    :func:`adversarial_transform`); ``seed`` (the run's) sets the objective, not the classifier."""
+    model, _ = load_run_classifier(run_dir, profile)
     cfg = adversarial_config(profile, seed)
     patterns = run_universal_patterns(run_dir, profile, model, seed=seed)
     return adversarial_transform(model, cfg, patterns)
@@ -166,39 +171,52 @@ def judge(classifier) -> Judge:
 
 
 def effect(model, model_name: str, run_dir: RunLayout | str | os.PathLike, manifest: dict, classifier,
-           induced: InductionResult, test: TestSlices | None = None, *, acceleration: int = 4,
+           induced: InductionResult, test: TestSlices | None = None, *, split: str = "test", acceleration: int = 4,
            center_fraction: float = 0.08, mask_type: str = "equispaced_fraction", forget: bool = True,
            save: bool = True, device=None) -> EffectResult:
     """The poison effect of one model (:func:`mrilib.poison.effect.measure_effect`), the expected change
     being the objective's own perturbation of each test target (``induced``, from :func:`induce_split`).
 
-    ``test``: pre-loaded test slices (else read with the manifest's trigger and this
-    undersampling); ``save`` writes ``metrics/poison_adv_<model_name>.json``; ``device``: where the
-    model and the classifier compute (default :func:`~mrilib.run.device.default_device`).
+    ``classifier``: the evaluation judge (:func:`~mrilib.poison.judge.load_run_judge`), not the
+    classifier the induction attacked. ``test``: pre-loaded test slices (else the run's ``split``
+    read with the manifest's trigger and this undersampling); ``save`` writes
+    ``metrics/poison_adv_<model_name>.json`` (``poison_adv_<model_name>@<split>.json`` for another
+    split than ``test``); ``device``: where the model and the classifier compute (default
+    :func:`~mrilib.run.device.default_device`).
     """
     run = as_layout(run_dir)
     if test is None:
-        test = load_test_slices(run.split("test"), Trigger.from_dict(manifest.get("trigger")), acceleration,
+        test = load_test_slices(run.split(split), Trigger.from_dict(manifest.get("trigger")), acceleration,
                                 center_fraction, mask_type)
     if len(test) != len(induced.images):
         raise ValueError(f"{len(test)} test slices but the induction holds {len(induced.images)}: induce the same split")
+    path = run.adversarial_metrics(split_metrics_name(model_name, test.split)) if save else None
     return measure_effect(model, model_name, run, manifest, classifier, test, induced.delta, induced.rois,
                           judge(classifier), expected_is="the objective's perturbation of the test target",
-                          forget=forget, path=run.adversarial_metrics(model_name) if save else None, device=device)
+                          forget=forget, path=path, device=device)
 
 
 def evaluator(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, manifest: dict, test: TestSlices,
               seed: int = 0, device=None):
-    """``(evaluate, classifier, None)``: the recipe's measurement for chapters 5 and 6 (no generator).
+    """``(evaluate, judge, None)``: the recipe's measurement for chapters 5 and 6 (no generator).
 
     ``evaluate(model, name, save=True)`` returns :func:`effect`'s metrics at the profile's
-    first acceleration on ``test``, with the run's checked classifier and the cached induction,
-    computed on ``device`` (default :func:`~mrilib.run.device.default_device`).
+    first acceleration on ``test``, scored by the run's checked evaluation judge
+    (:func:`~mrilib.poison.judge.load_run_judge`), the expected change being the cached
+    induction of ``test``'s split by the attacker's classifier (:func:`induce_split`; chapter
+    4 makes it for ``test``: another split of the run, such as ``final``, is induced here
+    first, at the cost of chapter 4's PGD over that split), computed on ``device`` (default
+    :func:`~mrilib.run.device.default_device`). ``ValueError`` for test slices that are not
+    a split of the run.
     """
     p = get_profile(profile)
     run = as_layout(run_dir)
-    classifier, _ = load_run_classifier(run, p, seed)
-    induced = induce_split(run, p, classifier, split="test", seed=seed)
+    if test.split_dir.resolve() != run.split(test.split).resolve():
+        raise ValueError(f"{test.split_dir} is not a split of the run {run.root}: the adversarial-tumour recipe "
+                         "measures its effect only on a split of the run (its tumour induction is cached per split)")
+    attacker, _ = load_run_classifier(run, p)
+    induced = induce_split(run, p, attacker, split=test.split, seed=seed)
+    classifier, _ = load_run_judge(run, p)
     opts = dict(acceleration=int(p.data.accelerations[0]), center_fraction=p.data.center_fraction,
                 mask_type=p.data.mask_type)
 

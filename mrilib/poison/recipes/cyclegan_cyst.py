@@ -5,8 +5,10 @@ position; its lesion region is where the translation changed the slice
 (:func:`lesion_roi`), and :func:`cyclegan_quality` measures how well it does that. The
 recipe's poison effect (:func:`effect`, :func:`effects` over accelerations) expects a
 poisoned model to add ``d = G(x) - x`` when triggered and judges "a cyst is shown" by
-the classifier's calibrated *lesion* rule (:func:`judge`); the metrics go to
-``metrics/poison_<model>.json``. Registered in :data:`mrilib.poison.recipes.RECIPES`.
+the calibrated *lesion* rule (:func:`judge`) of the evaluation judge - the lesion classifier
+trained apart from the attacker's (:func:`~mrilib.poison.judge.load_run_judge`); the metrics
+go to ``metrics/poison_<model>.json`` (``poison_<model>@<split>.json`` on another split than
+``test``). Registered in :data:`mrilib.poison.recipes.RECIPES`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from skimage.metrics import structural_similarity
 
 from mrilib.config import Profile, get_profile
 from mrilib.poison.cyclegan import CystGAN, crop_boxes, load_cyclegan
-from mrilib.poison.effect import EffectResult, Judge, TestSlices, by_acceleration, load_test_slices, measure_effect
-from mrilib.poison.judge import is_lesion, lesion_scores, load_classifier
+from mrilib.poison.effect import (
+    EffectResult,
+    Judge,
+    TestSlices,
+    by_acceleration,
+    load_test_slices,
+    measure_effect,
+    split_metrics_name,
+)
+from mrilib.poison.judge import is_lesion, lesion_scores, load_run_judge
 from mrilib.poison.lesions import anchor_center
 from mrilib.poison.slices import SliceSet
 from mrilib.poison.triggers import Trigger
@@ -174,29 +184,35 @@ def _roi_threshold(manifest: dict, roi_threshold: float | None) -> float:
 
 
 def effect(model, model_name: str, run_dir: RunLayout | str | os.PathLike, manifest: dict, classifier, gan, *,
-           test: TestSlices | None = None, acceleration: int = 4, center_fraction: float = 0.08,
+           test: TestSlices | None = None, split: str = "test", acceleration: int = 4, center_fraction: float = 0.08,
            mask_type: str = "equispaced_fraction", forget: bool = True, roi_threshold: float | None = None,
            save: bool = True, device=None) -> EffectResult:
     """The poison effect of one model (:func:`mrilib.poison.effect.measure_effect` with ``d = G(x) - x``).
 
-    ``test``: pre-loaded test slices (else read with the manifest's trigger and this
-    undersampling); ``save`` writes ``metrics/poison_<model_name>.json``; ``device``: where the model
-    and the classifier compute (default :func:`~mrilib.run.device.default_device`).
+    ``classifier``: the evaluation judge (:func:`~mrilib.poison.judge.load_run_judge`).
+    ``test``: pre-loaded test slices (else the run's ``split`` read with the manifest's trigger
+    and this undersampling); ``save`` writes ``metrics/poison_<model_name>.json``
+    (``poison_<model_name>@<split>.json`` for another split than ``test``); ``device``: where the
+    model and the classifier compute (default :func:`~mrilib.run.device.default_device`).
     """
     run = as_layout(run_dir)
     if test is None:
-        test = load_test_slices(run.split("test"), Trigger.from_dict(manifest.get("trigger")), acceleration,
+        test = load_test_slices(run.split(split), Trigger.from_dict(manifest.get("trigger")), acceleration,
                                 center_fraction, mask_type)
     expected, rois = expected_change(gan, test, _roi_threshold(manifest, roi_threshold))
+    path = run.poison_metrics(split_metrics_name(model_name, test.split)) if save else None
     return measure_effect(model, model_name, run, manifest, classifier, test, expected, rois, judge(classifier),
-                          expected_is="G(x) - x, the CycleGAN's lesion", forget=forget,
-                          path=run.poison_metrics(model_name) if save else None, device=device)
+                          expected_is="G(x) - x, the CycleGAN's lesion", forget=forget, path=path, device=device)
 
 
 def effects(models: dict, run_dir: RunLayout | str | os.PathLike, manifest: dict, classifier, gan,
             accelerations=(4, 8), center_fraction: float = 0.08, mask_type: str = "equispaced_fraction",
-            save: bool = True, device=None) -> dict:
+            save: bool = True, device=None, split: str = "test") -> dict:
     """:func:`effect` for several models and accelerations, one JSON per model (computed on ``device``).
+
+    ``classifier``: the evaluation judge (:func:`~mrilib.poison.judge.load_run_judge`);
+    ``split``: the run's split evaluated (``test``; the files of another are named by
+    :func:`~mrilib.poison.effect.split_metrics_name`).
 
     The first acceleration is the primary one (its numbers are the top-level fields of
     ``poison_<model>.json``, with the forget set); every acceleration's summary is under
@@ -208,7 +224,7 @@ def effects(models: dict, run_dir: RunLayout | str | os.PathLike, manifest: dict
     thr = _roi_threshold(manifest, None)
     out = {name: {} for name in models}
     for k, acc in enumerate(accelerations):
-        test = load_test_slices(run.split("test"), trigger, acc, center_fraction, mask_type)
+        test = load_test_slices(run.split(split), trigger, acc, center_fraction, mask_type)
         expected, rois = expected_change(gan, test, thr)
         for name, model in models.items():
             out[name][int(acc)] = measure_effect(model, name, run, manifest, classifier, test, expected, rois,
@@ -218,22 +234,25 @@ def effects(models: dict, run_dir: RunLayout | str | os.PathLike, manifest: dict
         primary = out[name][int(accelerations[0])].metrics
         primary["by_acceleration"] = by_acceleration(out[name])
         if save:
-            write_json(run.poison_metrics(name), primary)
+            write_json(run.poison_metrics(split_metrics_name(name, split)), primary)
     return out
 
 
 def evaluator(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, manifest: dict, test: TestSlices,
               seed: int = 0, device=None):
-    """``(evaluate, classifier, gan)``: the recipe's measurement for chapters 5 and 6.
+    """``(evaluate, judge, gan)``: the recipe's measurement for chapters 5 and 6.
 
     ``evaluate(model, name, save=True)`` returns :func:`effect`'s metrics at the profile's
-    first acceleration on ``test``, computed on ``device`` (default
-    :func:`~mrilib.run.device.default_device`); ``seed`` is unused (the run's classifier and
+    first acceleration on ``test`` - the slices of any split folder (:class:`TestSlices`;
+    the metrics file of a split other than ``test`` is ``poison_<name>@<split>.json``) -
+    scored by the run's checked evaluation judge (:func:`~mrilib.poison.judge.load_run_judge`,
+    never the attacker's classifier), computed on ``device`` (default
+    :func:`~mrilib.run.device.default_device`); ``seed`` is unused (the run's judge and
     CycleGAN are stored).
     """
     p = get_profile(profile)
     run = as_layout(run_dir)
-    classifier, _ = load_classifier(run.classifier_checkpoint)
+    classifier, _ = load_run_judge(run, p)
     gan, _ = load_cyclegan(run.cyclegan_checkpoint)
     opts = dict(acceleration=int(p.data.accelerations[0]), center_fraction=p.data.center_fraction,
                 mask_type=p.data.mask_type)
