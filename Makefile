@@ -3,6 +3,8 @@ PYTHON  ?= python3.11
 VENV    ?= .venv
 PROFILE ?= cpu
 SEED    ?= 0
+# several seeds: `make book SEEDS="0 1 2"` (chapters 1-5 once per seed, chapter 6 pools them)
+SEEDS   ?= $(SEED)
 DATA_ROOT ?=
 DATASET ?= embedded
 # CPU torch from the registry (or this machine's wheel cache); override for CUDA, e.g.
@@ -45,11 +47,11 @@ $(STAMP): pyproject.toml requirements.lock
 
 ## Execute every notebook in order at PROFILE with papermill, then build the HTML book.
 book: $(STAMP)
-	$(BIN)/python -m mrilib.book --profile $(PROFILE) --seed $(SEED) $(DATA_ARGS)
+	$(BIN)/python -m mrilib.book --profile $(PROFILE) --seeds $(SEEDS) $(DATA_ARGS)
 
 ## Only execute the notebooks (no HTML).
 notebooks: $(STAMP)
-	$(BIN)/python -m mrilib.book --profile $(PROFILE) --seed $(SEED) --no-html $(DATA_ARGS)
+	$(BIN)/python -m mrilib.book --profile $(PROFILE) --seeds $(SEEDS) --no-html $(DATA_ARGS)
 
 ## Only rebuild the HTML from the already executed notebooks.
 html: $(STAMP)

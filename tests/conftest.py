@@ -68,14 +68,15 @@ def copy_book_sources(dest: Path, src: Path = REPO_ROOT) -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory, artifacts_dir) -> SmokeBook:
-    """Execute every notebook at ``--profile smoke`` in a temporary copy and build the book.
+    """Execute every notebook at ``--profile smoke`` with two seeds (``--seeds 0 1``, what ``make book
+    PROFILE=smoke SEEDS="0 1"`` runs) in a temporary copy and build the book.
 
     Fails (for every test that uses it) with the tail of the pipeline's output when a
     notebook or the build fails; the full log is kept in
     ``test-artifacts/pipeline-smoke.log``.
     """
     root = copy_book_sources(tmp_path_factory.mktemp("book"))
-    cmd = [sys.executable, "-m", "mrilib.book", "--profile", "smoke", "--seed", "0",
+    cmd = [sys.executable, "-m", "mrilib.book", "--profile", "smoke", "--seeds", "0", "1",
            "--root", str(root), "--no-progress"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)

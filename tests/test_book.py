@@ -20,7 +20,7 @@ import nbformat
 import pytest
 import yaml
 
-from mrilib.book import pipeline, publish
+from mrilib.book import kernels, pipeline, publish
 from mrilib.run.layout import RunLayout
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -273,7 +273,7 @@ def test_kernels_use_ipc_sockets_in_a_private_directory():
     """IPC instead of TCP: ipykernel then prints no 'running over TCP without encryption' warning."""
     import os
 
-    with pipeline._ipc_kernels() as kwargs:
+    with kernels.ipc_kernels() as kwargs:
         if os.name == "nt":
             assert kwargs == {}
             return
@@ -343,6 +343,41 @@ def test_every_notebook_executed(smoke_book):
     assert timings["full_run"]["notebooks"] == {s.stem: timings["notebooks"][s.stem] for s in notebooks}
     # the run stayed inside the temporary copy
     assert (smoke_book.root / "runs" / "smoke").is_dir()
+
+
+@pytest.mark.notebook
+def test_two_seeds_run_in_their_own_folders_and_share_what_is_fixed(smoke_book):
+    """``--seeds 0 1``: chapters 1-5 per seed in ``seed-<k>/``, chapter 6 once; the dataset, the attacker's
+    networks and the judge shared; the seeds' VarNets differ; ``headline.csv`` has both seeds and the pooled rows."""
+    from mrilib.evaluate.uncertainty import HEADLINE_COLUMNS, read_headline
+    from mrilib.recon.checkpoints import load_model
+    from mrilib.run.cache import weights_digest
+    from mrilib.run.layout import RunLayout
+
+    shared = RunLayout(smoke_book.root / "runs" / "smoke")
+    s0, s1 = shared.for_seed(0), shared.for_seed(1)
+    for path in (shared.data / "final", shared.classifier_checkpoint, shared.judge_checkpoint, shared.cyclegan_checkpoint):
+        assert path.exists(), path
+    assert not (s0.root / "data").exists() and not (s1.root / "models" / "judge").exists()
+    for nb in source_notebooks(smoke_book.root):
+        other = s1.root / "executed" / nb.name
+        assert other.exists() == (nb.stem != "06_evaluation"), other  # chapter 6 runs once, over both seeds
+    timings = json.loads((smoke_book.executed / "timings.json").read_text())
+    assert timings["seeds"] == [0, 1] and set(timings["by_seed"]) == {"0", "1"}
+    assert "06_evaluation" in timings["by_seed"]["0"] and "06_evaluation" not in timings["by_seed"]["1"]
+    # the seed reaches the trainings: another seed, another clean model (same seed, same model: test_train)
+    digests = [weights_digest(load_model(s.clean_model)[0]) for s in (s0, s1)]
+    assert digests[0] != digests[1]
+    m0, m1 = (json.loads(s.poison_manifest("cyclegan-cyst").read_text()) for s in (s0, s1))
+    assert m0["poisoned_ids"] != m1["poisoned_ids"]  # the choice of poisoned slices follows the seed
+    head = read_headline(shared.headline)
+    assert list(head.columns)[:7] == list(HEADLINE_COLUMNS)[:7]
+    assert set(head["seed"]) == {"0", "1", "all"}
+    pooled = head[(head["seed"] == "all") & (head["method"] == "poisoned") & (head["metric"] == "ssim")].iloc[0]
+    per_seed = head[(head["seed"] != "all") & (head["method"] == "poisoned") & (head["metric"] == "ssim")]["value"]
+    assert pooled["value"] == pytest.approx(per_seed.mean())
+    assert pooled["ci_low"] < pooled["value"] < pooled["ci_high"]
+    assert (head[head["metric"] == "ssim"]["n_subjects"] == 2).all()  # smoke: two final subjects per seed
 
 
 @pytest.mark.notebook

@@ -26,7 +26,7 @@ from mrilib.poison.judge import lesion_scores
 from mrilib.poison.runtime import default_device as runtime_default_device
 from mrilib.run.device import ENV, default_device, module_device, on_device, same_device
 from mrilib.study import execute
-from mrilib.unlearn import base, gradient, ssd
+from mrilib.unlearn import base, gradient, regions, ssd
 from mrilib.unlearn.methods import METHODS, fisher_importance, unlearn
 from test_unlearn import ToyRecon, ToySlices
 
@@ -41,7 +41,7 @@ def no_default(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv(ENV, "cuda")
     seen = []
-    for module in (base, ssd, gradient, execute):
+    for module in (base, ssd, gradient, regions):
         real = module.forward_batch
 
         def spy(model, batch, device, *args, _real=real, **kw):
@@ -125,14 +125,11 @@ def _classifier() -> LesionClassifier:
 
 
 def test_study_signals_compute_on_the_device_they_are_given(toy, smoke_run, no_default):
-    model, forget, _ = toy
-    effect = execute.identified_effect(_classifier(), forget, device=CPU)
-    assert 0 <= effect(model) <= 1
     utility, n = execute.validation_utility(smoke_run / "data" / "val", "smoke", max_slices=2, device=CPU)
     assert n == 2 and np.isfinite(utility(build_varnet(TINY_VARNET, seed=0)))
     assert set(no_default) == {CPU}
     with pytest.raises(ValueError, match="MRILIB_DEVICE"):
-        execute.identified_effect(_classifier(), forget)(model)
+        execute.validation_utility(smoke_run / "data" / "val", "smoke", max_slices=2)[0](build_varnet(TINY_VARNET))
 
 
 def test_effect_evaluation_and_judge_compute_on_the_device_they_are_given(smoke_run, tmp_path, no_default):

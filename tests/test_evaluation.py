@@ -83,11 +83,12 @@ def _unlearning_csv(run_dir):
     df.to_csv(path, index=False)
 
 
-def test_readme_results_section_is_generated_from_the_table(tmp_path):
+def test_readme_results_section_is_generated_from_the_headline(tmp_path):
     from mrilib.book import report
 
     run_dir = tmp_path / "runs" / "cpu"
-    _unlearning_csv(run_dir)
+    _headline_csv(run_dir)
+    _unlearning_csv(run_dir / "seed-0")  # the figure: the first seed's table
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\nbefore\n{report.START}\nold text\n{report.END}\nafter\n")
     body = report.update_readme(readme, run_dir, "cpu")
@@ -96,10 +97,11 @@ def test_readme_results_section_is_generated_from_the_table(tmp_path):
     assert body in text and (tmp_path / "book" / "figures" / "results_cpu.png").stat().st_size > 1000
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in body.splitlines() if line.startswith("| ") and "model / method" not in line}
-    # the f=0.25 runs are averaged over the two seeds: SSIM (0.78+0.76)/2, healed (0.875+0.625)/2; f=0.5 is left out
-    assert rows["SSD tuned"] == ["0.7700", "28.50", "0.300", "0.20", "0.75", "0.030"]
-    assert rows["poisoned"][0] == "0.8000" and rows["poisoned"][-1] == "–"
-    assert list(rows) == ["poisoned", "oracle", "SSD tuned"]
+    # the pooled rows (seed "all"), not a seed's
+    assert rows["SSD tuned"] == ["0.8500 [0.8400, 0.8600]", "24.50 [24.49, 24.51]", "0.175 [0.165, 0.185]",
+                                 "0.09 [0.08, 0.10]", "0.50 [0.49, 0.51]", "0.050"]
+    assert rows["poisoned"][-1] == "n/a"
+    assert list(rows) == ["clean", "poisoned", "oracle", "SSD tuned"]
     with pytest.raises(ValueError, match="markers"):
         report.replace_section("no markers here", "x")
 
@@ -166,13 +168,53 @@ def test_search_traces_and_their_plot_are_relative_to_the_poisoned_model():
     plt.close(fig)
 
 
+def _headline_csv(run_dir):
+    """A headline.csv of two seeds and the pooled rows, as chapter 6 writes it."""
+    from mrilib.run.layout import as_layout
+
+    rows = []
+    for seed, eff in (("0", 0.30), ("1", 0.40), ("all", 0.35)):
+        for method, e, h in (("clean", 0.0, 1.0), ("poisoned", eff, 0.0), ("oracle", 0.01, 1.0),
+                                  ("SSD tuned", eff / 2, 0.5)):
+            for metric, value in (("ssim", 0.85), ("psnr", 24.5), ("effect", e), ("success", e / 2),
+                                  ("healed", h)):
+                rows.append(dict(method=method, metric=metric, seed=seed, value=value, ci_low=value - 0.01,
+                                 ci_high=value + 0.01, n_subjects=8, note=""))
+        rows.append(dict(method="SSD tuned", metric="time", seed=seed, value=0.05, ci_low=np.nan, ci_high=np.nan,
+                         n_subjects=8, note=""))
+    path = as_layout(run_dir).headline
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_results_table_reads_the_pooled_headline_with_intervals(tmp_path):
+    from mrilib.book import report
+
+    run_dir = tmp_path / "runs" / "cpu"
+    _headline_csv(run_dir)
+    text = report.results_markdown(run_dir, "cpu")
+    assert "2 seed(s) (0, 1)" in text and "`final` split (8 subjects)" in text
+    assert "| poisoned | 0.8500 [0.8400, 0.8600] | 24.50 [24.49, 24.51] | 0.350 [0.340, 0.360] |" in text
+    assert "| SSD tuned |" in text and "0.050 |" in text  # time: no interval
+    rows = report.results_rows(pd.read_csv(as_headline(run_dir), dtype={"seed": str}))
+    assert list(rows.index) == ["clean", "poisoned", "oracle", "SSD tuned"]
+
+
+def as_headline(run_dir):
+    """The headline path of a run folder."""
+    from mrilib.run.layout import as_layout
+
+    return as_layout(run_dir).headline
+
+
 def test_results_quote_the_full_run_not_a_cached_rerun(tmp_path):
     import json
 
     from mrilib.book import report
 
     run_dir = tmp_path / "runs" / "cpu"
-    _unlearning_csv(run_dir)
+    _headline_csv(run_dir)
     timings = tmp_path / "timings.json"
     full = {"notebooks": {"02_varnet": 600.0, "05_unlearning": 1200.0}, "total_seconds": 1800.0, "machine": "m"}
     # 05 was re-executed later with --only and took 12 s because every run was cached

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +161,43 @@ def test_cached_step_keeps_the_old_artefact_when_compute_fails(tmp_path):
     with pytest.raises(RuntimeError, match="interrupted"):
         cached_step(path, {"k": 2}, fail)
     assert cached_step(path, {"k": 1}, lambda: {"v": 9})["v"] == 1
+
+
+def test_a_seed_folder_shares_the_data_and_the_fixed_networks_with_its_run():
+    from mrilib.run.layout import RunLayout, seed_folder, seed_run_dir
+
+    run = RunLayout("runs/cpu")
+    s2 = run.for_seed(2)
+    assert s2.root == Path("runs/cpu/seed-2") and s2.seed == 2 and run.seed is None
+    assert s2.data == run.data == Path("runs/cpu/data") and s2.split("final") == Path("runs/cpu/data/final")
+    assert s2.classifier == run.classifier and s2.judge == run.judge and s2.cyclegan == run.cyclegan
+    assert s2.headline == run.headline == Path("runs/cpu/metrics/headline.csv")
+    assert s2.clean_model == Path("runs/cpu/seed-2/models/clean")  # a seed's trainings are its own
+    assert s2.for_seed(0).root == Path("runs/cpu/seed-0")
+    assert seed_run_dir("smoke", 1) == Path("runs/smoke/seed-1")
+    with pytest.raises(ValueError):
+        seed_folder(-1)
+
+
+def test_plan_and_execution_order_follow_the_seeds():
+    from mrilib.book.pipeline import _as_seeds, execution_plan
+    from mrilib.study.plan import plan_runs
+
+    runs = plan_runs("smoke", seed=3)
+    assert runs and {r.seed for r in runs} == {3} and {r.hp["seed"] for r in runs} == {3}
+    assert all(r.label.endswith("-s3") for r in runs)
+    assert {r.hp["l1_weight"] for r in runs if "l1_weight" in r.hp} >= {1e-5}  # the seed's own loss weight kept
+    nbs = [Path(f"{n}.ipynb") for n in ("01_data", "02_varnet", "06_evaluation")]
+    assert [(nb.stem, s) for nb, s in execution_plan(nbs, [0, 1])] == [
+        ("01_data", 0), ("02_varnet", 0), ("01_data", 1), ("02_varnet", 1), ("06_evaluation", 0)]
+    assert _as_seeds(2) == [2] and _as_seeds([0, 1]) == [0, 1]
+    for bad in ([], [0, 0], [-1]):
+        with pytest.raises(ValueError):
+            _as_seeds(bad)
+
+
+def test_rewod_of_every_poisoned_slice_is_the_oracle():
+    from mrilib.study.references import rewod_is_oracle
+
+    manifest = {"poisoned_ids": [1, 2, 3, 4], "identified": {"0.5": [1, 3], "1.0": [1, 2, 3, 4]}}
+    assert rewod_is_oracle(manifest, 1.0) and not rewod_is_oracle(manifest, 0.5)

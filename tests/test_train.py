@@ -107,6 +107,20 @@ def test_resume_after_kills_reproduces_uninterrupted_weights(smoke_data, tmp_pat
     assert hist["train_slice_passes"] >= ref["train_slice_passes"]  # redone steps are counted
 
 
+def test_the_run_seed_reaches_the_training(smoke_data, tmp_path):
+    """Same seed: the same model, weight for weight; another seed: another model (initial weights, data order and
+    masks all follow ``training_config(profile, seed=...)``, as every chapter's training does)."""
+    from mrilib.run.cache import weights_digest
+
+    models = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        cfg = _cfg(epochs=1, seed=seed)
+        assert cfg["train"]["seed"] == seed
+        models[name], _ = train_or_load(cfg, smoke_data, tmp_path / name, progress=False)
+    a, b, c = (weights_digest(models[k]) for k in "abc")
+    assert a == b and a != c
+
+
 def test_train_or_load_skips_finished_run(smoke_data, tmp_path):
     cfg = _cfg(epochs=1)
     m1, h1 = train_or_load(cfg, smoke_data, tmp_path / "m", progress=False)

@@ -3,14 +3,17 @@
 Usage (what ``make book`` and ``make html`` call)::
 
     python -m mrilib.book --profile cpu --seed 0
+    python -m mrilib.book --profile cpu --seeds 0 1 2
     python -m mrilib.book --profile smoke --only 01_data 02_varnet
     python -m mrilib.book --profile cpu --data-root /data/m4raw --dataset m4raw
     python -m mrilib.book --html-only
 
 Every ``notebooks/NN_*.ipynb`` is executed in file-name order (the table of contents
 plays no part here), from the repository root so that the relative run directory
-``runs/<profile>`` resolves there. Papermill injects ``profile``, ``seed``,
-``run_dir``, ``data_root`` and ``dataset`` into each notebook's ``parameters`` cell.
+``runs/<profile>`` resolves there. Papermill injects ``profile``, ``seed``, ``seeds``,
+``run_dir`` (the seed's folder ``runs/<profile>/seed-<k>``), ``data_root`` and ``dataset`` into
+each notebook's ``parameters`` cell; with several seeds chapters 1-5 run once per seed and
+chapter 6 once over all of them (:func:`execution_plan`).
 Executed copies go to ``book/executed/NN_name.ipynb``, written atomically; wall times
 to ``book/executed/timings.json``. The first failing notebook stops the run with an
 error that names it. Then jupyter-book builds ``_build/html`` with Sphinx warnings
@@ -32,7 +35,6 @@ All locations can be overridden (``--root``, ``--notebooks-dir``, ``--executed-d
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -40,17 +42,15 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from mrilib.book.kernels import ipc_kernels, kernel_environment
 from mrilib.book.publish import finalise_notebook
 from mrilib.config import default_run_dir, get_profile
 from mrilib.data.datasets import dataset_anatomy, parse_dataset_spec
 from mrilib.run.io import write_json
-from mrilib.run.layout import RunLockedError, as_layout
-from mrilib.run.progress import BATCH_ENV
-from mrilib.viz.widgets import STATE_DIR_ENV
+from mrilib.run.layout import RunLockedError, as_layout, seed_folder
 
 __all__ = [
     "NOTEBOOK_PATTERN",
@@ -64,11 +64,6 @@ __all__ = [
 
 #: Which files of the notebooks directory are chapters: ``01_data.ipynb`` …
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
-
-#: matplotlib backend the kernels must use so that figures land in the notebooks.
-#: ``make`` exports ``MPLBACKEND=Agg`` for scripts; ipykernel keeps an inherited value,
-#: which would silently drop every ``plt.show()`` figure from the executed notebooks.
-INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -102,66 +97,40 @@ def find_notebooks(notebooks_dir: str | os.PathLike, only: list[str] | None = No
     return sorted(chosen)
 
 
-@contextlib.contextmanager
-def _kernel_environment(widget_state_dir: Path):
-    """Temporarily set the environment variables the notebook kernels inherit.
-
-    Besides the inline matplotlib backend, ``MRILIB_BATCH`` makes progress bars plain
-    text (see :mod:`mrilib.run.progress`) and ``MRILIB_WIDGET_STATE_DIR`` tells
-    :func:`mrilib.viz.widgets.publish` where to save widget state for the static book.
-    """
-    wanted = {"MPLBACKEND": INLINE_BACKEND, BATCH_ENV: "1", STATE_DIR_ENV: str(widget_state_dir)}
-    saved = {k: os.environ.get(k) for k in wanted}
-    os.environ.update(wanted)
-    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@contextlib.contextmanager
-def _ipc_kernels():
-    """papermill keyword arguments that start kernels on IPC sockets in a private directory.
-
-    Over TCP, ipykernel warns on every start that the channel is unencrypted; IPC (Unix
-    sockets) needs no network and no warning. The sockets go to a fresh temporary
-    directory (relative ones would land in the kernel's working directory, the repository).
-    On Windows, which has no IPC transport in ZeroMQ, the default TCP is kept.
-    """
-    if os.name == "nt":
-        yield {}
-        return
-    from traitlets.config import Config
-
-    base = tempfile.gettempdir()
-    if len(base) > 60 and os.path.isdir("/tmp"):  # a Unix socket path has at most ~100 characters
-        base = "/tmp"
-    sockets = tempfile.mkdtemp(prefix="mrilib-kernel-", dir=base)
-    try:
-        yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "k")}})}
-    finally:
-        shutil.rmtree(sockets, ignore_errors=True)
-
-
-def _load_timings(path: Path, profile: str, seed: int) -> dict:
-    """The timings file's content if it belongs to the same profile and seed, else a new one."""
+def _load_timings(path: Path, profile: str, seeds: list[int]) -> dict:
+    """The timings file's content if it belongs to the same profile and seeds, else a new one."""
     try:
         old = json.loads(path.read_text())
-        if old.get("profile") == profile and old.get("seed") == seed:
+        if old.get("profile") == profile and old.get("seeds", [old.get("seed")]) == seeds:
             return old
     except (OSError, ValueError):
         pass
-    return {"profile": profile, "seed": seed, "notebooks": {}}
+    return {"profile": profile, "seed": seeds[0], "seeds": seeds, "notebooks": {}}
+
+
+def _as_seeds(seeds) -> list[int]:
+    """``seeds`` (one int or several) as a list of distinct non-negative ints, in the given order."""
+    seeds = [int(seeds)] if isinstance(seeds, (int, str)) else [int(s) for s in seeds]
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct integers >= 0, at least one; got {seeds}")
+    return seeds
+
+
+#: The chapter that runs once, over every seed's folder (the others run once per seed).
+POOLING_CHAPTER = "06_evaluation"
+
+
+def execution_plan(notebooks: list[Path], seeds: list[int]) -> list[tuple[Path, int]]:
+    """``(notebook, seed)`` in execution order: every chapter but :data:`POOLING_CHAPTER` once per seed
+    (all chapters of the first seed, then of the next), then the pooling chapter once with the first seed."""
+    per_seed = [nb for nb in notebooks if nb.stem != POOLING_CHAPTER]
+    pooled = [nb for nb in notebooks if nb.stem == POOLING_CHAPTER]
+    return [(nb, s) for s in seeds for nb in per_seed] + [(nb, seeds[0]) for nb in pooled]
 
 
 def execute_notebooks(
     profile: str,
-    seed: int = 0,
+    seeds: int | list[int] = 0,
     *,
     root: str | os.PathLike = ".",
     notebooks_dir: str | os.PathLike | None = None,
@@ -177,17 +146,21 @@ def execute_notebooks(
 
     Parameters
     ----------
-    profile, seed
-        Injected into every notebook (see :mod:`mrilib.config`).
+    profile, seeds
+        Injected into every notebook (see :mod:`mrilib.config`): chapters 1-5 run once per seed,
+        each in its seed's folder ``<run_dir>/seed-<k>`` with ``seed = k``; chapter 6 runs once, in
+        the first seed's folder, with ``seeds`` = all of them (it pools them). One seed is one run.
     root
         Repository (book) root; the kernels run with it as working directory.
     notebooks_dir, executed_dir
         Sources (default ``<root>/notebooks``) and where the executed copies go
-        (default ``<root>/book/executed``).
+        (default ``<root>/book/executed``): the first seed's chapters and chapter 6; the other
+        seeds' executed chapters go to their seed folder's ``executed/`` (not published).
     run_dir
-        Injected run directory, default ``runs/<profile>`` for the embedded data and
+        The run folder, default ``runs/<profile>`` for the embedded data and
         ``runs/<profile>-<dataset>`` for a real one (relative to ``root``), so that runs on
-        different data never share models or metrics.
+        different data never share models or metrics. What every seed shares (the dataset, the
+        attacker's networks, the judge) lives there; see :mod:`mrilib.run.layout`.
     data_root, dataset
         A real dataset's location and format name; ``data_root=None`` means the
         embedded (simulated) dataset.
@@ -203,14 +176,16 @@ def execute_notebooks(
     ``NN_name.failed.ipynb`` and :class:`NotebookError` is raised naming the notebook,
     the failing cell and the exception. A successful copy is prepared for the book
     (:func:`mrilib.book.publish.finalise_notebook`) before it is moved into place. One line
-    per notebook is printed (name, wall time, ok / failed); wall times (seconds) are merged
-    into ``<executed_dir>/timings.json`` after every notebook; a run of every notebook
-    (``only=None``) also records them as ``full_run``, which later ``only`` re-runs (whose
-    cached steps take seconds) leave untouched.
+    per notebook and seed is printed (name, seed, wall time, ok / failed); wall times (seconds)
+    are merged into ``<executed_dir>/timings.json`` after every notebook (``notebooks``: the
+    published ones; ``by_seed``: every seed's); a run of every notebook (``only=None``) also
+    records them as ``full_run``, which later ``only`` re-runs (whose cached steps take seconds)
+    leave untouched.
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    seeds = _as_seeds(seeds)
     root = Path(root).resolve()
     notebooks_dir = Path(notebooks_dir) if notebooks_dir else root / "notebooks"
     executed_dir = Path(executed_dir) if executed_dir else root / "book" / "executed"
@@ -219,47 +194,54 @@ def execute_notebooks(
     if not notebooks:
         raise NotebookError(f"no notebooks matching {NOTEBOOK_PATTERN} in {notebooks_dir}")
 
-    parameters = {
+    run_root = run_dir or default_run_dir(profile, data_root, dataset)
+    base = {
         "profile": profile,
-        "seed": int(seed),
-        "run_dir": run_dir or default_run_dir(profile, data_root, dataset),
+        "seeds": seeds,
         "data_root": None if data_root is None else str(data_root),
         "dataset": dataset,
     }
     timings_path = executed_dir / "timings.json"
-    timings = _load_timings(timings_path, profile, int(seed))
+    timings = _load_timings(timings_path, profile, seeds)
     timings.update(
         dataset=dataset,
-        data_root=parameters["data_root"],
+        data_root=base["data_root"],
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
     )
+    timings.setdefault("by_seed", {})
     data = "embedded data" if data_root is None else f"{dataset} data"
-    print(f"Executing {len(notebooks)} notebook(s): profile {profile}, seed {int(seed)}, {data}, "
-          f"run directory {parameters['run_dir']}", flush=True)
+    plan = execution_plan(notebooks, seeds)
+    print(f"Executing {len(notebooks)} notebook(s): profile {profile}, seed(s) {' '.join(map(str, seeds))}, {data}, "
+          f"run directory {run_root}", flush=True)
     if progress is None:
         progress = sys.stderr.isatty()
     width = max(len(nb.stem) for nb in notebooks)
     seconds: dict[str, float] = {}
+    ran: list[float] = []
     state_dir = executed_dir / ".widget-state"
-    run = as_layout(root / parameters["run_dir"])
-    with run.lock(), _kernel_environment(state_dir), _ipc_kernels() as engine_kwargs:
+    run = as_layout(root / run_root)
+    with run.lock(), kernel_environment(state_dir), ipc_kernels() as engine_kwargs:
         stale = run.remove_stale_temporaries(older_than_s=0)  # the lock is ours: no other run is writing
         if stale:
-            print(f"removed {len(stale)} temporary file(s) an interrupted run left in {parameters['run_dir']}",
-                  flush=True)
+            print(f"removed {len(stale)} temporary file(s) an interrupted run left in {run_root}", flush=True)
         shutil.rmtree(state_dir, ignore_errors=True)
-        for i, nb in enumerate(notebooks, 1):
-            final = executed_dir / nb.name
-            partial = executed_dir / f".{nb.stem}.partial.ipynb"
-            failed = executed_dir / f"{nb.stem}.failed.ipynb"
-            label = f"[{i}/{len(notebooks)}] {nb.stem:<{width}}"
+        for i, (nb, seed) in enumerate(plan, 1):
+            published = seed == seeds[0]
+            seed_dir = f"{run_root}/{seed_folder(seed)}"
+            out_dir = executed_dir if published else root / seed_dir / "executed"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            final = out_dir / nb.name
+            partial = out_dir / f".{nb.stem}.partial.ipynb"
+            failed = out_dir / f"{nb.stem}.failed.ipynb"
+            tag = f" seed {seed}" if len(seeds) > 1 else ""
+            label = f"[{i}/{len(plan)}] {nb.stem:<{width}}{tag}"
             bar = {"desc": label, "leave": False, "dynamic_ncols": True} if progress else False
             start = time.perf_counter()
             try:
                 pm.execute_notebook(
                     str(nb),
                     str(partial),
-                    parameters=parameters,
+                    parameters=dict(base, seed=int(seed), run_dir=seed_dir),
                     kernel_name=kernel_name,
                     cwd=str(root),
                     progress_bar=bar,
@@ -280,22 +262,27 @@ def execute_notebooks(
                 print(f"{label} {elapsed:7.1f} s  failed", flush=True)
                 where = f"; partly executed copy: {failed}" if failed.exists() else ""
                 raise NotebookError(
-                    f"notebook {nb.stem} failed after {elapsed:.1f} s ({detail}){where}"
+                    f"notebook {nb.stem}{tag} failed after {elapsed:.1f} s ({detail}){where}"
                 ) from exc
-            elapsed = time.perf_counter() - start
+            elapsed = round(time.perf_counter() - start, 2)
             finalise_notebook(partial, root=root, state_dir=state_dir, data_root=data_root, published_as=final)
             os.replace(partial, final)
             failed.unlink(missing_ok=True)
-            seconds[nb.stem] = round(elapsed, 2)
-            timings["notebooks"][nb.stem] = seconds[nb.stem]
-            timings["total_seconds"] = round(sum(timings["notebooks"].values()), 2)
+            ran.append(elapsed)
+            timings["by_seed"].setdefault(str(seed), {})[nb.stem] = elapsed
+            if published:
+                seconds[nb.stem] = elapsed
+                timings["notebooks"][nb.stem] = elapsed
+            timings["total_seconds"] = round(sum(sum(v.values()) for v in timings["by_seed"].values()), 2)
             write_json(timings_path, timings)
             print(f"{label} {elapsed:7.1f} s  ok", flush=True)
+    total = sum(sum(v.values()) for v in timings["by_seed"].values())
     if only is None:  # every notebook in one go: the run a reader should quote (--only re-runs may hit caches)
-        timings["full_run"] = dict(notebooks=dict(seconds), total_seconds=round(sum(seconds.values()), 2),
+        timings["full_run"] = dict(notebooks=dict(seconds), total_seconds=round(total, 2),
+                                   by_seed={k: dict(v) for k, v in timings["by_seed"].items()},
                                    finished=time.strftime("%Y-%m-%d %H:%M:%S"), machine=timings["machine"])
         write_json(timings_path, timings)
-    print(f"Executed {len(seconds)} notebook(s) in {sum(seconds.values()):.1f} s", flush=True)
+    print(f"Executed {len(ran)} notebook run(s) in {sum(ran):.1f} s", flush=True)
     return seconds
 
 
@@ -386,7 +373,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Execute the book's notebooks with papermill, then build the HTML book.",
     )
     p.add_argument("--profile", default="cpu", help="run profile: smoke, cpu or gpu (default cpu)")
-    p.add_argument("--seed", type=int, default=0, help="seed injected into every notebook (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="one seed (default 0); same as --seeds SEED")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="several seeds: chapters 1-5 run once per seed in runs/<profile>/seed-<k>, chapter 6 pools "
+                        "them (e.g. --seeds 0 1 2)")
     p.add_argument("--data-root", default=None, help="directory of a real dataset (default: embedded data)")
     p.add_argument("--dataset", default="embedded", help="dataset format name (default embedded)")
     p.add_argument("--run-dir", default=None, help="run directory (default runs/<profile>, or runs/<profile>-<dataset> "
@@ -435,6 +425,13 @@ def study_note(dataset: str) -> str | None:
             "anatomy, so on this data they check the pipeline, not a finding about brain MRI")
 
 
+def _cli_seeds(args) -> list[int]:
+    """The seeds of the command line: ``--seeds``, else ``--seed``, else ``[0]``; ``ValueError`` for both at once."""
+    if args.seeds is not None and args.seed is not None and [args.seed] != args.seeds:
+        raise ValueError("give --seed or --seeds, not both")
+    return _as_seeds(args.seeds if args.seeds is not None else [args.seed or 0])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status (0 on success).
 
@@ -449,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         get_profile(args.profile)
+        _cli_seeds(args)
         if not args.html_only:
             _check_data_args(args.data_root, args.dataset)
             note = study_note(args.dataset) if args.data_root else None
@@ -462,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.html_only:
             execute_notebooks(
                 args.profile,
-                args.seed,
+                _cli_seeds(args),
                 root=root,
                 notebooks_dir=args.notebooks_dir,
                 executed_dir=args.executed_dir,

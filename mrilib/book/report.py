@@ -1,11 +1,12 @@
 """The README's results section, generated from a run's artefacts.
 
 ``python -m mrilib.book.report --profile cpu`` (or ``make results`` after ``make book``)
-reads ``runs/<profile>/metrics/unlearning_<variant>.csv`` and
-``book/executed/timings.json``, writes one figure (utility versus forgetting) to
-``book/figures/results_<profile>.png`` and replaces the text between the README's
-``<!-- results:start -->`` and ``<!-- results:end -->`` markers with a table. Every
-number comes from those files; nothing is typed by hand.
+reads the pooled headline ``runs/<profile>/metrics/headline.csv`` (chapter 6: every model on the
+untouched ``final`` split, mean and 95 % interval across seeds, or within the one seed), the first
+seed's ``metrics/unlearning_<variant>.csv`` for the figure, and ``book/executed/timings.json``; it writes
+one figure (utility versus forgetting) to ``book/figures/results_<profile>.png`` and replaces the
+text between the README's ``<!-- results:start -->`` and ``<!-- results:end -->`` markers with a
+table. Every number comes from those files; nothing is typed by hand.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from mrilib.config import get_profile
-from mrilib.evaluate.tables import at_fraction, load_unlearning_table
+from mrilib.evaluate.tables import load_unlearning_table
+from mrilib.evaluate.uncertainty import ALL_SEEDS, read_headline
 from mrilib.run.io import atomic_path, read_json
 from mrilib.run.layout import RunLayout, as_layout
 from mrilib.viz.unlearn import tradeoff_scatter
@@ -28,54 +30,74 @@ from mrilib.viz.unlearn import tradeoff_scatter
 __all__ = ["results_rows", "results_markdown", "write_results_figure", "replace_section", "update_readme"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-#: columns of the README table: (header, column of the unlearning table, format)
-COLUMNS = (("clean-test SSIM", "SSIM", "{:.4f}"), ("PSNR (dB)", "PSNR", "{:.2f}"),
-           ("poison effect", "poison effect", "{:.3f}"), ("success rate", "success rate", "{:.2f}"),
-           ("healed", "healed", "{:.2f}"), ("time vs oracle", "time vs oracle", "{:.3f}"))
+#: columns of the README table: (header, headline metric, digits)
+COLUMNS = (("clean SSIM", "ssim", 4), ("PSNR (dB)", "psnr", 2), ("poison effect", "effect", 3),
+           ("success rate", "success", 2), ("healed", "healed", 2), ("time vs oracle", "time", 3))
+_REFERENCES = ("clean", "poisoned", "oracle")
 
 
-def results_rows(table: pd.DataFrame, fraction: float) -> pd.DataFrame:
-    """Reference models and the runs at identified fraction ``fraction``, means over seeds, best healed first."""
-    refs = table[table["f"].isna()]
-    runs = at_fraction(table, fraction).dropna(subset=["f"])
-    cols = [c for _, c, _ in COLUMNS]
-    mean_runs = runs.groupby("method", sort=False)[cols].mean().sort_values("healed", ascending=False)
-    return pd.concat([refs.set_index("method")[cols], mean_runs])
+def _cell(r, digits: int) -> str:
+    """``value [low, high]``, ``value`` without an interval, or ``n/a``."""
+    if r is None or not np.isfinite(r["value"]):
+        return "n/a"
+    if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"]):
+        return f"{r['value']:.{digits}f} [{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}]"
+    return f"{r['value']:.{digits}f}"
+
+
+def results_rows(head: pd.DataFrame) -> pd.DataFrame:
+    """The pooled headline rows as a table of cells, one row per model: the references first, then the rewod
+    retrainings, then the methods by pooled healed (best first)."""
+    pooled = head[head["seed"].astype(str) == ALL_SEEDS]
+    methods = list(dict.fromkeys(pooled["method"]))
+    healed = pooled[pooled["metric"] == "healed"].set_index("method")["value"]
+    refs = [m for m in methods if m in _REFERENCES or m.startswith("rewod")]
+    runs = sorted((m for m in methods if m not in refs), key=lambda m: -np.nan_to_num(healed.get(m, np.nan), nan=-9))
+    cells = {}
+    for m in refs + runs:
+        sub = pooled[pooled["method"] == m].set_index("metric")
+        cells[m] = {h: _cell(sub.loc[k] if k in sub.index else None, d) for h, k, d in COLUMNS}
+    return pd.DataFrame.from_dict(cells, orient="index")
 
 
 def results_markdown(run_dir: str | os.PathLike, profile, variant: str = "cyclegan-cyst",
                      timings: str | os.PathLike | None = None, figure: str | None = None) -> str:
     """The results section (Markdown) of one run: what was run, the table, per-notebook times."""
     p = get_profile(profile)
-    table = load_unlearning_table(run_dir, variant)
-    f = float(p.unlearn.main_fraction)
-    rows = results_rows(table, f)
-    head = "| model / method | " + " | ".join(h for h, _, _ in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
-    for name, r in rows.iterrows():
-        cells = ["–" if not np.isfinite(r[c]) else fmt.format(r[c]) for _, c, fmt in COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    n_seeds = int(table["seed"].nunique())
-    text = [f"Profile `{p.name}` ({p.data.image_size}² slices, {p.data.num_coils} coils, {p.data.num_slices['train']} training "
-            f"slices), poison `{variant}`, identified fraction f = {f:g}, {n_seeds} seed(s); "
-            f"{int(p.data.accelerations[0])}× undersampling. *Poison effect*: how much of the CycleGAN's lesion a "
-            "triggered test input makes the model add (1 = all of it); *healed*: 0 = the poisoned model, "
-            "1 = oracle retraining; *time vs oracle*: wall time relative to retraining without any poisoned slice.",
-            "", *lines]
+    run = as_layout(run_dir)
+    head = read_headline(run.require(run.headline, "06_evaluation"))
+    seeds = sorted({s for s in head["seed"].astype(str)} - {ALL_SEEDS}, key=int)
+    rows = results_rows(head)
+    lines = ["| model / method | " + " | ".join(h for h, _, _ in COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
+    lines += [f"| {name} | " + " | ".join(r) + " |" for name, r in rows.iterrows()]
+    across = ("mean over the seeds with a Student-t 95 % interval across them" if len(seeds) > 1 else
+              "one seed: a 95 % subject-level bootstrap interval within it")
+    n_sub = int(head["n_subjects"].max())
+    text = [f"Profile `{p.name}` ({p.data.image_size}² slices, {p.data.num_coils} coils, {p.data.num_slices['train']} "
+            f"training slices), poison `{variant}`, identified fraction f = {p.unlearn.main_fraction:g}, "
+            f"{len(seeds)} seed(s) ({', '.join(seeds)}); {int(p.data.accelerations[0])}× undersampling; every number "
+            f"on the untouched `final` split ({n_sub} subjects), {across}. *Poison effect*: how much of the "
+            "CycleGAN's lesion a triggered input makes the model add (1 = all of it); *success*: the judge finds the "
+            "lesion in the triggered reconstruction and not in the clean one; *healed*: 0 = the poisoned model, "
+            "1 = oracle retraining (n/a where the poisoned-oracle gap is within its uncertainty); *time vs oracle*: "
+            "wall time relative to retraining without any poisoned slice. Intervals that overlap are not "
+            "distinguishable.", "", *lines]
     if figure:
         text += ["", f"![Utility versus forgetting]({figure})"]
     if timings and Path(timings).exists():
         t = read_json(timings)
         if t.get("profile") == p.name:
             full = t.get("full_run") or t  # the last run of every notebook, else the latest times
-            per = ", ".join(f"{k} {v / 60:.1f} min" for k, v in full["notebooks"].items())
-            text += ["", f"Wall time of `make book PROFILE={p.name}` ({full.get('machine', 'this machine')}): "
-                         f"{per}; total {full['total_seconds'] / 60:.1f} min."]
+            by_seed = full.get("by_seed") or {str(t.get("seed", 0)): full["notebooks"]}
+            per = "; ".join(f"seed {k}: " + ", ".join(f"{nb} {v / 60:.1f} min" for nb, v in nbs.items())
+                            for k, nbs in by_seed.items())
+            text += ["", f"Wall time of the run ({full.get('machine', 'this machine')}): {per}; total "
+                         f"{full['total_seconds'] / 60:.1f} min."]
     return "\n".join(text)
 
 
 def write_results_figure(run_dir: str | os.PathLike, path: str | os.PathLike, variant: str = "cyclegan-cyst") -> Path:
-    """Save the utility-versus-forgetting scatter of a run to ``path`` (PNG, atomically)."""
+    """Save the utility-versus-forgetting scatter of a seed's run folder to ``path`` (PNG, atomically)."""
     matplotlib.use("Agg")
     fig = tradeoff_scatter(load_unlearning_table(run_dir, variant))
     with atomic_path(path) as tmp:
@@ -97,13 +119,15 @@ def replace_section(text: str, body: str) -> str:
 
 def update_readme(readme: str | os.PathLike, run_dir: str | os.PathLike, profile, variant: str = "cyclegan-cyst",
                   timings: str | os.PathLike | None = None) -> str:
-    """Regenerate the README's results section (and its figure) from ``run_dir``; returns the new section."""
+    """Regenerate the README's results section (and its figure) from ``run_dir`` (the shared run folder, or
+    any seed's); returns the new section."""
     readme = Path(readme)
     p = get_profile(profile)
     run = as_layout(run_dir)
-    run.require(run.unlearning_table(variant), "05_unlearning")
+    head = read_headline(run.require(run.headline, "06_evaluation"))
+    first = run.for_seed(min(int(s) for s in head["seed"].astype(str) if s != ALL_SEEDS))
     fig_rel = Path("book") / "figures" / f"results_{p.name}.png"
-    write_results_figure(run_dir, readme.parent / fig_rel, variant)
+    write_results_figure(first, readme.parent / fig_rel, variant)
     body = results_markdown(run_dir, p, variant, timings, figure=fig_rel.as_posix())
     new = replace_section(readme.read_text(), body)
     with atomic_path(readme) as tmp:

@@ -22,12 +22,13 @@ import pandas as pd
 
 from mrilib.config import get_profile
 from mrilib.evaluate.tables import REGION_SSD, at_fraction
+from mrilib.evaluate.uncertainty import ALL_SEEDS, compare, interval_of, ranked
 
 __all__ = ["SSIM_TOLERANCE", "TARGET", "REGION_SSD", "BACKDOOR_TARGET", "baseline_summary", "beats_baselines",
            "varnet_findings",
            "backdoor_verdict", "poison_findings",
            "best_keeping_utility", "meets_target", "unlearning_findings", "consistency_findings", "evaluation_findings",
-           "STRESS_GAP", "stress_findings"]
+           "STRESS_GAP", "stress_findings", "headline_findings"]
 
 #: clean-test SSIM a method may lose against `poisoned` and still count as keeping utility
 SSIM_TOLERANCE = 0.01
@@ -388,3 +389,48 @@ def stress_findings(separation: pd.DataFrame, models=("poisoned", "poisoned-adv"
                          f"{100 * r['max_success_gap']:+.0f} percentage points; area {r['auc_log_eps']:.2f} vs "
                          f"{ref_auc:.2f}).")
     return "\n".join(lines)
+
+
+_REFERENCES = ("clean", "poisoned", "oracle")
+
+
+def headline_findings(head: pd.DataFrame, seed=ALL_SEEDS) -> str:
+    """Chapter 6's conclusions on the ``final`` split, read from the intervals of ``headline.csv``
+    (:func:`mrilib.evaluate.headline.headline`): only differences whose intervals do not overlap are findings."""
+    rows = head[head["seed"].astype(str) == str(seed)]
+    if rows.empty:
+        return f"No headline rows for seed {seed}."
+    seeds = sorted({str(s) for s in head["seed"]} - {ALL_SEEDS})
+    n_sub = int(rows["n_subjects"].max())
+    where = (f"{len(seeds)} seed(s) ({', '.join(seeds)}), mean and 95 % interval across seeds"
+             if str(seed) == ALL_SEEDS else f"seed {seed}, 95 % subject-bootstrap interval")
+    out = [f"On the `final` split ({n_sub} new subjects per seed; {where}):"]
+    eff = interval_of(rows, "poisoned", "effect", seed)
+    out.append(f"- **Backdoor.** The poisoned model's effect is {eff.format(3)}; against `clean`: "
+               f"{compare(rows, 'effect', 'poisoned', 'clean', seed)}; its success rate "
+               f"{interval_of(rows, 'poisoned', 'success', seed).format(2)} against `clean`: "
+               f"{compare(rows, 'success', 'poisoned', 'clean', seed)}.")
+    healed = rows[(rows["metric"] == "healed") & ~rows["method"].isin(_REFERENCES)]
+    if healed.empty or not np.isfinite(healed["value"]).any():
+        note = next((n for n in healed.get("note", pd.Series(dtype=str)) if isinstance(n, str) and n), "")
+        out.append(f"- **Healed** is not reported: {note or 'no method has a value'}. No method can be ranked by it.")
+    else:
+        tiers = ranked(rows[~rows["method"].isin(_REFERENCES)], "healed", seed)
+        first = tiers[0]
+        if len(first) == 1:
+            out.append(f"- **Most healed:** {first[0]} ({interval_of(rows, first[0], 'healed', seed).format(2)}), "
+                       "distinguishable from every other method.")
+        else:
+            out.append(f"- **Most healed, not distinguishable from each other:** {', '.join(first)}; no single best "
+                       "method.")
+    tiers = ranked(rows[~rows["method"].isin(("clean",))], "ssim", seed)
+    lost = [m for tier in tiers[1:] for m in tier
+            if compare(rows, "ssim", m, "poisoned", seed).startswith(f"{m} lower")]
+    if lost:
+        out.append(f"- **Utility lost** (clean SSIM below the poisoned model's, intervals apart): {', '.join(lost)}.")
+    else:
+        out.append("- **Utility:** no method's clean SSIM is distinguishably below the poisoned model's.")
+    if str(seed) == ALL_SEEDS and len(seeds) < 2:
+        out.append("- One seed: the pooled rows carry no across-seed interval; read them as one draw "
+                   "(`make book SEEDS=\"0 1 2\"`).")
+    return "\n".join(out)

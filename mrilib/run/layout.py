@@ -13,6 +13,14 @@ real one) holds everything the chapters exchange::
     unlearn/<variant>/<run label>/{model.pt, result.json}  05_unlearning
     metrics/*.json, metrics/*.csv                          every chapter
 
+A study with several seeds (``make book SEEDS="0 1 2"``) keeps what every seed shares in the
+run folder - the dataset, the attacker's networks (the CycleGAN, the lesion classifier PGD
+attacks), the evaluation judge, and the pooled ``metrics/headline.csv`` - and everything a seed
+changes in ``seed-<k>/`` below it (VarNet trainings, the poisoned slices, the identified subsets,
+the unlearning runs, their metrics). A :class:`RunLayout` whose folder is a ``seed-<k>`` folder
+resolves the shared paths in its parent (:attr:`RunLayout.shared`), so a chapter given
+``runs/cpu/seed-1`` finds the dataset in ``runs/cpu/data``.
+
 :class:`RunLayout` names each of these; code asks the layout for a path instead of
 joining strings, so a reader finds every artefact of a run here.
 """
@@ -22,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +38,16 @@ from typing import Iterator
 
 from mrilib.config import default_run_dir
 
-__all__ = ["RunLayout", "MissingArtefactError", "RunLockedError", "as_layout"]
+__all__ = ["RunLayout", "MissingArtefactError", "RunLockedError", "as_layout", "seed_folder", "seed_run_dir"]
+
+_SEED_FOLDER = re.compile(r"seed-(\d+)")
+
+
+def seed_folder(seed: int) -> str:
+    """The name of one seed's folder in a run folder: ``seed-<k>``."""
+    if int(seed) < 0:
+        raise ValueError(f"a seed must be >= 0, got {seed}")
+    return f"seed-{int(seed)}"
 
 #: Chapters (notebook stems) in pipeline order.
 CHAPTERS = ("01_data", "02_varnet", "03_poison_cyclegan", "04_poison_adversarial", "05_unlearning", "06_evaluation")
@@ -61,6 +79,26 @@ class RunLayout:
     def __truediv__(self, other) -> Path:
         return self.root / other
 
+    @property
+    def seed(self) -> int | None:
+        """The seed of a ``seed-<k>`` folder, else ``None``."""
+        m = _SEED_FOLDER.fullmatch(self.root.name)
+        return int(m.group(1)) if m else None
+
+    @property
+    def shared(self) -> Path:
+        """Where what every seed shares lives: the parent of a ``seed-<k>`` folder, else the folder itself."""
+        return self.root.parent if self.seed is not None else self.root
+
+    def for_seed(self, seed: int) -> RunLayout:
+        """The layout of seed ``seed``'s folder in this run's shared folder: ``<shared>/seed-<k>``."""
+        return RunLayout(self.shared / seed_folder(seed))
+
+    @property
+    def headline(self) -> Path:
+        """Chapter 6's pooled headline table (every seed): ``<shared>/metrics/headline.csv``."""
+        return self.shared / "metrics" / "headline.csv"
+
     @classmethod
     def default(cls, profile, data_root=None, dataset: str = "embedded", base: str | os.PathLike = ".") -> RunLayout:
         """``<base>/runs/<profile>`` (embedded data) or ``<base>/runs/<profile>-<dataset>`` (real data)."""
@@ -69,8 +107,8 @@ class RunLayout:
     # --- data (01_data) ----------------------------------------------------------------
     @property
     def data(self) -> Path:
-        """The run's dataset in the fastMRI layout: ``data/``."""
-        return self.root / "data"
+        """The run's dataset in the fastMRI layout: ``data/`` (shared by every seed)."""
+        return self.shared / "data"
 
     def split(self, name: str) -> Path:
         """One split's folder of volumes: ``data/<name>/``."""
@@ -97,13 +135,23 @@ class RunLayout:
 
     @property
     def classifier(self) -> Path:
-        """The lesion classifier (03_poison_cyclegan)."""
-        return self.model("lesion-classifier")
+        """The attacker's lesion classifier (03_poison_cyclegan; shared by every seed)."""
+        return self.shared / "models" / "lesion-classifier"
+
+    @property
+    def judge(self) -> Path:
+        """The evaluation judge, trained apart from the attacker's classifier (03_poison_cyclegan; shared)."""
+        return self.shared / "models" / "judge"
+
+    @property
+    def judge_checkpoint(self) -> Path:
+        """The judge's weights, threshold and metrics: ``models/judge/classifier.pt``."""
+        return self.judge / "classifier.pt"
 
     @property
     def cyclegan(self) -> Path:
-        """The healthy -> cyst CycleGAN (03_poison_cyclegan)."""
-        return self.model("cyclegan-cyst")
+        """The healthy -> cyst CycleGAN (03_poison_cyclegan; shared by every seed)."""
+        return self.shared / "models" / "cyclegan-cyst"
 
     @property
     def classifier_checkpoint(self) -> Path:
@@ -239,3 +287,9 @@ class RunLayout:
 def as_layout(run: RunLayout | str | os.PathLike) -> RunLayout:
     """``run`` as a :class:`RunLayout` (a path names the run folder)."""
     return run if isinstance(run, RunLayout) else RunLayout(Path(run))
+
+
+def seed_run_dir(profile, seed: int = 0, data_root=None, dataset: str = "embedded") -> Path:
+    """Where a chapter run by hand (not by ``make book``, which injects ``run_dir``) works: seed ``seed``'s
+    folder of the default run folder, ``runs/<profile>/seed-<k>`` (see :meth:`RunLayout.default`)."""
+    return RunLayout.default(profile, data_root, dataset).for_seed(seed).root

@@ -12,7 +12,9 @@ how many parameters it dampens. These functions trace that dose-response:
   whole-image Fisher importance of SSD, and the importance of the error inside the
   region where the poison put its lesion (:func:`~mrilib.unlearn.ssd.region_importance`),
   which asks whether the forget signal is diluted by the anatomy around the lesion, and
-  that of the region the defender finds (:func:`~mrilib.unlearn.regions.disagreement_regions`).
+  that of the region the defender finds (:func:`~mrilib.unlearn.regions.disagreement_regions`);
+- :func:`signal_versus_judge`: how well the defender's signal (which selects) agrees with the judge
+  (which scores), model by model.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from mrilib.poison.judge import signal_agreement
 from mrilib.run.device import default_device
 from mrilib.run.progress import progress
+from mrilib.study.execute import load_unlearnt, study_inputs
 from mrilib.study.references import PoisonedRun
 from mrilib.study.results import healed
 from mrilib.unlearn.base import UnlearnError
+from mrilib.unlearn.regions import defender_effect
 from mrilib.unlearn.ssd import alpha_for_fraction, ssd_dampen
 
-__all__ = ["search_traces", "dose_response", "DOSES"]
+__all__ = ["search_traces", "dose_response", "DOSES", "signal_versus_judge"]
 
 #: Shares of all parameters dampened in :func:`dose_response`.
 DOSES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
@@ -112,3 +117,26 @@ def dose_response(ctx: PoisonedRun, forget_importances: dict, imp_retain: dict, 
                      "Δ clean-test SSIM": m["clean_test"]["ssim"]["mean"] - s_p})
     return pd.DataFrame(rows, columns=["importance", "dampened fraction", "alpha", "identified effect / poisoned",
                                        "Δ validation SSIM", "healed", "success rate", "Δ clean-test SSIM"])
+
+
+def signal_versus_judge(ctx: PoisonedRun, profile, run_dir, records: list[dict], references: dict,
+                        fraction: float) -> tuple[pd.DataFrame, dict]:
+    """The defender's signal against the judge, for the references and every stored run at ``fraction``.
+
+    For each model: the defender's signal on the identified slices at ``fraction``
+    (:func:`~mrilib.unlearn.regions.defender_effect`, what tuned SSD and automatic α select with) and the
+    judge's poison effect and success rate on the test split (its evaluation, as stored). Returns the
+    table (``model``, ``defender signal``, ``judge effect``, ``judge success``) and
+    :func:`~mrilib.poison.judge.signal_agreement`'s rank correlations over its rows.
+    """
+    inp = study_inputs(ctx, profile, run_dir)
+    forget, _ = inp.sets(fraction)
+    signal = defender_effect(ctx.train_dir, ctx.manifest, forget, device=inp.device)
+    rows = [(name, signal(model), references[name]["effect"]["mean"], references[name]["success_rate"])
+            for name, model in (("clean", ctx.clean), ("poisoned", ctx.poisoned)) if name in references]
+    for r in progress(records, desc="defender's signal", leave=False):
+        if np.isclose(r["fraction"], fraction):
+            model = load_unlearnt(run_dir, ctx.variant, r["label"], ctx.poisoned)
+            rows.append((r["name"], signal(model), r["metrics"]["effect"]["mean"], r["metrics"]["success_rate"]))
+    table = pd.DataFrame(rows, columns=["model", "defender signal", "judge effect", "judge success"])
+    return table, signal_agreement(table[["defender signal", "judge effect", "judge success"]].to_numpy())

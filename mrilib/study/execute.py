@@ -10,8 +10,9 @@ SSIM). Both files live under ``unlearn/<variant>/<label>/``
 The defender's signals, used to *select* hyper-parameters (tuned SSD, automatic α), see
 only what a defender has: the identified slices and held-out clean data.
 
-- :func:`identified_effect`: the lesion classifier's mean lesion probability on the
-  reconstructions of the identified (poisoned, triggered) inputs;
+- :func:`~mrilib.unlearn.regions.defender_effect`: how much a model reproduces the identified labels' lesions
+  where each label disagrees with its own k-space - no lesion classifier: the judge that scores the study is
+  never the defender's signal;
 - :func:`validation_utility`: mean SSIM on the clean validation split;
 - for region-targeted SSD (``region=True`` in a run's hyper-parameters), where each
   identified slice's label disagrees with its own k-space
@@ -32,10 +33,8 @@ import torch
 
 from mrilib.config import Profile, get_profile
 from mrilib.data.loading import varnet_dataset
-from mrilib.poison.judge import lesion_scores
 from mrilib.recon.checkpoints import load_model
 from mrilib.recon.quality import ssim
-from mrilib.recon.steps import forward_batch
 from mrilib.recon.train import training_config
 from mrilib.run.cache import (
     JSON,
@@ -47,7 +46,7 @@ from mrilib.run.cache import (
     weights_digest,
     weights_match,
 )
-from mrilib.run.device import default_device, on_device
+from mrilib.run.device import default_device
 from mrilib.run.io import atomic_path, read_json
 from mrilib.run.layout import RunLayout, as_layout
 from mrilib.run.progress import progress as progress_bar
@@ -55,34 +54,12 @@ from mrilib.study.plan import Run, plan_runs
 from mrilib.study.references import PoisonedRun
 from mrilib.study.results import results_table
 from mrilib.study.sets import unlearning_sets
-from mrilib.unlearn.base import UnlearnError, batches
+from mrilib.unlearn.base import UnlearnError
 from mrilib.unlearn.methods import unlearn
-from mrilib.unlearn.regions import disagreement_regions
+from mrilib.unlearn.regions import defender_effect, disagreement_regions, reconstructions
 
-__all__ = ["identified_effect", "validation_utility", "run_or_load", "stored_result", "load_unlearnt",
+__all__ = ["validation_utility", "run_or_load", "stored_result", "load_unlearnt",
            "comparison_models", "Study", "StudyInputs", "study_inputs", "unlearning_study"]
-
-
-@torch.no_grad()
-def _reconstruct(model, dataset, batch_size: int = 8, device=None) -> np.ndarray:
-    """Reconstructions ``(N, h, w)`` of a dataset of VarNetSamples (fixed masks of epoch 0), computed on ``device``."""
-    model.eval()
-    device = default_device(device)
-    net = on_device(model, device)
-    out = [forward_batch(net, b, device)[0].cpu().numpy() for b in batches(dataset, batch_size)]  # to numpy
-    return np.concatenate(out) if out else np.zeros((0, 0, 0), np.float32)
-
-
-def identified_effect(classifier, forget, device=None) -> Callable[[torch.nn.Module], float]:
-    """``effect_fn(model)``: mean lesion probability on reconstructions of the identified inputs
-    (model and classifier computing on ``device``, default :func:`~mrilib.run.device.default_device`)."""
-    device = default_device(device)
-
-    def effect(model) -> float:
-        recon = _reconstruct(model, forget, device=device)
-        return float(np.mean(lesion_scores(classifier, recon, device=device)["lesion"]))
-
-    return effect
 
 
 def validation_utility(val_dir: str | os.PathLike, profile: Profile | str, max_slices: int | None = None,
@@ -98,7 +75,7 @@ def validation_utility(val_dir: str | os.PathLike, profile: Profile | str, max_s
     samples = [ds[i] for i in range(min(len(ds), max_slices or len(ds)))]
 
     def utility(model) -> float:
-        recon = _reconstruct(model, samples, device=device)
+        recon = reconstructions(model, samples, device=device)
         return float(np.mean([ssim(s.target.numpy(), r, float(s.max_value)) for s, r in zip(samples, recon)]))
 
     return utility, len(samples)
@@ -208,7 +185,7 @@ def comparison_models(ctx: PoisonedRun, profile: Profile | str, run_dir: str | o
     lay = as_layout(run_dir)
     models = {"clean": ctx.clean, "poisoned": ctx.poisoned,
               "oracle": load_model(lay.require(lay.oracle_model(ctx.variant), "05_unlearning"))[0]}
-    runs = plan_runs(profile)
+    runs = plan_runs(profile, seed=seed)
     for key in keys:
         run = next((r for r in runs if r.key == key and r.seed == seed and np.isclose(r.fraction, fraction)), None)
         if run is not None and lay.unlearn_weights(ctx.variant, run.label).is_file():
@@ -246,7 +223,7 @@ def study_inputs(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.Pat
     p = get_profile(profile)
     device = default_device(ctx.device if device is None else device)
     lay = as_layout(run_dir)
-    cfg = training_config(p)
+    cfg = training_config(p, seed=ctx.seed)
     cache = {}
 
     def sets(f):
@@ -257,13 +234,13 @@ def study_inputs(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.Pat
     utility_fn, n_val = validation_utility(lay.split("val"), p, device=device)
 
     def signals(forget, region: bool = False):
-        out = dict(effect_fn=identified_effect(ctx.classifier, forget, device=device), utility_fn=utility_fn,
+        out = dict(effect_fn=defender_effect(ctx.train_dir, ctx.manifest, forget, device=device), utility_fn=utility_fn,
                    effect_passes=len(forget), utility_passes=n_val)
         if region:
             out["regions"] = disagreement_regions(ctx.train_dir, ctx.manifest, forget)
         return out
 
-    return StudyInputs(plan_runs(p), sets, signals, weights_digest(ctx.poisoned), lay, ctx.variant, device)
+    return StudyInputs(plan_runs(p, seed=ctx.seed), sets, signals, weights_digest(ctx.poisoned), lay, ctx.variant, device)
 
 
 def unlearning_study(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike, references: dict,
@@ -272,7 +249,7 @@ def unlearning_study(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os
 
     Runs are stored under ``unlearn/<variant>/<label>/``; the table (references first, see
     :func:`~mrilib.study.results.results_table`) goes to ``metrics/unlearning_<variant>.csv``.
-    Tuned SSD and automatic α select with the defender's signals only (:func:`identified_effect`,
+    Tuned SSD and automatic α select with the defender's signals only (:func:`~mrilib.unlearn.regions.defender_effect`,
     :func:`validation_utility`). Runs already computed (for example by
     :func:`mrilib.study.pool.precompute` in parallel processes) are loaded. Every run computes on
     ``device`` (default: the run's, ``ctx.device``).

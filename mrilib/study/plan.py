@@ -35,16 +35,26 @@ class Run:
 
 
 #: The methods of the study: (key, table name, method, hyper-parameters, runs at every f?).
-#: ``steps`` scale with the profile (``Profile.unlearn.steps``).
+#: ``steps`` scale with the profile (``Profile.unlearn.steps``); ``l1_weight="train"`` is the profile's
+#: training loss (``Profile.train.l1_weight``): SSD's importances differentiate the loss the model was
+#: trained on. Every SSD row uses the published reference, the full training set (forget ∪ retain).
+#: ``ssd-seed`` is the seed study's configuration exactly (α = λ = 0.1, eval mode, SSIM + 1e-5·L1,
+#: batches of 32); its variants change one thing each, at the main fraction only.
+_SSD = dict(reference="full", l1_weight="train")
+_SEED = dict(alpha=0.1, lam=0.1, eval_mode=True, l1_weight=1e-5, reference="full", batch_size=32)
 DEFAULT_PLAN = (
-    ("ssd-seed", "SSD (seed: α=0.1, λ=0.1)", "ssd", dict(alpha=0.1, lam=0.1), False),
-    ("ssd-tuned", "SSD tuned", "ssd-tuned", dict(), True),
-    ("ssd-tuned-repair", "SSD tuned + repair", "ssd-tuned", dict(repair="steps/4", repair_before_scoring=True), True),
-    ("ssd-region", "SSD tuned, lesion region", "ssd-tuned", dict(region=True, importance_batch_size=1), True),
+    ("ssd-seed", "SSD (seed: α=0.1, λ=0.1)", "ssd", dict(_SEED), False),
+    ("ssd-seed-retain", "SSD (seed, retain-only reference)", "ssd", dict(_SEED, reference="retain"), False),
+    ("ssd-seed-b4", "SSD (seed, batches of 4)", "ssd", dict(_SEED, batch_size=4), False),
+    ("ssd-seed-ssim", "SSD (seed, SSIM-only loss)", "ssd", dict(_SEED, l1_weight=0.0), False),
+    ("ssd-tuned", "SSD tuned", "ssd-tuned", dict(_SSD), True),
+    ("ssd-tuned-repair", "SSD tuned + repair", "ssd-tuned",
+     dict(_SSD, repair="steps/4", repair_before_scoring=True), True),
+    ("ssd-region", "SSD tuned, lesion region", "ssd-tuned", dict(_SSD, region=True, importance_batch_size=1), True),
     ("ssd-region-repair", "SSD tuned, lesion region + repair", "ssd-tuned",
-     dict(region=True, importance_batch_size=1, repair="steps/4", repair_before_scoring=True), True),
-    ("lf-ssd-tuned", "LF-SSD tuned", "ssd-tuned", dict(label_free=True), False),
-    ("ssd-auto", "SSD auto-α", "ssd-auto", dict(rho=0.25), True),
+     dict(_SSD, region=True, importance_batch_size=1, repair="steps/4", repair_before_scoring=True), True),
+    ("lf-ssd-tuned", "LF-SSD tuned", "ssd-tuned", dict(_SSD, label_free=True), False),
+    ("ssd-auto", "SSD auto-α", "ssd-auto", dict(_SSD, rho=0.25), True),
     ("bad-teacher", "Bad Teacher", "bad-teacher", dict(steps="steps"), False),
     ("nl", "Noisy labels", "noisy-labels", dict(steps="steps"), False),
     ("nl-ft", "Noisy labels + FT", "noisy-labels", dict(steps="steps", retain_weight=1.0), False),
@@ -54,13 +64,15 @@ DEFAULT_PLAN = (
 )
 
 
-def plan_runs(profile: Profile | str, plan=DEFAULT_PLAN) -> list[Run]:
-    """Every run of the study for ``profile``.
+def plan_runs(profile: Profile | str, plan=DEFAULT_PLAN, seed: int = 0) -> list[Run]:
+    """Every run of the study for ``profile`` in the run of seed ``seed``.
 
     Methods marked "every f" run at each identified fraction of the profile, the
-    others at its main fraction only (``Profile.unlearn.main_fraction``); each for
-    every seed. Symbolic step counts (``"steps"``, ``"steps/4"``) are resolved from
-    ``Profile.unlearn.steps``.
+    others at its main fraction only (``Profile.unlearn.main_fraction``). Symbolic step
+    counts (``"steps"``, ``"steps/4"``) are resolved from ``Profile.unlearn.steps``, the
+    loss weight ``"train"`` from the model's training loss (``Profile.train.l1_weight``).
+    Several seeds are several runs of the book (``make book SEEDS="0 1 2"``), each with its own
+    folder: a seed changes the trainings too, not only the unlearning.
     """
     p = get_profile(profile)
     u = p.unlearn
@@ -77,6 +89,8 @@ def plan_runs(profile: Profile | str, plan=DEFAULT_PLAN) -> list[Run]:
                 hp[k] = steps
             elif v == "steps/4":
                 hp[k] = max(1, steps // 4)
+            elif v == "train":
+                hp[k] = float(p.train.l1_weight)
         if "repair" in hp:
             hp["repair_steps"] = hp.pop("repair")
         hp.setdefault("batch_size", int(u.batch_size or p.train.batch_size))
@@ -85,7 +99,6 @@ def plan_runs(profile: Profile | str, plan=DEFAULT_PLAN) -> list[Run]:
                 hp.setdefault("alphas", tuple(u.alphas))
             else:
                 hp.setdefault("fractions", tuple(u.tuning_fractions or TUNING_FRACTIONS))
-        for seed in u.seeds:
-            for f in (fractions if every_f else [main]):
-                runs.append(Run(key, name, method, f, int(seed), {**hp, "seed": int(seed)}))
+        for f in (fractions if every_f else [main]):
+            runs.append(Run(key, name, method, f, int(seed), {**hp, "seed": int(seed)}))
     return runs

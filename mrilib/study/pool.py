@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from mrilib.config import Profile, get_profile
+from mrilib.poison.manifest import load_manifest
 from mrilib.recon.checkpoints import LAST, read_history
 from mrilib.recon.train import training_config
 from mrilib.run.cache import canonical, weights_digest
@@ -34,7 +35,7 @@ from mrilib.run.layout import as_layout
 from mrilib.run.progress import progress as progress_bar
 from mrilib.study.execute import run_or_load, stored_result, study_inputs
 from mrilib.study.plan import plan_runs
-from mrilib.study.references import PoisonedRun, load_poisoned_run, retrain_reference
+from mrilib.study.references import PoisonedRun, load_poisoned_run, retrain_reference, rewod_is_oracle
 
 __all__ = ["precompute", "pending_tasks", "default_workers"]
 
@@ -50,28 +51,32 @@ def default_workers(profile: Profile | str) -> int:
     return max(1, min(want, os.cpu_count() or 1))
 
 
-def _reference_done(profile: Profile, model_dir: Path) -> bool:
-    """Whether the model folder ``model_dir`` holds a finished training of the profile's configuration."""
+def _reference_done(profile: Profile, model_dir: Path, seed: int) -> bool:
+    """Whether the model folder ``model_dir`` holds a finished training of the profile's configuration and ``seed``."""
     try:
         hist = read_history(model_dir)
     except FileNotFoundError:
         return False
     if not (model_dir / LAST).exists():
         return False
-    cfg = canonical(training_config(profile))
+    cfg = canonical(training_config(profile, seed=int(seed)))
     return bool(hist.get("finished")) and all(hist.get("config", {}).get(k) == cfg[k] for k in ("model", "train"))
 
 
-def pending_tasks(profile: Profile | str, run_dir: str | os.PathLike, variant: str, poisoned_digest: str) -> list:
-    """The study's artefacts not stored yet, longest first: ``("oracle", None)``,
+def pending_tasks(profile: Profile | str, run_dir: str | os.PathLike, variant: str, poisoned_digest: str,
+                  seed: int = 0) -> list:
+    """The study's artefacts of seed ``seed`` not stored yet, longest first: ``("oracle", None)``,
     ``("rewod", f)`` and ``("run", label)`` tasks (``poisoned_digest``: :func:`~mrilib.run.cache.weights_digest`
     of the poisoned model)."""
     p = get_profile(profile)
     lay = as_layout(run_dir)
     refs = [("oracle", None, lay.oracle_model(variant))]
-    refs += [("rewod", float(f), lay.rewod_model(variant, float(f))) for f in p.unlearn.rewod_fractions]
-    tasks = [(kind, f) for kind, f, folder in refs if not _reference_done(p, folder)]
-    tasks += [("run", r.label) for r in plan_runs(p) if stored_result(r, lay, variant, poisoned_digest) is None]
+    manifest = load_manifest(lay, variant)
+    refs += [("rewod", float(f), lay.rewod_model(variant, float(f))) for f in p.unlearn.rewod_fractions
+             if not rewod_is_oracle(manifest, f)]  # else it is the oracle's training
+    tasks = [(kind, f) for kind, f, folder in refs if not _reference_done(p, folder, seed)]
+    tasks += [("run", r.label) for r in plan_runs(p, seed=seed)
+              if stored_result(r, lay, variant, poisoned_digest) is None]
     return tasks
 
 
@@ -94,18 +99,18 @@ def _do(task: tuple) -> tuple[tuple, float]:
                     device=inp.device)
     else:
         retrain_reference(kind, _WORKER["profile"], _WORKER["layout"], ctx.train_dir, ctx.manifest, fraction=arg,
-                          progress=False, variant=ctx.variant, device=ctx.device)
+                          progress=False, variant=ctx.variant, device=ctx.device, seed=ctx.seed)
     return task, time.perf_counter() - t0
 
 
-def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike, seed: int = 0,
+def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike, seed: int | None = None,
                workers: int | None = None, progress: bool = True, device=None) -> dict:
     """Train the missing retrain references and execute the missing unlearning runs of ``ctx``'s
     poison in parallel processes.
 
     Args:
         ctx: the poisoned run (:func:`~mrilib.study.references.load_poisoned_run`); each worker
-            loads its own copy with ``seed``.
+            loads its own copy with ``seed`` (default: ``ctx.seed``, the run's).
         profile, run_dir: the run's profile and folder.
         workers: processes (default :func:`default_workers`); with 1, or nothing missing,
             nothing happens here and the chapter's sequential calls do the work.
@@ -122,7 +127,8 @@ def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathL
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     device = default_device(ctx.device if device is None else device)
-    tasks = pending_tasks(p, run_dir, ctx.variant, weights_digest(ctx.poisoned))
+    seed = ctx.seed if seed is None else int(seed)
+    tasks = pending_tasks(p, run_dir, ctx.variant, weights_digest(ctx.poisoned), seed)
     out = dict(workers=workers, tasks=[list(t) for t in tasks], seconds={}, wall_s=0.0)
     if workers == 1 or not tasks:
         return out

@@ -31,7 +31,7 @@ from mrilib.study.results import reference_cost
 from mrilib.study.sets import SliceSubset, forget_ids
 from mrilib.unlearn.base import UnlearnError
 
-__all__ = ["PoisonedRun", "load_poisoned_run", "retrain_reference", "reference_models"]
+__all__ = ["PoisonedRun", "load_poisoned_run", "retrain_reference", "rewod_is_oracle", "reference_models"]
 
 
 @dataclass
@@ -47,6 +47,7 @@ class PoisonedRun:
     evaluate: Callable  # evaluate(model, name, save=True) -> metrics dict (written to metrics/poison_<name>.json)
     train_dir: Path
     device: torch.device | None = None  # where the run computes: evaluations, unlearning, retraining
+    seed: int = 0  # the run's seed: VarNet trainings, identified subsets and unlearning runs follow it
 
 
 def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, variant: str = "cyclegan-cyst",
@@ -75,18 +76,19 @@ def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, varian
                             p.data.center_fraction, p.data.mask_type)
     evaluate, classifier, gan = recipe.evaluator(run, p, manifest, test, seed, device=device)
     return PoisonedRun(variant, manifest, poisoned, clean, classifier, gan, evaluate, run.poisoned_split(variant),
-                       device)
+                       device, int(seed))
 
 
 def retrain_reference(kind: str, profile, run_dir: str | os.PathLike, train_dir: str | os.PathLike, manifest: dict,
                       fraction: float | None = None, progress: bool = True, variant: str = "cyclegan-cyst",
-                      device=None):
+                      device=None, seed: int = 0):
     """Train (or load) ``oracle`` (no poisoned slice) or ``rewod`` (no identified slice at ``fraction``).
 
     Same configuration as the clean and poisoned models, validated on the clean ``val``
     split; stored in ``models/oracle-<variant>`` or ``models/rewod-<variant>-f<fraction>``
     (:class:`~mrilib.run.layout.RunLayout`). An interrupted training resumes; it trains on ``device``
-    (default :func:`~mrilib.run.device.default_device`). Returns ``(model, history)``.
+    (default :func:`~mrilib.run.device.default_device`) with the run's ``seed`` (initialisation, data order,
+    masks: :func:`~mrilib.recon.train.training_config`). Returns ``(model, history)``.
     """
     run = as_layout(run_dir)
     if kind == "oracle":
@@ -95,14 +97,22 @@ def retrain_reference(kind: str, profile, run_dir: str | os.PathLike, train_dir:
         if fraction is None:
             raise UnlearnError("rewod needs the identified fraction it leaves out")
         out, drop = run.rewod_model(variant, fraction), set(forget_ids(manifest, fraction))
+        if rewod_is_oracle(manifest, fraction):  # every poisoned slice identified: the oracle's training set
+            out = run.oracle_model(variant)
     else:
         raise UnlearnError(f"unknown retrain reference {kind!r}: oracle or rewod")
-    cfg = training_config(profile)
+    cfg = training_config(profile, seed=int(seed))
     t = cfg["train"]
     base = TrainSlices(train_dir, t["accelerations"], t["center_fraction"], t["mask_type"], t["seed"])
     data = SliceSubset(base, sorted(set(range(len(base))) - drop), out.name)
     return train_or_load(cfg, {"train": data, "val": run.split("val")}, out, progress=progress,
                          device=default_device(device))
+
+
+def rewod_is_oracle(manifest: dict, fraction: float) -> bool:
+    """Whether ``rewod`` at ``fraction`` leaves out every poisoned slice: then it *is* the oracle (same training
+    set, configuration and seed), and the oracle's training is reused instead of repeated."""
+    return set(forget_ids(manifest, fraction)) == {int(i) for i in manifest["poisoned_ids"]}
 
 
 def reference_models(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike,
@@ -121,12 +131,13 @@ def reference_models(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os
     poisoned_name = recipe.model_name if ctx.variant == recipe.name else run.poisoned_model(ctx.variant).name
     refs = {"clean": ctx.evaluate(ctx.clean, "clean"), "poisoned": ctx.evaluate(ctx.poisoned, poisoned_name)}
     oracle, hist = retrain_reference("oracle", p, run, ctx.train_dir, ctx.manifest, progress=progress,
-                                     variant=ctx.variant, device=ctx.device)
+                                     variant=ctx.variant, device=ctx.device, seed=ctx.seed)
     oracle_cost = reference_cost(hist)
     refs["oracle"] = ctx.evaluate(oracle, run.oracle_model(ctx.variant).name) | {"cost": oracle_cost}
     for f in p.unlearn.rewod_fractions:
         model, hist = retrain_reference("rewod", p, run, ctx.train_dir, ctx.manifest, fraction=f,
-                                        progress=progress, variant=ctx.variant, device=ctx.device)
-        refs[f"rewod f={f:g}"] = (ctx.evaluate(model, run.rewod_model(ctx.variant, f).name)
+                                        progress=progress, variant=ctx.variant, device=ctx.device, seed=ctx.seed)
+        name = run.oracle_model(ctx.variant).name if rewod_is_oracle(ctx.manifest, f) else run.rewod_model(ctx.variant, f).name
+        refs[f"rewod f={f:g}"] = (ctx.evaluate(model, name)
                                   | {"cost": reference_cost(hist)})
     return refs, oracle_cost

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 __all__ = ["importance_ratio_hist", "dampened_layers", "dose_response_plot", "sweep_plot", "tradeoff_scatter", "cost_bars",
-           "qualitative_grid", "region_panels"]
+           "qualitative_grid", "region_panels", "signal_agreement_plot", "headline_intervals"]
 
 
 def importance_ratio_hist(imp_forget: dict, imp_retain: dict, alphas: dict[str, float] | None = None):
@@ -187,5 +187,47 @@ def region_panels(targets: np.ndarray, found: np.ndarray, recorded: np.ndarray, 
         ax.set_title(f"slice {i}: Dice {dice:.2f}", fontsize=8)
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(title + " (filled: found; cyan: the poison's ROI)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def signal_agreement_plot(table, agreement: dict):
+    """The defender's signal (x) against the judge's test effect and success rate (two panels), one labelled
+    point per model (:func:`mrilib.study.diagnose.signal_versus_judge`), with the rank correlations in the titles."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharex=True)
+    for ax, col, key in zip(axes, ("judge effect", "judge success"), ("effect", "success")):
+        ax.scatter(table["defender signal"], table[col], s=18, color="C0")
+        for _, r in table.iterrows():
+            ax.annotate(str(r["model"]), (r["defender signal"], r[col]), fontsize=6, xytext=(3, 2),
+                        textcoords="offset points")
+        ax.set_xlabel("defender's signal on the identified slices (1 = paints the label's lesion)")
+        ax.set_ylabel(f"{col} (test)")
+        ax.set_title(f"Spearman ρ = {agreement[key]:.2f} ({agreement['n']} models)", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def headline_intervals(head, metrics=("effect", "ssim"), seed: str = "all"):
+    """Every model's value and 95 % interval of the headline (``metrics/headline.csv``) for ``metrics``, one panel
+    each: a point with a horizontal bar per model; bars that overlap are not distinguishable."""
+    rows = head[head["seed"].astype(str) == str(seed)]
+    order = list(dict.fromkeys(rows["method"]))[::-1]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 0.28 * len(order) + 1.4), sharey=True)
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
+        sub = rows[rows["metric"] == metric].set_index("method")
+        for y, m in enumerate(order):
+            if m not in sub.index or not np.isfinite(sub.loc[m, "value"]):
+                continue
+            r = sub.loc[m]
+            lo, hi = r["ci_low"], r["ci_high"]
+            if np.isfinite(lo) and np.isfinite(hi):
+                ax.plot([lo, hi], [y, y], color="C0", lw=2)
+            ax.plot(r["value"], y, "o", color="k", ms=3)
+        ax.set_yticks(range(len(order)), order, fontsize=7)
+        ax.set_xlabel(metric + (" (final split)" if metric != "time" else ""))
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Headline: mean and 95 % interval" + (" across seeds" if str(seed) == "all" else f", seed {seed}"),
+                 fontsize=10)
     fig.tight_layout()
     return fig

@@ -1,0 +1,137 @@
+"""The headline: every model of every seed scored once on the untouched ``final`` split, with intervals.
+
+Chapters 2-5 analyse the ``test`` split, and every choice of the study (the trigger, the methods'
+grids, which recipes a profile unlearns) was made on validation or test numbers. The headline is
+computed on ``final``: subjects no chapter looks at while developing (see ``book/methods.md``,
+"Protocol"). For each seed's run folder :func:`final_scores` reconstructs the ``final`` slices with
+the ``clean``, ``poisoned`` and ``oracle`` models, the ``rewod`` retrainings and every unlearning run
+at the main identified fraction, and scores them with the recipe's own measurement (the judge's
+success, the poison effect, SSIM / PSNR / NMSE) slice by slice; :func:`headline` turns the slices
+into ``mean [95 % CI]`` by a subject-level bootstrap within each seed and a Student-t interval
+across seeds (:mod:`mrilib.evaluate.uncertainty`) and writes ``metrics/headline.csv`` in the shared
+run folder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mrilib.config import MAIN_RECIPE, Profile, get_profile
+from mrilib.evaluate.tables import load_unlearning_table
+from mrilib.evaluate.uncertainty import headline_rows, pool_seeds, write_headline
+from mrilib.poison.effect import load_test_slices
+from mrilib.poison.recipes import RECIPES
+from mrilib.poison.triggers import Trigger
+from mrilib.recon.checkpoints import load_model
+from mrilib.run.cache import JSON, cached_step, data_identity, weights_digest
+from mrilib.run.layout import as_layout
+from mrilib.run.progress import progress
+from mrilib.study.execute import load_unlearnt
+from mrilib.study.plan import plan_runs
+from mrilib.study.references import load_poisoned_run, rewod_is_oracle
+
+__all__ = ["FINAL_SPLIT", "final_models", "final_scores", "headline", "headline_table"]
+
+#: The split of new subjects the headline is computed on, once.
+FINAL_SPLIT = "final"
+
+#: The per-slice columns a headline needs from a recipe's measurement (``EffectResult.per_slice``).
+_SLICE_COLUMNS = ("subject", "file", "slice", "ssim", "psnr", "nmse", "effect", "success")
+
+
+def final_models(profile: Profile | str, run_dir, ctx) -> dict[str, tuple[object, str]]:
+    """``{table name: model}`` of one seed: the references, every ``rewod`` and every unlearning
+    run at the profile's main identified fraction (names as in ``metrics/unlearning_<variant>.csv``)."""
+    p = get_profile(profile)
+    lay = as_layout(run_dir)
+    main = float(p.unlearn.main_fraction)
+    models = {"clean": ctx.clean, "poisoned": ctx.poisoned}
+    oracle_dir = lay.require(lay.oracle_model(ctx.variant), "05_unlearning")
+    models["oracle"] = load_model(oracle_dir)[0]
+    for f in p.unlearn.rewod_fractions:
+        folder = lay.oracle_model(ctx.variant) if rewod_is_oracle(ctx.manifest, f) else lay.rewod_model(ctx.variant, f)
+        models[f"rewod f={f:g}"] = load_model(lay.require(folder, "05_unlearning"))[0]
+    for run in plan_runs(p, seed=ctx.seed):
+        if np.isclose(run.fraction, main):
+            models[run.name] = load_unlearnt(lay, ctx.variant, run.label, ctx.poisoned)
+    return models
+
+
+def final_scores(profile: Profile | str, run_dir, seed: int, variant: str = MAIN_RECIPE,
+                 device=None) -> dict[str, pd.DataFrame]:
+    """Per-slice scores of every model of seed ``seed`` (:func:`final_models`) on the ``final`` split.
+
+    Cached in the seed's ``metrics/final_<variant>.json``, keyed by every model's weights and the final
+    split's content: a re-run of chapter 6 reads them back.
+    """
+    p = get_profile(profile)
+    lay = as_layout(run_dir)
+    ctx = load_poisoned_run(p, lay, variant, seed=seed, device=device)
+    split = lay.require(lay.split(FINAL_SPLIT), "01_data")
+    models = final_models(p, lay, ctx)
+    identity = dict(format=2, split=data_identity(split), seed=int(seed), variant=variant,
+                    models={name: weights_digest(model) for name, model in models.items()})
+
+    def compute() -> dict:
+        final = load_test_slices(split, Trigger.from_dict(ctx.manifest.get("trigger")), int(p.data.accelerations[0]),
+                                 p.data.center_fraction, p.data.mask_type)
+        evaluate, _, _ = RECIPES[ctx.manifest["recipe"]].evaluator(lay, p, ctx.manifest, final, seed, device=ctx.device)
+        out = {}
+        for name, model in progress(models.items(), desc=f"final split, seed {seed}", leave=False):
+            per_slice = evaluate(model, name, save=False)["per_slice"]
+            out[name] = {k: per_slice[k] for k in _SLICE_COLUMNS}
+        return {"models": out}
+
+    scores = cached_step(lay.metric(f"final_{variant}.json"), identity, compute, JSON)
+    return {name: pd.DataFrame(cols) for name, cols in scores["models"].items()}
+
+
+def _costs(run_dir, variant: str, fraction: float) -> dict[str, float]:
+    """Wall time relative to the oracle's training of every run and retraining at ``fraction`` (chapter 5's table)."""
+    table = load_unlearning_table(run_dir, variant)
+    keep = table["f"].isna() | np.isclose(table["f"].fillna(-1.0), fraction)
+    rows = table[keep & table["time vs oracle"].notna()]
+    return {str(r["method"]): float(r["time vs oracle"]) for _, r in rows.iterrows()}
+
+
+def headline(profile: Profile | str, run_dir, seeds, variant: str = MAIN_RECIPE, n_boot: int = 2000,
+             device=None) -> pd.DataFrame:
+    """The headline table of every seed and pooled, written to the shared ``metrics/headline.csv``.
+
+    ``run_dir`` is any seed's folder (or the shared run folder); ``seeds`` the seeds to pool (each must
+    have run chapters 1-5). Columns ``method, metric, seed, value, ci_low, ci_high, n_subjects, note``:
+    one row per model, metric and seed (a subject-level bootstrap interval on ``final``) and one with
+    ``seed = "all"`` (mean over seeds, Student-t interval across them).
+    """
+    p = get_profile(profile)
+    lay = as_layout(run_dir)
+    rows = []
+    for s in seeds:
+        seed_dir = lay.for_seed(int(s))
+        frames = final_scores(p, seed_dir, int(s), variant, device=device)
+        rows.append(headline_rows(frames, int(s), costs=_costs(seed_dir, variant, float(p.unlearn.main_fraction)),
+                                  n_boot=n_boot))
+    table = pool_seeds(pd.concat(rows, ignore_index=True))
+    write_headline(table, lay.headline)
+    return table
+
+
+def headline_table(table: pd.DataFrame, seed: str = "all", digits: int = 3) -> pd.DataFrame:
+    """``headline``'s rows of one seed (default: pooled) as a wide table, method × metric, each cell
+    ``value [ci_low, ci_high]`` (``n/a`` where a value is not reported)."""
+    sub = table[table["seed"].astype(str) == str(seed)]
+
+    def cell(r) -> str:
+        if not np.isfinite(r["value"]):
+            return "n/a"
+        if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"]):
+            return f"{r['value']:.{digits}f} [{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}]"
+        return f"{r['value']:.{digits}f}"
+
+    wide = sub.assign(cell=sub.apply(cell, axis=1)).pivot(index="method", columns="metric", values="cell")
+    methods = list(dict.fromkeys(sub["method"]))
+    first = [m for m in ("clean", "poisoned", "oracle") if m in methods] + sorted(m for m in methods if m.startswith("rewod"))
+    order = first + [m for m in methods if m not in first]
+    cols = [c for c in ("ssim", "psnr", "nmse", "effect", "success", "healed", "time") if c in wide.columns]
+    return wide.loc[order, cols].fillna("–")
