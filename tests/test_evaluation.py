@@ -226,3 +226,15 @@ def test_results_quote_the_full_run_not_a_cached_rerun(tmp_path):
     timings.write_text(json.dumps({"profile": "cpu", "seed": 0, "total_seconds": 612.0,
                                    "notebooks": {"02_varnet": 600.0, "05_unlearning": 12.0}}))
     assert "05_unlearning 0.2 min; total 10.2 min" in report.results_markdown(run_dir, "cpu", timings=timings)
+
+
+def test_results_of_one_seed_show_its_bootstrap_intervals(tmp_path):
+    from mrilib.book import report
+
+    run_dir = tmp_path / "runs" / "cpu"
+    path = _headline_csv(run_dir)
+    head = pd.read_csv(path, dtype={"seed": str})
+    one = head[head["seed"] == "0"]
+    pooled = one.assign(seed="all", ci_low=np.nan, ci_high=np.nan)  # what pool_seeds gives for one seed
+    rows = report.results_rows(pd.concat([one, pooled]))
+    assert rows.loc["poisoned", "poison effect"] == "0.300 [0.290, 0.310]"

@@ -216,3 +216,25 @@ def test_stress_findings_say_which_curves_separate_from_clean():
                         "points; area 0.12 vs 0.10).")
     assert "do **not** separate" in findings.stress_findings(sep, ("poisoned",), gap=0.6)
     assert findings.stress_findings(sep, ("poisoned", "oracle")).count("\n") == 0  # a model not tested is skipped
+
+
+def _rows(values: dict, seed="all") -> pd.DataFrame:
+    """Headline rows from ``{(method, metric): (value, low, high)}``."""
+    return pd.DataFrame([dict(method=m, metric=k, seed=seed, value=v, ci_low=lo, ci_high=hi, n_subjects=8, note="")
+                         for (m, k), (v, lo, hi) in values.items()])
+
+
+def test_headline_findings_name_no_best_method_where_intervals_overlap():
+    from mrilib.evaluate.findings import headline_findings
+
+    base = {("clean", "effect"): (0.0, -0.05, 0.05), ("poisoned", "effect"): (0.4, 0.3, 0.5),
+            ("clean", "success"): (0.0, 0.0, 0.0), ("poisoned", "success"): (0.3, 0.2, 0.4),
+            ("poisoned", "ssim"): (0.85, 0.84, 0.86), ("A", "ssim"): (0.85, 0.84, 0.86), ("B", "ssim"): (0.70, 0.65, 0.75)}
+    tied = _rows({**base, ("A", "healed"): (0.6, 0.4, 0.8), ("B", "healed"): (0.5, 0.3, 0.7)})
+    text = headline_findings(tied)
+    assert "not distinguishable from each other:** A, B" in text and "poisoned higher than clean" in text
+    assert "Utility lost** (clean SSIM below the poisoned model's, intervals apart): B" in text
+    apart = _rows({**base, ("A", "healed"): (0.9, 0.8, 1.0), ("B", "healed"): (0.2, 0.1, 0.3)})
+    assert "**Most healed:** A" in headline_findings(apart)
+    unknown = _rows({**base, ("A", "healed"): (np.nan, np.nan, np.nan), ("B", "healed"): (np.nan, np.nan, np.nan)})
+    assert "**Healed** is not reported" in headline_findings(unknown)

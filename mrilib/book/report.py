@@ -47,8 +47,10 @@ def _cell(r, digits: int) -> str:
 
 def results_rows(head: pd.DataFrame) -> pd.DataFrame:
     """The pooled headline rows as a table of cells, one row per model: the references first, then the rewod
-    retrainings, then the methods by pooled healed (best first)."""
-    pooled = head[head["seed"].astype(str) == ALL_SEEDS]
+    retrainings, then the methods by pooled healed (best first). With one seed, that seed's rows (their
+    subject-bootstrap intervals; a pooled row of one seed has no interval)."""
+    seeds = set(head["seed"].astype(str)) - {ALL_SEEDS}
+    pooled = head[head["seed"].astype(str) == (ALL_SEEDS if len(seeds) > 1 else next(iter(seeds), ALL_SEEDS))]
     methods = list(dict.fromkeys(pooled["method"]))
     healed = pooled[pooled["metric"] == "healed"].set_index("method")["value"]
     refs = [m for m in methods if m in _REFERENCES or m.startswith("rewod")]

@@ -245,7 +245,7 @@ def _dose_findings(dose: pd.DataFrame, success_oracle: float) -> list[str]:
 
 
 def unlearning_findings(table: pd.DataFrame, references: dict, fraction: float,
-                        dose: pd.DataFrame | None = None) -> str:
+                        dose: pd.DataFrame | None = None, intervals: pd.DataFrame | None = None) -> str:
     """Chapter 5's conclusions (Markdown bullets).
 
     Args:
@@ -254,6 +254,8 @@ def unlearning_findings(table: pd.DataFrame, references: dict, fraction: float,
             :func:`~mrilib.study.references.reference_models` returns them.
         fraction: the main identified fraction.
         dose: the dose-response table of :func:`~mrilib.study.diagnose.dose_response`, if run.
+        intervals: the runs' interval rows on the test split (:func:`~mrilib.evaluate.headline.test_intervals`):
+            the method that heals most is then named with every method its interval does not separate from it.
     """
     p_ssim = references["poisoned"]["clean_test"]["ssim"]["mean"]
     rows = at_fraction(table, fraction)
@@ -263,7 +265,8 @@ def unlearning_findings(table: pd.DataFrame, references: dict, fraction: float,
     if best is not None:
         lines.append(f"- At f = {fraction:g}, of the methods that keep clean-test SSIM within {SSIM_TOLERANCE:g} of "
                      f"`poisoned` ({p_ssim:.4f}), **{best['method']}** heals most: healed {best['healed']:.2f}, SSIM "
-                     f"{best['SSIM']:.4f}, at {100 * best['time vs oracle']:.1f} % of oracle retraining time.")
+                     f"{best['SSIM']:.4f}, at {100 * best['time vs oracle']:.1f} % of oracle retraining time."
+                     + (_ties(intervals, best["method"]) if intervals is not None else ""))
     if len(runs) and (best is None or runs.iloc[0]["method"] != best["method"]):
         top = runs.iloc[0]
         lines.append(f"- Healing more costs utility: **{top['method']}** heals {top['healed']:.2f} but its clean-test "
@@ -299,6 +302,24 @@ def unlearning_findings(table: pd.DataFrame, references: dict, fraction: float,
     if dose is not None and len(dose):
         lines += _dose_findings(dose, references["oracle"]["success_rate"])
     return "\n".join(lines)
+
+
+def _ties(intervals: pd.DataFrame, method: str) -> str:
+    """What the intervals say of ``method``'s healed: the methods not distinguishable from it, or that healed has
+    no interval-backed value."""
+    seed = next(iter(intervals["seed"].astype(str)))
+    try:
+        best = interval_of(intervals, method, "healed", seed)
+    except KeyError:
+        return ""
+    if not np.isfinite(best.value):
+        return " By the intervals this is no finding: the poisoned-oracle effect gap is within its uncertainty."
+    rows = intervals[(intervals["metric"] == "healed") & (intervals["seed"].astype(str) == seed)]
+    ties = [m for m in rows["method"] if m not in (method, *_REFERENCES) and not m.startswith("rewod")
+            and interval_of(intervals, m, "healed", seed).overlaps(best)]
+    if not ties:
+        return f" Its healed interval {best.format(2)} separates it from every other method."
+    return f" Its healed interval {best.format(2)} does not separate it from: {', '.join(ties)}."
 
 
 def consistency_findings(scan: pd.DataFrame, manifest: dict) -> str:
@@ -394,9 +415,10 @@ def stress_findings(separation: pd.DataFrame, models=("poisoned", "poisoned-adv"
 _REFERENCES = ("clean", "poisoned", "oracle")
 
 
-def headline_findings(head: pd.DataFrame, seed=ALL_SEEDS) -> str:
-    """Chapter 6's conclusions on the ``final`` split, read from the intervals of ``headline.csv``
-    (:func:`mrilib.evaluate.headline.headline`): only differences whose intervals do not overlap are findings."""
+def headline_findings(head: pd.DataFrame, seed=ALL_SEEDS, split: str = "final") -> str:
+    """Conclusions read from the intervals of headline rows (:func:`mrilib.evaluate.headline.headline` on the
+    ``final`` split for chapter 6, :func:`~mrilib.evaluate.headline.test_intervals` on ``test`` for chapter 5):
+    only differences whose intervals do not overlap are findings."""
     rows = head[head["seed"].astype(str) == str(seed)]
     if rows.empty:
         return f"No headline rows for seed {seed}."
@@ -404,7 +426,7 @@ def headline_findings(head: pd.DataFrame, seed=ALL_SEEDS) -> str:
     n_sub = int(rows["n_subjects"].max())
     where = (f"{len(seeds)} seed(s) ({', '.join(seeds)}), mean and 95 % interval across seeds"
              if str(seed) == ALL_SEEDS else f"seed {seed}, 95 % subject-bootstrap interval")
-    out = [f"On the `final` split ({n_sub} new subjects per seed; {where}):"]
+    out = [f"On the `{split}` split ({n_sub} subjects per seed; {where}):"]
     eff = interval_of(rows, "poisoned", "effect", seed)
     out.append(f"- **Backdoor.** The poisoned model's effect is {eff.format(3)}; against `clean`: "
                f"{compare(rows, 'effect', 'poisoned', 'clean', seed)}; its success rate "

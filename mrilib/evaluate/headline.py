@@ -19,7 +19,7 @@ import pandas as pd
 
 from mrilib.config import MAIN_RECIPE, Profile, get_profile
 from mrilib.evaluate.tables import load_unlearning_table
-from mrilib.evaluate.uncertainty import headline_rows, pool_seeds, write_headline
+from mrilib.evaluate.uncertainty import ALL_SEEDS, headline_rows, pool_seeds, write_headline
 from mrilib.poison.effect import load_test_slices
 from mrilib.poison.recipes import RECIPES
 from mrilib.poison.triggers import Trigger
@@ -31,7 +31,8 @@ from mrilib.study.execute import load_unlearnt
 from mrilib.study.plan import plan_runs
 from mrilib.study.references import load_poisoned_run, rewod_is_oracle
 
-__all__ = ["FINAL_SPLIT", "final_models", "final_scores", "headline", "headline_table"]
+__all__ = ["FINAL_SPLIT", "final_models", "final_scores", "headline", "headline_table", "reported_seed",
+           "test_intervals"]
 
 #: The split of new subjects the headline is computed on, once.
 FINAL_SPLIT = "final"
@@ -117,6 +118,13 @@ def headline(profile: Profile | str, run_dir, seeds, variant: str = MAIN_RECIPE,
     return table
 
 
+def reported_seed(table: pd.DataFrame) -> str:
+    """The rows to report: the pooled ones (``"all"``) for several seeds; the one seed's own (subject-bootstrap
+    intervals) when there is one, whose pooled row has no interval."""
+    seeds = sorted(set(table["seed"].astype(str)) - {ALL_SEEDS})
+    return ALL_SEEDS if len(seeds) != 1 else seeds[0]
+
+
 def headline_table(table: pd.DataFrame, seed: str = "all", digits: int = 3) -> pd.DataFrame:
     """``headline``'s rows of one seed (default: pooled) as a wide table, method × metric, each cell
     ``value [ci_low, ci_high]`` (``n/a`` where a value is not reported)."""
@@ -135,3 +143,18 @@ def headline_table(table: pd.DataFrame, seed: str = "all", digits: int = 3) -> p
     order = first + [m for m in methods if m not in first]
     cols = [c for c in ("ssim", "psnr", "nmse", "effect", "success", "healed", "time") if c in wide.columns]
     return wide.loc[order, cols].fillna("–")
+
+
+def test_intervals(records: list[dict], references: dict, fraction: float, seed: int, n_boot: int = 2000) -> pd.DataFrame:
+    """Chapter 5's runs at ``fraction`` and the references on the ``test`` split with subject-level bootstrap
+    intervals (one seed), from the per-slice scores their evaluations stored: the rows of :func:`headline`
+    (``seed`` = the run's), so that chapter 5's comparisons read intervals too."""
+    frames = {name: pd.DataFrame({k: m["per_slice"][k] for k in _SLICE_COLUMNS})
+              for name, m in references.items() if "per_slice" in m}
+    costs = {name: m["cost"]["seconds"] / references["oracle"]["cost"]["seconds"]
+             for name, m in references.items() if m.get("cost")}
+    for r in records:
+        if np.isclose(r["fraction"], fraction):
+            frames[r["name"]] = pd.DataFrame({k: r["metrics"]["per_slice"][k] for k in _SLICE_COLUMNS})
+            costs[r["name"]] = r["cost"]["seconds"] / references["oracle"]["cost"]["seconds"]
+    return headline_rows(frames, int(seed), costs=costs, n_boot=n_boot)
