@@ -366,7 +366,7 @@ def test_stress_results_are_read_back_by_name(smoke_run, tmp_path):
 def test_notebook_runs_at_smoke(smoke_book):
     """04_poison_adversarial as papermill ran it (after 01-03) in the session's smoke run of the book."""
     assert (smoke_book.executed / "04_poison_adversarial.ipynb").is_file()
-    run = smoke_book.root / "runs" / "smoke"
+    run = smoke_book.root / "runs" / "smoke" / "seed-0"  # the first seed's folder
     metrics = run / "metrics"
     for name in ("clean", "poisoned", "poisoned-adv"):
         curve = json.loads((metrics / f"stress_{name}.json").read_text())["curve"]

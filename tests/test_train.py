@@ -257,7 +257,7 @@ def test_notebook_02_varnet_runs_at_smoke(smoke_book):
 
     import nbformat
 
-    run_dir = smoke_book.root / "runs" / "smoke"
+    run_dir = smoke_book.root / "runs" / "smoke" / "seed-0"  # the first seed's folder
     nb = nbformat.read(smoke_book.executed / "02_varnet.ipynb", as_version=4)
     pngs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(pngs) >= 3  # learning curves + one reconstruction figure per acceleration

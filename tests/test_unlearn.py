@@ -404,7 +404,7 @@ def test_notebook_unlearns_every_recipe_of_the_profile(smoke_book):
     from mrilib.run.layout import RunLayout
     from mrilib.study.plan import plan_runs
 
-    run = RunLayout(smoke_book.root / "runs" / "smoke")
+    run = RunLayout(smoke_book.root / "runs" / "smoke" / "seed-0")  # the first seed's folder
     recipes = get_profile("smoke").unlearn.recipes
     assert set(recipes) == {"cyclegan-cyst", "adversarial-tumour"}
     for variant in recipes:
@@ -432,8 +432,8 @@ def test_pool_stores_every_artefact_and_recomputes_only_what_is_missing(smoke_bo
     from mrilib.study.pool import pending_tasks, precompute
     from mrilib.study.references import load_poisoned_run
 
-    run = RunLayout(tmp_path / "smoke")
-    shutil.copytree(smoke_book.root / "runs" / "smoke", run.root)
+    shutil.copytree(smoke_book.root / "runs" / "smoke", tmp_path / "smoke")
+    run = RunLayout(tmp_path / "smoke" / "seed-0")  # the first seed's folder; the shared data beside it
     ctx = load_poisoned_run("smoke", run, "cyclegan-cyst")
     digest = weights_digest(ctx.poisoned)
     assert pending_tasks("smoke", run, "cyclegan-cyst", digest) == []
