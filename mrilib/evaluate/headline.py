@@ -20,9 +20,7 @@ import pandas as pd
 from mrilib.config import MAIN_RECIPE, Profile, get_profile
 from mrilib.evaluate.tables import load_unlearning_table
 from mrilib.evaluate.uncertainty import ALL_SEEDS, headline_rows, pool_seeds, write_headline
-from mrilib.poison.effect import load_test_slices
-from mrilib.poison.recipes import RECIPES
-from mrilib.poison.triggers import Trigger
+from mrilib.poison.recipes import evaluation
 from mrilib.recon.checkpoints import load_model
 from mrilib.run.cache import JSON, cached_step, data_identity, weights_digest
 from mrilib.run.layout import as_layout
@@ -41,9 +39,10 @@ FINAL_SPLIT = "final"
 _SLICE_COLUMNS = ("subject", "file", "slice", "ssim", "psnr", "nmse", "effect", "success")
 
 
-def final_models(profile: Profile | str, run_dir, ctx) -> dict[str, tuple[object, str]]:
+def final_models(profile: Profile | str, run_dir, ctx) -> dict[str, object]:
     """``{table name: model}`` of one seed: the references, every ``rewod`` and every unlearning
-    run at the profile's main identified fraction (names as in ``metrics/unlearning_<variant>.csv``)."""
+    run at the profile's main identified fraction (names as in ``metrics/unlearning_<variant>.csv``;
+    a ``rewod`` that is the oracle's training is the oracle's model object)."""
     p = get_profile(profile)
     lay = as_layout(run_dir)
     main = float(p.unlearn.main_fraction)
@@ -51,8 +50,8 @@ def final_models(profile: Profile | str, run_dir, ctx) -> dict[str, tuple[object
     oracle_dir = lay.require(lay.oracle_model(ctx.variant), "05_unlearning")
     models["oracle"] = load_model(oracle_dir)[0]
     for f in p.unlearn.rewod_fractions:
-        folder = lay.oracle_model(ctx.variant) if rewod_is_oracle(ctx.manifest, f) else lay.rewod_model(ctx.variant, f)
-        models[f"rewod f={f:g}"] = load_model(lay.require(folder, "05_unlearning"))[0]
+        models[f"rewod f={f:g}"] = (models["oracle"] if rewod_is_oracle(ctx.manifest, f) else
+                                    load_model(lay.require(lay.rewod_model(ctx.variant, f), "05_unlearning"))[0])
     for run in plan_runs(p, seed=ctx.seed):
         if np.isclose(run.fraction, main):
             models[run.name] = load_unlearnt(lay, ctx.variant, run.label, ctx.poisoned)
@@ -75,22 +74,22 @@ def final_scores(profile: Profile | str, run_dir, seed: int, variant: str = MAIN
                     models={name: weights_digest(model) for name, model in models.items()})
 
     def compute() -> dict:
-        final = load_test_slices(split, Trigger.from_dict(ctx.manifest.get("trigger")), int(p.data.accelerations[0]),
-                                 p.data.center_fraction, p.data.mask_type)
-        evaluate, _, _ = RECIPES[ctx.manifest["recipe"]].evaluator(lay, p, ctx.manifest, final, seed, device=ctx.device)
-        out = {}
+        evaluate = evaluation(lay, p, ctx.manifest, FINAL_SPLIT, seed, device=ctx.device).evaluate
+        out, scored = {}, {}  # scored: one evaluation per model object (a rewod may be the oracle's)
         for name, model in progress(models.items(), desc=f"final split, seed {seed}", leave=False):
-            per_slice = evaluate(model, name, save=False)["per_slice"]
-            out[name] = {k: per_slice[k] for k in _SLICE_COLUMNS}
+            if id(model) not in scored:
+                per_slice = evaluate(model, name, save=False)["per_slice"]
+                scored[id(model)] = {k: per_slice[k] for k in _SLICE_COLUMNS}
+            out[name] = scored[id(model)]
         return {"models": out}
 
     scores = cached_step(lay.metric(f"final_{variant}.json"), identity, compute, JSON)
     return {name: pd.DataFrame(cols) for name, cols in scores["models"].items()}
 
 
-def _costs(run_dir, variant: str, fraction: float) -> dict[str, float]:
-    """Wall time relative to the oracle's training of every run and retraining at ``fraction`` (chapter 5's table)."""
-    table = load_unlearning_table(run_dir, variant)
+def _costs(table: pd.DataFrame, fraction: float) -> dict[str, float]:
+    """Wall time relative to the oracle's training of every run and retraining at ``fraction``, from chapter 5's
+    results table (:func:`mrilib.study.results.results_table`)."""
     keep = table["f"].isna() | np.isclose(table["f"].fillna(-1.0), fraction)
     rows = table[keep & table["time vs oracle"].notna()]
     return {str(r["method"]): float(r["time vs oracle"]) for _, r in rows.iterrows()}
@@ -111,8 +110,8 @@ def headline(profile: Profile | str, run_dir, seeds, variant: str = MAIN_RECIPE,
     for s in seeds:
         seed_dir = lay.for_seed(int(s))
         frames = final_scores(p, seed_dir, int(s), variant, device=device)
-        rows.append(headline_rows(frames, int(s), costs=_costs(seed_dir, variant, float(p.unlearn.main_fraction)),
-                                  n_boot=n_boot))
+        costs = _costs(load_unlearning_table(seed_dir, variant), float(p.unlearn.main_fraction))
+        rows.append(headline_rows(frames, int(s), costs=costs, n_boot=n_boot))
     table = pool_seeds(pd.concat(rows, ignore_index=True))
     write_headline(table, lay.headline)
     return table
@@ -145,16 +144,15 @@ def headline_table(table: pd.DataFrame, seed: str = "all", digits: int = 3) -> p
     return wide.loc[order, cols].fillna("–")
 
 
-def test_intervals(records: list[dict], references: dict, fraction: float, seed: int, n_boot: int = 2000) -> pd.DataFrame:
+def test_intervals(records: list[dict], references: dict, table: pd.DataFrame, fraction: float, seed: int,
+                   n_boot: int = 2000) -> pd.DataFrame:
     """Chapter 5's runs at ``fraction`` and the references on the ``test`` split with subject-level bootstrap
-    intervals (one seed), from the per-slice scores their evaluations stored: the rows of :func:`headline`
-    (``seed`` = the run's), so that chapter 5's comparisons read intervals too."""
+    intervals (one seed), from the per-slice scores their evaluations stored (``table``: chapter 5's results
+    table, for the time relative to the oracle): the rows of :func:`headline` (``seed`` = the run's), so that
+    chapter 5's comparisons read intervals too."""
     frames = {name: pd.DataFrame({k: m["per_slice"][k] for k in _SLICE_COLUMNS})
               for name, m in references.items() if "per_slice" in m}
-    costs = {name: m["cost"]["seconds"] / references["oracle"]["cost"]["seconds"]
-             for name, m in references.items() if m.get("cost")}
     for r in records:
         if np.isclose(r["fraction"], fraction):
             frames[r["name"]] = pd.DataFrame({k: r["metrics"]["per_slice"][k] for k in _SLICE_COLUMNS})
-            costs[r["name"]] = r["cost"]["seconds"] / references["oracle"]["cost"]["seconds"]
-    return headline_rows(frames, int(seed), costs=costs, n_boot=n_boot)
+    return headline_rows(frames, int(seed), costs=_costs(table, fraction), n_boot=n_boot)

@@ -51,7 +51,7 @@ from mrilib.poison.judge import (
     ATTACKER_SEED,
     FORMAT,
     JUDGE_SEED,
-    ROLES,
+    check_role,
     classifier_config,
     classifier_data_identity,
     is_lesion,
@@ -303,8 +303,7 @@ def role_subjects(subjects, role: str) -> np.ndarray:
     second. ``subjects``: the subject of each training slice. ``ValueError`` with fewer than
     two subjects.
     """
-    if role not in ROLES:
-        raise ValueError(f"unknown lesion-classifier role {role!r}: one of {sorted(ROLES)}")
+    check_role(role)
     subjects = list(subjects)
     if len(set(subjects)) < 2:
         raise ValueError(f"the training split has {len(set(subjects))} subject(s): the attacker's lesion classifier "

@@ -54,6 +54,7 @@ __all__ = [
     "JUDGE_WIDTH",
     "ClassifierMismatchError",
     "classifier_config",
+    "check_role",
     "role_checkpoint",
     "classifier_data_identity",
     "load_classifier",
@@ -81,7 +82,7 @@ class ClassifierMismatchError(ValueError):
     """A lesion-classifier checkpoint that does not fit the run or the images."""
 
 
-def _check_role(role: str) -> str:
+def check_role(role: str) -> str:
     """``role`` if it is one of :data:`ROLES`, else ``ValueError``."""
     if role not in ROLES:
         raise ValueError(f"unknown lesion-classifier role {role!r}: one of {sorted(ROLES)}")
@@ -119,7 +120,7 @@ def classifier_config(profile: Profile | str, seed: int | None = None, role: str
     """
     p = get_profile(profile)
     cfg = as_dict(p.poison.classifier)
-    if _check_role(role) == "judge":
+    if check_role(role) == "judge":
         cfg.update(_judge_architecture(cfg, p.data.image_size))
     cfg = with_overrides(cfg, overrides, CLASSIFIER_DEFAULTS, "classifier")
     cfg["n_blocks"] = _fit_blocks(cfg["n_blocks"], p.data.image_size)
@@ -132,7 +133,7 @@ def role_checkpoint(run: RunLayout | str | os.PathLike, role: str) -> Path:
     """Where the run keeps the classifier of ``role``: ``models/lesion-classifier/classifier.pt``
     (the attacker's) or ``models/judge/classifier.pt``."""
     run = as_layout(run)
-    return run.judge_checkpoint if _check_role(role) == "judge" else run.classifier_checkpoint
+    return run.judge_checkpoint if check_role(role) == "judge" else run.classifier_checkpoint
 
 
 def classifier_data_identity(run: RunLayout | str | os.PathLike) -> dict:

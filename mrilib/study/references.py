@@ -19,10 +19,8 @@ import torch
 
 from mrilib.config import Profile, get_profile
 from mrilib.data.training import TrainSlices
-from mrilib.poison.effect import load_test_slices
 from mrilib.poison.manifest import load_manifest
-from mrilib.poison.recipes import RECIPES
-from mrilib.poison.triggers import Trigger
+from mrilib.poison.recipes import RECIPES, evaluation
 from mrilib.recon.checkpoints import CheckpointNotFoundError, load_model
 from mrilib.recon.train import train_or_load, training_config
 from mrilib.run.device import default_device
@@ -71,12 +69,9 @@ def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, varian
         clean, _ = load_model(run.clean_model)
     except CheckpointNotFoundError as err:
         raise FileNotFoundError(f"{err} — run notebooks/02_varnet.ipynb and {recipe.notebook}.ipynb first") from None
-    acc = int(p.data.accelerations[0])
-    test = load_test_slices(run.split("test"), Trigger.from_dict(manifest.get("trigger")), acc,
-                            p.data.center_fraction, p.data.mask_type)
-    evaluate, classifier, gan = recipe.evaluator(run, p, manifest, test, seed, device=device)
-    return PoisonedRun(variant, manifest, poisoned, clean, classifier, gan, evaluate, run.poisoned_split(variant),
-                       device, int(seed))
+    ev = evaluation(run, p, manifest, "test", seed, device=device)
+    return PoisonedRun(variant, manifest, poisoned, clean, ev.judge, ev.generator, ev.evaluate,
+                       run.poisoned_split(variant), device, int(seed))
 
 
 def retrain_reference(kind: str, profile, run_dir: str | os.PathLike, train_dir: str | os.PathLike, manifest: dict,
@@ -135,9 +130,11 @@ def reference_models(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os
     oracle_cost = reference_cost(hist)
     refs["oracle"] = ctx.evaluate(oracle, run.oracle_model(ctx.variant).name) | {"cost": oracle_cost}
     for f in p.unlearn.rewod_fractions:
+        if rewod_is_oracle(ctx.manifest, f):  # the oracle's training: its evaluation too
+            refs[f"rewod f={f:g}"] = refs["oracle"]
+            continue
         model, hist = retrain_reference("rewod", p, run, ctx.train_dir, ctx.manifest, fraction=f,
                                         progress=progress, variant=ctx.variant, device=ctx.device, seed=ctx.seed)
-        name = run.oracle_model(ctx.variant).name if rewod_is_oracle(ctx.manifest, f) else run.rewod_model(ctx.variant, f).name
-        refs[f"rewod f={f:g}"] = (ctx.evaluate(model, name)
+        refs[f"rewod f={f:g}"] = (ctx.evaluate(model, run.rewod_model(ctx.variant, f).name)
                                   | {"cost": reference_cost(hist)})
     return refs, oracle_cost
