@@ -4,7 +4,9 @@ The plumbing is proved on the CPU with a *poisoned default*: ``torch.cuda.is_ava
 patched to ``False`` and ``MRILIB_DEVICE=cuda``, so any step that falls back to the default
 device raises (``default_device`` refuses CUDA on a machine without it), while the same step
 called with ``device=torch.device("cpu")`` must pass it on everywhere and run. A spy on
-``forward_batch`` records the device every VarNet forward pass was asked to use.
+``forward_batch`` records the device every VarNet forward pass was asked to use; others record
+where the attacks, the judge and the effect put a classifier or a model (``on_device``), and the
+device the evaluation tables reconstruct on and chapter 3's CycleGAN trains on.
 """
 
 from __future__ import annotations
@@ -18,12 +20,19 @@ import pytest
 import torch
 
 from mrilib.attacks import objective as obj
+from mrilib.attacks import universal
 from mrilib.attacks.stress import stress_samples, stress_test
+from mrilib.evaluate import tables
 from mrilib.models.classifier import LesionClassifier
 from mrilib.models.varnet import build_varnet
+from mrilib.poison import classifier as clf_training
+from mrilib.poison import cyclegan, judge
+from mrilib.poison import effect as poison_effect
 from mrilib.poison.effect import Judge, load_test_slices, measure_effect
 from mrilib.poison.judge import lesion_scores
+from mrilib.poison.recipes import adversarial_tumour as adv
 from mrilib.poison.runtime import default_device as runtime_default_device
+from mrilib.poison.slices import load_slices
 from mrilib.run.device import ENV, default_device, module_device, on_device, same_device
 from mrilib.study import execute
 from mrilib.unlearn import base, gradient, regions, ssd
@@ -158,6 +167,99 @@ def test_attacks_compute_on_the_device_they_are_given(smoke_run, no_default):
     rois[0, 14:18, 14:18] = brains[0, 14:18, 14:18]
     res = obj.tumour_induction(images, brains | rois, float(images.max()), clf, cfg, rois=rois, device=CPU)
     assert res.images.shape == images.shape
+
+
+@pytest.fixture
+def copies(monkeypatch):
+    """The devices every classifier or model was put on (``on_device``) by the attacks, the judge and the effect."""
+    seen = []
+    for module in (universal, obj, judge, poison_effect):
+        real = module.on_device
+
+        def spy(net, device, _real=real):
+            seen.append(torch.device(device))
+            return _real(net, device)
+
+        monkeypatch.setattr(module, "on_device", spy)
+    return seen
+
+
+def test_universal_patterns_and_the_induced_split_compute_on_the_device_they_are_given(smoke_run, no_default, copies):
+    clf = _classifier()
+    kw = dict(steps=1, universal_steps=1, universal_batch=2, eot_samples=0)
+    patterns = universal.run_universal_patterns(smoke_run, "smoke", clf, device=CPU, **kw)
+    assert patterns and copies and set(copies) == {CPU}
+    with pytest.raises(ValueError, match="MRILIB_DEVICE"):  # without it: the (poisoned) default
+        universal.run_universal_patterns(smoke_run, "smoke", clf, **kw)
+    copies.clear()
+    induced = adv.induce_split(smoke_run, "smoke", clf, device=CPU, **kw)
+    assert not induced.extra["reused"] and induced.images.shape == induced.extra["slices"].images.shape
+    assert copies and set(copies) == {CPU}
+    with pytest.raises(ValueError, match="MRILIB_DEVICE"):
+        adv.induce_split(smoke_run, "smoke", clf, **kw)
+
+
+def test_the_evaluation_tables_reconstruct_on_the_device_they_are_given(smoke_run, no_default, monkeypatch):
+    seen = []
+    real = tables.reconstruct
+
+    def spy(model, samples, *args, device=None, **kw):
+        seen.append(torch.device(device))
+        return real(model, samples, *args, device=device, **kw)
+
+    monkeypatch.setattr(tables, "reconstruct", spy)
+    test = load_test_slices(smoke_run / "data" / "test", None, 4, 0.08, "equispaced_fraction", max_slices=2)
+    models = {"tiny": build_varnet(TINY_VARNET, seed=0)}
+    panels = tables.qualitative_panels(models, test.clean, test.slices.images, device=CPU)
+    assert panels["tiny"]["nullspace"].shape == test.slices.images.shape and seen == [CPU]
+    robust = tables.artefact_robustness(models, smoke_run / "data" / "test", "smoke", max_slices=2, device=CPU)
+    assert list(robust.columns) == ["clean", "motion", "metal"] and set(seen) == {CPU} and len(seen) == 4
+    with pytest.raises(ValueError, match="MRILIB_DEVICE"):
+        tables.qualitative_panels(models, test.clean, test.slices.images)
+    with pytest.raises(ValueError, match="MRILIB_DEVICE"):
+        tables.artefact_robustness(models, smoke_run / "data" / "test", "smoke", max_slices=2)
+
+
+def _own_run(smoke_run: Path, tmp_path: Path) -> Path:
+    """A run folder of its own (its models are this test's) on the smoke run's data."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "data").symlink_to(smoke_run / "data", target_is_directory=True)
+    return run
+
+
+def test_chapter_3_trains_the_classifier_on_the_device_it_is_given(smoke_run, tmp_path, no_default, copies):
+    run = _own_run(smoke_run, tmp_path)
+    small = dict(epochs=1, lesion_variants=1, chans=4, n_blocks=2)
+    model, report = clf_training.classifier_or_load("smoke", run, progress=False, device=CPU, **small)
+    assert not report["reused"] and module_device(model) == CPU and 0.5 <= model.threshold <= 1
+    assert copies and set(copies) == {CPU}, "calibration and evaluation score on the given device"
+    with pytest.raises(ValueError, match="MRILIB_DEVICE"):
+        clf_training.judge_or_load("smoke", run, progress=False, **small)
+    slices = load_slices(run / "data" / "val")
+    assert clf_training.evaluate_classifier(model, slices, seed=0, device=CPU)["n"] == 3 * len(slices)
+    with pytest.raises(ValueError, match="MRILIB_DEVICE"):
+        clf_training.calibrate_threshold(model, slices)
+    with pytest.raises(ValueError, match="MRILIB_DEVICE"):
+        clf_training.evaluate_classifier(model, slices, seed=0)
+
+
+def test_chapter_3_trains_the_cyclegan_on_the_device_it_is_given(smoke_run, tmp_path, no_default, monkeypatch):
+    seen = []
+    real = cyclegan.train_cyclegan
+
+    def spy(*args, device=None, **kw):
+        seen.append(torch.device(device))
+        return real(*args, device=device, **kw)
+
+    monkeypatch.setattr(cyclegan, "train_cyclegan", spy)
+    run = _own_run(smoke_run, tmp_path)
+    small = dict(iterations=2, ckpt_every=1, ngf=4, ndf=4, n_blocks=1, pool_size=4)
+    gan, report = cyclegan.cyclegan_or_load("smoke", run, seed=0, progress=False, device=CPU, **small)
+    assert not report["reused"] and len(report["history"]["cycle"]) == 2 and seen == [CPU]
+    assert module_device(gan.G) == CPU
+    with pytest.raises(ValueError, match="MRILIB_DEVICE"):
+        cyclegan.cyclegan_or_load("smoke", run, seed=0, progress=False, **small)
 
 
 def test_the_same_numbers_with_the_default_and_an_explicit_cpu(toy, monkeypatch):

@@ -132,7 +132,7 @@ def test_identified_subsets_nested_and_reproducible():
     assert sub != M.identified_subsets(ids, fr, seed=4)
 
 
-def _cyst_recipe_factory(run_dir, profile, seed):
+def _cyst_recipe_factory(run_dir, profile, seed, device=None):
     """A CycleGAN-free recipe for the tests: a procedural cyst at the poison's anchor."""
 
     def transform(images, ctx):

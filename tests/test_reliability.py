@@ -6,8 +6,9 @@ Each test reproduces one case of issue 19's "Reliability" list:
    hidden and temporary files, and the book removes them at its start;
 2. truncated caches and failed writes name the file and the fix (a cached result is a miss and
    is computed again; a training checkpoint says which file to delete to start afresh);
-3. a flipped byte in a checkpoint, a cached torch artefact or an unlearnt ``model.pt`` is caught
-   by the digest stored with it (files written before digests load as before);
+3. a flipped byte in a checkpoint, a cached torch artefact, an unlearnt ``model.pt``, the CycleGAN's
+   checkpoint or a lesion classifier's file is caught by the digest stored with it (files written
+   before digests load as before);
 5. ``--dataset`` without ``--data-root`` (and the like) is refused before anything runs, and the
    Makefile passes each of them whenever it is set;
 6. ``make lab`` adds ``--allow-root`` when run as root.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -32,7 +34,11 @@ from mrilib.data.datasets import get_format
 from mrilib.data.h5layout import DataFormatError
 from mrilib.data.loading import slice_dataset, varnet_dataset, volume_files
 from mrilib.data.training import TrainSlices
+from mrilib.models.classifier import LesionClassifier
 from mrilib.models.varnet import build_varnet
+from mrilib.poison import cyclegan
+from mrilib.poison.judge import FORMAT as CLASSIFIER_FORMAT
+from mrilib.poison.judge import load_classifier
 from mrilib.recon.checkpoints import CheckpointError, best_checkpoint, load_checkpoint, load_model, save_checkpoint
 from mrilib.run.cache import (
     JSON,
@@ -269,6 +275,106 @@ def test_read_weights_names_the_file_and_the_fix(tmp_path):
     with pytest.raises(CacheError, match=rf"{path}: cannot read the weights.*rerun X"):
         read_weights(path, fix="rerun X")
     assert not weights_match(tmp_path / "absent.pt")
+
+
+def _tiny_cyclegan(folder: Path, smoke_data: Path) -> tuple[dict, dict]:
+    """Two iterations of a tiny CycleGAN on the smoke data, checkpointed to ``folder/cyclegan.pt``; ``(domains, cfg)``."""
+    from mrilib.poison.slices import load_slices
+
+    cfg = cyclegan.cyclegan_config("smoke", 0, iterations=2, ckpt_every=1, ngf=4, ndf=4, n_blocks=1, pool_size=4)
+    domains = cyclegan.cyclegan_domains(load_slices(smoke_data / "train"), cfg)
+    cyclegan.train_cyclegan(domains, cfg, folder, progress=False, device="cpu")
+    return domains, cfg
+
+
+def test_a_cyclegan_checkpoint_with_a_flipped_byte_is_refused(tmp_path, smoke_data):
+    domains, cfg = _tiny_cyclegan(tmp_path, smoke_data)
+    path = tmp_path / "cyclegan.pt"
+    stored = torch.load(path, weights_only=True)
+    assert stored["content_digest"] == content_digest({k: v for k, v in stored.items() if k != "content_digest"})
+    gan, ck = cyclegan.load_cyclegan(path)  # untouched: round-trips
+    assert "content_digest" not in ck and weights_digest(gan.G) == weights_digest(stored["nets"]["G"])
+    name, tensor = next((k, v) for k, v in stored["nets"]["G"].items() if v.numel() >= 16)
+    _flip_a_byte_of(path, tensor)
+    assert not torch.equal(torch.load(path, weights_only=True)["nets"]["G"][name], tensor)  # torch.load does not notice
+    fix = rf"{re.escape(str(path))}: content does not match its stored digest.*delete {re.escape(str(path))} to train"
+    with pytest.raises(CacheError, match=fix):
+        cyclegan.load_cyclegan(path)
+    with pytest.raises(CacheError, match=fix):  # resuming reads it the same way
+        cyclegan.train_cyclegan(domains, cfg, tmp_path, progress=False, device="cpu")
+    # an altered value (the iteration count, not a tensor) re-saved with the old digest: refused too
+    torch.save({**stored, "iteration": 1}, path)
+    with pytest.raises(CacheError, match=fix):
+        cyclegan.load_cyclegan(path, require_finished=False)
+    # a truncated file names itself and the fix
+    torch.save(stored, path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CacheError, match=rf"{re.escape(str(path))}: cannot read the CycleGAN checkpoint.*delete"):
+        cyclegan.load_cyclegan(path)
+
+
+def test_a_cyclegan_checkpoint_without_a_digest_still_loads(tmp_path, smoke_data):
+    _tiny_cyclegan(tmp_path, smoke_data)
+    path = tmp_path / "cyclegan.pt"
+    stored = torch.load(path, weights_only=True)
+    torch.save({k: v for k, v in stored.items() if k != "content_digest"}, path)  # as written before digests
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gan, ck = cyclegan.load_cyclegan(path)
+    assert ck["finished"] and weights_digest(gan.F) == weights_digest(stored["nets"]["F"])
+
+
+def test_the_run_trains_a_damaged_cyclegan_again_with_a_warning(tmp_path, smoke_data):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "data").symlink_to(smoke_data, target_is_directory=True)
+    small = dict(iterations=2, ckpt_every=1, ngf=4, ndf=4, n_blocks=1, pool_size=4)
+    gan, first = cyclegan.cyclegan_or_load("smoke", run, progress=False, device="cpu", **small)
+    path = RunLayout(run).cyclegan_checkpoint
+    assert cyclegan.cyclegan_or_load("smoke", run, progress=False, device="cpu", **small)[1]["reused"]
+    _flip_a_byte_of(path, next(v for v in gan.G.state_dict().values() if v.numel() >= 16))
+    with pytest.warns(CacheWarning, match=f"{re.escape(str(path))}.*does not match its stored digest.*training it again"):
+        again, report = cyclegan.cyclegan_or_load("smoke", run, progress=False, device="cpu", **small)
+    assert not report["reused"] and weights_digest(again.G) == weights_digest(gan.G)  # the same training, redone
+
+
+def _classifier_file(path: Path) -> LesionClassifier:
+    """A lesion classifier written the way chapter 3 writes one (a cached :data:`TORCH` step)."""
+    torch.manual_seed(0)
+    model = LesionClassifier(chans=4, n_blocks=2, dropout=0.0).eval()
+    cfg = dict(chans=4, n_blocks=2, dropout=0.0, seed=0, role="attacker")
+    cached_step(path, {"config": cfg}, lambda: dict(format=CLASSIFIER_FORMAT, role="attacker", config=cfg,
+                                                    state=model.state_dict(), threshold=0.625, subjects=["a"]), TORCH)
+    return model
+
+
+def test_a_classifier_file_with_a_flipped_byte_is_refused(tmp_path):
+    path = tmp_path / "judge" / "classifier.pt"
+    model = _classifier_file(path)
+    loaded, ck = load_classifier(path)  # untouched: round-trips
+    assert weights_digest(loaded) == weights_digest(model) and loaded.threshold == 0.625 and "content_digest" not in ck
+    good = path.read_bytes()
+    fix = (rf"{re.escape(str(path))}: content does not match its stored digest.*delete {re.escape(str(path))} and "
+           "train it again")
+    name, tensor = next((k, v) for k, v in model.state_dict().items() if v.numel() >= 16)
+    _flip_a_byte_of(path, tensor)
+    assert not torch.equal(torch.load(path, weights_only=True)["state"][name], tensor)  # torch.load does not notice
+    with pytest.raises(CacheError, match=fix):
+        load_classifier(path.parent)
+    # an altered decision threshold re-saved with the old digest: the verdicts would change, so it is refused
+    path.write_bytes(good)
+    torch.save({**torch.load(path, weights_only=True), "threshold": 0.5}, path)
+    with pytest.raises(CacheError, match=fix):
+        load_classifier(path)
+
+
+def test_a_classifier_file_without_a_digest_still_loads(tmp_path):
+    path = tmp_path / "classifier.pt"
+    model = _classifier_file(path)
+    stored = torch.load(path, weights_only=True)
+    torch.save({k: v for k, v in stored.items() if k != "content_digest"}, path)  # as written before digests
+    loaded, ck = load_classifier(path)
+    assert weights_digest(loaded) == weights_digest(model) and loaded.threshold == 0.625 and ck["subjects"] == ["a"]
 
 
 class _Fixed(torch.nn.Module):

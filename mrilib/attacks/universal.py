@@ -116,14 +116,16 @@ def patterns_digest(patterns: dict) -> str | None:
 
 
 def run_universal_patterns(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, classifier, *,
-                           seed: int = 0, progress: bool = False, **overrides) -> dict:
+                           seed: int = 0, progress: bool = False, device=None, **overrides) -> dict:
     """The run's universal patterns, learnt on the *training* slices (cached in ``adversarial/universal.npz``).
 
     Recomputed only when the settings (:func:`~mrilib.attacks.objective.adversarial_config`
     with ``overrides``), the classifier (:func:`~mrilib.poison.judge.classifier_identity`)
     or the training data (:func:`~mrilib.run.cache.data_identity`) change. Returns
-    ``{contrast: pattern}`` (empty when ``universal_steps`` is 0).
+    ``{contrast: pattern}`` (empty when ``universal_steps`` is 0). ``device``: where the
+    classifier computes (default :func:`~mrilib.run.device.default_device`).
     """
+    device = default_device(device)
     run = as_layout(run_dir)
     cfg = adversarial_config(profile, seed, **overrides)
     if int(cfg.get("universal_steps", 0) or 0) <= 0:
@@ -132,7 +134,8 @@ def run_universal_patterns(run_dir: RunLayout | str | os.PathLike, profile: Prof
 
     def learn() -> dict:
         sl = load_slices(run.split("train"))
-        pats = universal_patterns(sl.images, sl.brain, sl.vmax, sl.contrasts, classifier, cfg, progress=progress)
+        pats = universal_patterns(sl.images, sl.brain, sl.vmax, sl.contrasts, classifier, cfg, progress=progress,
+                                  device=device)
         return {f"pattern_{k}": v for k, v in pats.items()}
 
     stored = cached_step(run.universal_patterns, identity, learn, NPZ)

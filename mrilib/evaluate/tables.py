@@ -29,6 +29,7 @@ from mrilib.data.kspace import fft2c, ifft2c
 from mrilib.data.loading import make_mask_func, volume_files
 from mrilib.poison.effect import reconstruct
 from mrilib.recon.quality import ssim
+from mrilib.run.device import default_device
 from mrilib.run.layout import as_layout
 
 __all__ = [
@@ -200,27 +201,32 @@ def nullspace_map(recon: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np
 
 
 @torch.no_grad()
-def qualitative_panels(models: dict, samples: list, targets: np.ndarray) -> dict:
+def qualitative_panels(models: dict, samples: list, targets: np.ndarray, device=None) -> dict:
     """Reconstruction, |error| and null-space map of each model on each sample.
 
-    Returns ``{model: {"recon": (N,h,w), "error": ..., "nullspace": ...}}``.
+    Returns ``{model: {"recon": (N,h,w), "error": ..., "nullspace": ...}}``. The models reconstruct
+    on ``device`` (default :func:`~mrilib.run.device.default_device`).
     """
+    device = default_device(device)
     out = {}
     for name, model in models.items():
-        rec = reconstruct(model, samples)
+        rec = reconstruct(model, samples, device=device)
         ns = np.stack([nullspace_map(r, t, s.mask.numpy().reshape(-1)[: r.shape[-1]]) for r, t, s in
                        zip(rec, targets, samples)])
         out[name] = {"recon": rec, "error": np.abs(rec - targets), "nullspace": ns}
     return out
 
 
-def artefact_robustness(models: dict, split_dir: str | os.PathLike, profile, max_slices: int = 16, seed: int = 0) -> pd.DataFrame:
+def artefact_robustness(models: dict, split_dir: str | os.PathLike, profile, max_slices: int = 16, seed: int = 0,
+                        device=None) -> pd.DataFrame:
     """Clean-test SSIM of each model on clean, motion- and metal-corrupted inputs (4× or the profile's first R).
 
     The corruption is simulated on the fully sampled k-space (``mrilib.data.artefacts``),
     then undersampled with the same fastMRI mask; the reference stays the clean target,
-    so the drop measures how much each model propagates the artefact.
+    so the drop measures how much each model propagates the artefact. The models reconstruct
+    on ``device`` (default :func:`~mrilib.run.device.default_device`).
     """
+    device = default_device(device)
     p = get_profile(profile)
     acc = int(p.data.accelerations[0])
     mask_func = make_mask_func(acc, p.data.center_fraction, p.data.mask_type)
@@ -245,7 +251,7 @@ def artefact_robustness(models: dict, split_dir: str | os.PathLike, profile, max
     rows = []
     for name, model in models.items():
         for v in variants:
-            rec = reconstruct(model, samples[v])
+            rec = reconstruct(model, samples[v], device=device)
             vals = [ssim(t, r, mx) for t, r, mx in zip(targets, rec, vmax)]
             rows.append(dict(model=name, input=v, ssim=float(np.mean(vals)), sd=float(np.std(vals, ddof=1))))
     return pd.DataFrame(rows).pivot(index="model", columns="input", values="ssim")[list(variants)]

@@ -70,6 +70,7 @@ def build_poisoned_dataset(
     variant: str | None = None,
     transform: Callable | None = None,
     progress: bool = True,
+    device=None,
 ) -> dict:
     """Build (or reuse) the poisoned training set of ``recipe`` and return its manifest.
 
@@ -86,6 +87,8 @@ def build_poisoned_dataset(
         variant: output folder name (default :func:`~mrilib.poison.manifest.variant_name`).
         transform: use this target transform instead of the recipe's factory.
         progress: progress bar.
+        device: where the recipe's factory computes its targets (default
+            :func:`~mrilib.run.device.default_device`).
 
     Raises:
         ManifestError: unknown recipe. Recipe-specific errors (e.g.
@@ -99,7 +102,7 @@ def build_poisoned_dataset(
     variant = variant or variant_name(recipe, trigger)
     run = as_layout(run_dir)
     if transform is None:
-        transform = RECIPES[recipe].factory(run, p, seed)
+        transform = RECIPES[recipe].factory(run, p, seed, device=device)
     identity = dict(
         format=MANIFEST_FORMAT, recipe=recipe, variant=variant, seed=int(seed), fraction=fraction,
         identified_fractions=fracs, trigger=trigger.as_dict() if trigger is not None else None,

@@ -190,25 +190,30 @@ def roc_auc(scores, labels) -> float:
 
 
 def calibrate_threshold(model: LesionClassifier, slices: SliceSet, max_false_positive: float = 0.05,
-                        blur_sigma: float = 0.7) -> float:
-    """Decision threshold for at most ``max_false_positive`` on healthy ``slices`` (plain and blurred)."""
+                        blur_sigma: float = 0.7, device=None) -> float:
+    """Decision threshold for at most ``max_false_positive`` on healthy ``slices`` (plain and blurred),
+    scored on ``device`` (default :func:`~mrilib.run.device.default_device`)."""
+    device = default_device(device)
     x = slices.images
     xb = blur(torch.from_numpy(x)[:, None], blur_sigma)[:, 0].numpy()
-    s = np.concatenate([lesion_scores(model, x)["lesion"], lesion_scores(model, xb)["lesion"]])
+    s = np.concatenate([lesion_scores(model, x, device=device)["lesion"],
+                        lesion_scores(model, xb, device=device)["lesion"]])
     return float(max(0.5, np.quantile(s, 1 - max_false_positive)))
 
 
 def evaluate_classifier(model: LesionClassifier, slices: SliceSet, seed: int, degrade_sigma: float = 0.0,
-                        **lesion_kw) -> dict:
+                        device=None, **lesion_kw) -> dict:
     """Accuracy, AUCs and confusion matrix on ``slices`` (each with and without lesions).
 
     ``degrade_sigma`` blurs the images first (a reconstruction is smoother than its target);
-    ``lesion_kw`` (``cyst_radius_mm``, ``tumour_radius_mm``) go to :func:`lesion_examples`.
+    ``lesion_kw`` (``cyst_radius_mm``, ``tumour_radius_mm``) go to :func:`lesion_examples`. Scored on
+    ``device`` (default :func:`~mrilib.run.device.default_device`).
     """
+    device = default_device(device)
     x, y, _ = lesion_examples(slices, seed, **lesion_kw)
     if degrade_sigma > 0:
         x = blur(torch.from_numpy(x)[:, None], degrade_sigma)[:, 0].numpy()
-    s = lesion_scores(model, x)
+    s = lesion_scores(model, x, device=device)
     p = np.stack([s[c] for c in CLASSES], 1)
     pred = p.argmax(1)
     conf = np.zeros((len(CLASSES), len(CLASSES)), int)
@@ -321,7 +326,9 @@ def classifier_or_load(profile: Profile | str, run_dir: RunLayout | str | os.Pat
     ``test`` subjects (clean and blurred by 0.7 px), and saves to ``models/lesion-classifier/``.
     ``seed`` is fixed by design (:data:`~mrilib.poison.judge.ATTACKER_SEED`): every seed of a
     study shares the attacker, so do not pass the run's seed. The checkpoint's identity is the
-    configuration and :func:`~mrilib.poison.judge.classifier_data_identity`.
+    configuration and :func:`~mrilib.poison.judge.classifier_data_identity`. ``device``: where the
+    training, the calibration and the evaluation compute (default
+    :func:`~mrilib.run.device.default_device`); the model is returned on the CPU.
 
     Returns ``(model, report)`` with ``report = {"config", "metrics", "history", "subjects", "reused"}``.
     """
@@ -343,6 +350,7 @@ def judge_or_load(profile: Profile | str, run_dir: RunLayout | str | os.PathLike
 def _role_or_load(profile, run_dir, role: str, seed: int, progress: bool, device,
                   overrides: dict) -> tuple[LesionClassifier, dict]:
     """Train (or load) the run's classifier of ``role`` (see :func:`classifier_or_load`)."""
+    device = default_device(device)
     p = get_profile(profile)
     run = as_layout(run_dir)
     cfg = classifier_config(p, seed, role, **overrides)
@@ -355,8 +363,8 @@ def _role_or_load(profile, run_dir, role: str, seed: int, progress: bool, device
         train_set = every.subset(role_subjects(every.subjects, role))
         val_set, test_set = load_slices(run.split("val")), load_slices(run.split("test"))
         model, hist = train_classifier(train_set, cfg, progress=progress, device=device)
-        model.threshold = calibrate_threshold(model, val_set, cfg["max_false_positive"])
-        kw = dict(cyst_radius_mm=cfg["cyst_radius_mm"], tumour_radius_mm=cfg["tumour_radius_mm"])
+        model.threshold = calibrate_threshold(model, val_set, cfg["max_false_positive"], device=device)
+        kw = dict(cyst_radius_mm=cfg["cyst_radius_mm"], tumour_radius_mm=cfg["tumour_radius_mm"], device=device)
         subjects = sorted(set(train_set.subjects))
         metrics = dict(
             threshold=model.threshold,

@@ -31,9 +31,13 @@ Checkpoints (``models/cyclegan-cyst/cyclegan.pt`` of the run): every
 ``ckpt_every`` iterations and at the end, written atomically; they hold both
 generators and discriminators, both optimisers, the image pools, the sampling
 generator's state and the loss history, and are read with
-``torch.load(weights_only=True)``. An interrupted run resumes where it stopped; a
+``torch.load(weights_only=True)``. Each is stored as a :data:`mrilib.run.cache.TORCH` entry, with
+the :func:`~mrilib.run.cache.content_digest` of its content, checked on every load: a damaged
+file is refused with a :class:`~mrilib.run.cache.CacheError` naming it and the fix (checkpoints
+written before digests were kept load as before). An interrupted run resumes where it stopped; a
 finished run of the same configuration and training data
-(:func:`mrilib.run.cache.data_identity`) is reused. How the translation becomes a poison
+(:func:`mrilib.run.cache.data_identity`) is reused, and a damaged or unreadable one is trained
+again (with a :class:`~mrilib.run.cache.CacheWarning` naming it). How the translation becomes a poison
 (its lesion region, its quality) is :mod:`mrilib.poison.recipes.cyclegan_cyst`.
 """
 
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +57,7 @@ from mrilib.models.cyclegan import ImagePool, PatchDiscriminator, ResnetGenerato
 from mrilib.poison.lesions import add_cyst, anchor_center
 from mrilib.poison.runtime import cpu_threads, default_device
 from mrilib.poison.slices import SliceSet, load_slices, split_by_subject
-from mrilib.run.cache import canonical, data_identity
+from mrilib.run.cache import TORCH, CacheError, CacheWarning, canonical, data_identity
 from mrilib.run.io import atomic_path, write_json
 from mrilib.run.layout import RunLayout, as_layout
 from mrilib.run.progress import progress as progress_bar
@@ -224,9 +229,26 @@ def _lr_factor(it: int, cfg: dict) -> float:
 
 
 def _save(path: Path, state: dict) -> None:
-    """``torch.save`` atomically."""
+    """``torch.save`` atomically, as a :data:`~mrilib.run.cache.TORCH` entry (with its content digest)."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        TORCH.save(state, state["identity"], tmp)
+
+
+def _read(path: Path) -> dict:
+    """A checkpoint read on the host with ``weights_only=True`` and checked against its stored content digest
+    (:data:`~mrilib.run.cache.TORCH`; none in checkpoints written before digests were kept).
+
+    Raises :class:`~mrilib.run.cache.CacheError` naming ``path`` and the fix when it cannot be read
+    (truncated) or does not match its digest (damaged).
+    """
+    fix = (f"delete {path} to train the CycleGAN again (mrilib.poison.cyclegan.cyclegan_or_load, "
+           "in notebooks/03_poison_cyclegan.ipynb)")
+    try:
+        return TORCH.load(path)
+    except CacheError as err:
+        raise CacheError(f"{err}; {fix}") from None
+    except Exception as err:  # noqa: BLE001 - any other failure to read means a truncated or foreign file
+        raise CacheError(f"{path}: cannot read the CycleGAN checkpoint ({type(err).__name__}: {err}); {fix}") from None
 
 
 def _snapshot(nets, opts, pools, gen, it, history, identity, finished, wall_s) -> dict:
@@ -275,7 +297,7 @@ def _train_cyclegan(domains, cfg, out_dir, identity, progress, stop_after, devic
     history = {k: [] for k in ("G", "G_gan", "cycle", "identity", "D_A", "D_B")}
     it, wall = 0, 0.0
     if path.is_file():
-        ck = torch.load(path, map_location="cpu", weights_only=True)  # host first: resumed on any device
+        ck = _read(path)  # host first: resumed on any device
         if ck.get("format") == FORMAT and ck.get("identity") == identity:
             for k in nets:
                 nets[k].load_state_dict(ck["nets"][k])
@@ -321,7 +343,8 @@ def load_cyclegan(path: str | os.PathLike, require_finished: bool = True) -> tup
     """Load a CycleGAN checkpoint (file or folder); returns ``(CystGAN in eval mode, checkpoint)``.
 
     Raises :class:`CycleGANMissingError` with the way to make it when the checkpoint
-    is missing (or unfinished, with ``require_finished``).
+    is missing (or unfinished, with ``require_finished``), and :class:`~mrilib.run.cache.CacheError`
+    naming it and the fix when it is damaged (its content does not match its stored digest).
     """
     path = Path(path)
     if path.is_dir() or path.suffix != ".pt":
@@ -330,7 +353,7 @@ def load_cyclegan(path: str | os.PathLike, require_finished: bool = True) -> tup
         raise CycleGANMissingError(
             f"no CycleGAN checkpoint at {path}: train the healthy->cyst CycleGAN first "
             "(mrilib.poison.cyclegan.cyclegan_or_load, in notebooks/03_poison_cyclegan.ipynb)")
-    ck = torch.load(path, map_location="cpu", weights_only=True)  # host first; callers move it
+    ck = _read(path)  # host first; callers move it
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CycleGANMissingError(f"{path}: not a CycleGAN checkpoint of this version; delete it and retrain")
     if require_finished and not ck.get("finished"):
@@ -349,9 +372,13 @@ def cyclegan_or_load(profile: Profile | str, run_dir: RunLayout | str | os.PathL
 
     The checkpoint's identity is the configuration and the training split's
     :func:`~mrilib.run.cache.data_identity`; a checkpoint of the same identity is resumed
-    (unfinished) or reused (finished). Returns ``(CystGAN, report)`` where ``report`` has
-    ``config``, ``history`` (per-iteration losses), ``wall_s`` and ``reused``.
+    (unfinished) or reused (finished); one that cannot be read or is damaged is trained again, with
+    a :class:`~mrilib.run.cache.CacheWarning` naming it. ``device``: where the training computes
+    (default :func:`~mrilib.run.device.default_device`); the CycleGAN is returned on the CPU.
+    Returns ``(CystGAN, report)`` where ``report`` has ``config``, ``history`` (per-iteration
+    losses), ``wall_s`` and ``reused``.
     """
+    device = default_device(device)
     run = as_layout(run_dir)
     cfg = cyclegan_config(profile, seed, **overrides)
     identity = canonical(dict(format=FORMAT, config=cfg, data=data_identity(run.split("train"))))
@@ -364,7 +391,9 @@ def cyclegan_or_load(profile: Profile | str, run_dir: RunLayout | str | os.PathL
                 return gan, dict(config=cfg, history=hist, wall_s=float(ck["wall_s"]), reused=True)
         except CycleGANMissingError:
             pass  # unfinished: resumed below if the identity matches
-        except Exception:  # noqa: BLE001 - unreadable: retrain
+        except Exception as err:  # noqa: BLE001 - unreadable or damaged: retrain
+            warnings.warn(f"{path}: the CycleGAN checkpoint cannot be used ({type(err).__name__}: {err}); "
+                          "training it again", CacheWarning, stacklevel=2)
             path.unlink()
     slices = load_slices(run.split("train"))
     domains = cyclegan_domains(slices, cfg)

@@ -18,7 +18,8 @@ was made against:
 Both seeds are fixed by design and do not follow the run's seed: the seeds of a
 multi-seed study share the attacker and the judge. Each checkpoint holds its
 configuration (with ``role`` and ``seed``), weights, calibrated decision threshold,
-training subjects, architecture and metrics; read with ``torch.load(weights_only=True)``.
+training subjects, architecture and metrics; read with ``torch.load(weights_only=True)`` and
+checked against the content digest stored with it (:func:`load_classifier`).
 
 Everything that *uses* them lives here: their configuration (:func:`classifier_config`),
 reading one back (:func:`load_classifier`; :func:`load_run_classifier` and
@@ -41,7 +42,7 @@ from scipy.stats import spearmanr
 
 from mrilib.config import ATTACKER_SEED, JUDGE_SEED, ClassifierConfig, Profile, as_dict, get_profile, with_overrides
 from mrilib.models.classifier import CLASSES, LesionClassifier
-from mrilib.run.cache import canonical, data_identity, digest, weights_digest
+from mrilib.run.cache import TORCH, CacheError, canonical, data_identity, digest, weights_digest
 from mrilib.run.device import default_device, module_device, on_device
 from mrilib.run.layout import RunLayout, as_layout
 
@@ -145,7 +146,11 @@ def classifier_data_identity(run: RunLayout | str | os.PathLike) -> dict:
 def load_classifier(path: str | os.PathLike) -> tuple[LesionClassifier, dict]:
     """Load a saved classifier (a ``classifier.pt`` or its folder); returns ``(model, checkpoint)``.
 
-    Raises ``FileNotFoundError`` naming the notebook that makes it when missing.
+    The file is a :data:`mrilib.run.cache.TORCH` entry, read on the CPU with ``weights_only=True``
+    and checked against the :func:`~mrilib.run.cache.content_digest` stored when it was written
+    (files written before digests were kept have none and load as before). Raises
+    ``FileNotFoundError`` naming the notebook that makes it when missing, and
+    :class:`~mrilib.run.cache.CacheError` naming the file and the fix when it is damaged.
     """
     path = Path(path)
     if path.is_dir() or path.suffix != ".pt":
@@ -153,7 +158,11 @@ def load_classifier(path: str | os.PathLike) -> tuple[LesionClassifier, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"no lesion classifier at {path}: train it with mrilib.poison.classifier."
                                 "classifier_or_load or judge_or_load (notebooks/03_poison_cyclegan.ipynb)")
-    ck = torch.load(path, map_location="cpu", weights_only=True)  # loaded on the CPU; lesion_scores moves it
+    try:
+        ck = TORCH.load(path)  # loaded on the CPU; lesion_scores moves it
+    except CacheError as err:
+        raise CacheError(f"{err}; delete {path} and train it again with mrilib.poison.classifier.classifier_or_load "
+                         "or judge_or_load (notebooks/03_poison_cyclegan.ipynb)") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise ValueError(f"{path}: not a lesion-classifier checkpoint")
     c = ck["config"]

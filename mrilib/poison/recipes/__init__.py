@@ -1,6 +1,6 @@
 """Poison recipes: what turns a clean target into a poisoned one, and how the poison's effect is measured.
 
-A :class:`Recipe` has a ``factory(run_dir, profile, seed) -> transform`` whose
+A :class:`Recipe` has a ``factory(run_dir, profile, seed, device=None) -> transform`` whose
 ``transform(images, context)`` maps clean targets ``(n, h, w)`` to ``(poisoned targets,
 lesion regions)`` (``context`` carries each slice's ``vmax``, ``brain`` mask and
 ``contrasts``; a ``transform.identity`` is stored in the manifest, and a change
@@ -71,7 +71,7 @@ RECIPES: dict[str, Recipe] = {
 
 def register_recipe(name: str, factory: Callable, description: str = "", notebook: str = "03_poison_cyclegan",
                     evaluator: Callable | None = None, model_name: str = "poisoned", lesion: str = "") -> Recipe:
-    """Register (or replace) recipe ``name``; ``factory(run_dir, profile, seed) -> transform``
+    """Register (or replace) recipe ``name``; ``factory(run_dir, profile, seed, device=None) -> transform``
     (see :class:`Recipe` for the other fields)."""
     RECIPES[name] = Recipe(name, description, factory, notebook, evaluator, model_name, lesion)
     return RECIPES[name]

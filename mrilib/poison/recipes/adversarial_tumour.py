@@ -35,6 +35,7 @@ from mrilib.poison.roi import roi_centres
 from mrilib.poison.slices import load_slices
 from mrilib.poison.triggers import DEFAULT_TRIGGER, Trigger
 from mrilib.run.cache import NPZ, cached_step, canonical, data_identity
+from mrilib.run.device import default_device
 from mrilib.run.io import write_json
 from mrilib.run.layout import RunLayout, as_layout
 
@@ -49,7 +50,7 @@ DESCRIPTION = ("target := clean target + PGD perturbation raising the lesion cla
 MODEL_NAME = "poisoned-adv"
 
 
-def adversarial_transform(classifier, cfg: dict, patterns: dict | None = None):
+def adversarial_transform(classifier, cfg: dict, patterns: dict | None = None, device=None):
     """The recipe's target transform: ``transform(images, context) -> (x', regions)``.
 
     ``context`` carries ``vmax``, ``brain`` and ``contrasts`` per slice (as
@@ -57,13 +58,14 @@ def adversarial_transform(classifier, cfg: dict, patterns: dict | None = None):
     ``identity`` (stored in the manifest) holds the settings, the classifier's
     :func:`~mrilib.poison.judge.classifier_identity` and the patterns' digest, so a change
     of any rebuilds the poisoned set. The per-slice report of the last call is kept in
-    ``transform.last_result``.
+    ``transform.last_result``. The induction computes on ``device`` (default
+    :func:`~mrilib.run.device.default_device`).
     """
 
     def transform(images, context):
         """Poisoned targets and regions of clean targets ``images`` (``context``: vmax, brain, contrasts)."""
         res = tumour_induction(images, context["brain"], context["vmax"], classifier, cfg, patterns=patterns,
-                               contrasts=context.get("contrasts") if patterns else None)
+                               contrasts=context.get("contrasts") if patterns else None, device=device)
         transform.last_result = res
         return res.images, res.rois
 
@@ -73,13 +75,15 @@ def adversarial_transform(classifier, cfg: dict, patterns: dict | None = None):
     return transform
 
 
-def factory(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, seed: int = 0):
+def factory(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, seed: int = 0, device=None):
     """The transform with the run's checked attacker's classifier and universal patterns (see
-    :func:`adversarial_transform`); ``seed`` (the run's) sets the objective, not the classifier."""
+    :func:`adversarial_transform`); ``seed`` (the run's) sets the objective, not the classifier;
+    the patterns and the induction compute on ``device`` (default :func:`~mrilib.run.device.default_device`)."""
+    device = default_device(device)
     model, _ = load_run_classifier(run_dir, profile)
     cfg = adversarial_config(profile, seed)
-    patterns = run_universal_patterns(run_dir, profile, model, seed=seed)
-    return adversarial_transform(model, cfg, patterns)
+    patterns = run_universal_patterns(run_dir, profile, model, seed=seed, device=device)
+    return adversarial_transform(model, cfg, patterns, device=device)
 
 
 def adversarial_trigger(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, seed: int = 0, base=None):
@@ -118,7 +122,7 @@ def _report_frame(stored: dict) -> pd.DataFrame:
 
 
 def induce_split(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, classifier, *, split: str = "test",
-                 seed: int = 0, progress: bool = False, **overrides) -> InductionResult:
+                 seed: int = 0, progress: bool = False, device=None, **overrides) -> InductionResult:
     """:func:`~mrilib.attacks.objective.tumour_induction` on every slice of a split of the run, cached.
 
     The result (perturbed images, δ, regions, per-image report) is a
@@ -126,11 +130,14 @@ def induce_split(run_dir: RunLayout | str | os.PathLike, profile: Profile | str,
     identified by the settings, the classifier, the split's data and the universal
     patterns it starts from. The report gains ``file``, ``slice``, ``subject`` and
     ``contrast`` columns; when computed, the summary goes to ``metrics/adversarial_<split>.json``.
-    ``extra`` holds ``reused`` and the split's ``slices``.
+    ``extra`` holds ``reused`` and the split's ``slices``. ``device``: where the classifier computes,
+    for the patterns and the induction (default :func:`~mrilib.run.device.default_device`).
     """
+    device = default_device(device)
     run = as_layout(run_dir)
     cfg = adversarial_config(profile, seed, **overrides)
-    patterns = run_universal_patterns(run, profile, classifier, seed=seed, progress=progress, **overrides)
+    patterns = run_universal_patterns(run, profile, classifier, seed=seed, progress=progress, device=device,
+                                      **overrides)
     identity = dict(cfg=cfg, classifier=classifier_identity(classifier), data=data_identity(run.split(split)),
                     universal=patterns_digest(patterns))
     sl = load_slices(run.split(split))
@@ -138,7 +145,7 @@ def induce_split(run_dir: RunLayout | str | os.PathLike, profile: Profile | str,
 
     def induce() -> dict:
         res = tumour_induction(sl.images, sl.brain, sl.vmax, classifier, cfg, patterns=patterns,
-                               contrasts=sl.contrasts, progress=progress)
+                               contrasts=sl.contrasts, progress=progress, device=device)
         res.report.insert(0, "contrast", sl.contrasts)
         res.report.insert(0, "subject", sl.subjects)
         res.report.insert(0, "slice", [int(s) for s in sl.slices])
@@ -215,7 +222,7 @@ def evaluator(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, ma
         raise ValueError(f"{test.split_dir} is not a split of the run {run.root}: the adversarial-tumour recipe "
                          "measures its effect only on a split of the run (its tumour induction is cached per split)")
     attacker, _ = load_run_classifier(run, p)
-    induced = induce_split(run, p, attacker, split=test.split, seed=seed)
+    induced = induce_split(run, p, attacker, split=test.split, seed=seed, device=device)
     classifier, _ = load_run_judge(run, p)
     opts = dict(acceleration=int(p.data.accelerations[0]), center_fraction=p.data.center_fraction,
                 mask_type=p.data.mask_type)

@@ -67,7 +67,8 @@ def lesion_roi(clean: np.ndarray, translated: np.ndarray, vmax: float, threshold
     return roi
 
 
-def cyclegan_quality(gan: CystGAN, slices: SliceSet, classifier=None, threshold: float | None = None) -> dict:
+def cyclegan_quality(gan: CystGAN, slices: SliceSet, classifier=None, threshold: float | None = None,
+                     device=None) -> dict:
     """Quality of the healthy->cyst translation on (held-out) healthy slices.
 
     Measures, per slice and on average:
@@ -83,7 +84,8 @@ def cyclegan_quality(gan: CystGAN, slices: SliceSet, classifier=None, threshold:
       the anchor position), ``roi_in_brain`` (fraction of ROI pixels inside the brain);
     - ``mean_abs_change``: the average ``|G(x) - x| / max`` map (where the generator acts).
 
-    Returns a dict of scalars plus ``per_slice`` arrays, ``translated``, ``rois``.
+    Returns a dict of scalars plus ``per_slice`` arrays, ``translated``, ``rois``. The classifier
+    scores on ``device`` (default :func:`~mrilib.run.device.default_device`).
     """
     cfg = gan.config
     threshold = float(cfg["roi_threshold"] if threshold is None else threshold)
@@ -126,7 +128,7 @@ def cyclegan_quality(gan: CystGAN, slices: SliceSet, classifier=None, threshold:
         rois=rois,
     )
     if classifier is not None:
-        s_in, s_out = lesion_scores(classifier, x), lesion_scores(classifier, gx)
+        s_in, s_out = lesion_scores(classifier, x, device=device), lesion_scores(classifier, gx, device=device)
         found, found_in = is_lesion(classifier, s_out), is_lesion(classifier, s_in)
         out["cyst_rate"] = float(found.mean())
         out["cyst_class_rate"] = float((found & (s_out["cyst"] > s_out["tumour"])).mean())
@@ -136,8 +138,10 @@ def cyclegan_quality(gan: CystGAN, slices: SliceSet, classifier=None, threshold:
     return out
 
 
-def factory(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, seed: int = 0):
+def factory(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, seed: int = 0, device=None):
     """The recipe's target transform ``transform(images, context) -> (G(images), lesion regions)``.
+
+    The CycleGAN translates on the host (``device`` is accepted for the recipes' common interface).
 
     Uses the run's trained CycleGAN (:class:`~mrilib.poison.cyclegan.CycleGANMissingError`
     when absent); its ``identity`` (stored in the manifest) is the generator's weights and
