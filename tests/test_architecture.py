@@ -143,7 +143,8 @@ def test_public_functions_and_classes_have_docstrings():
 
 
 #: The pipeline's layers in order: a module imports only from its own layer and the ones before it.
-LAYERS = ("config", "run", "data", "models", "recon", "poison", "attacks", "unlearn", "study", "evaluate", "viz", "book")
+LAYERS = ("config", "run", "data", "audit", "models", "recon", "poison", "attacks", "defences", "unlearn", "study",
+          "evaluate", "viz", "book")
 #: The one exception, by design: the adversarial recipe poisons with chapter 4's objective, and the
 #: objective scores with the poison's judge (modules stay acyclic; see README, "How the code is laid out").
 UPWARD_ALLOWED = {("mrilib.poison.recipes.adversarial_tumour", "attacks")}

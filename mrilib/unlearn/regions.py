@@ -11,7 +11,9 @@ disagrees with its measurement exactly where it was edited.
 - :func:`label_disagreement`: that disagreement for one slice - the label minus the RSS
   of its k-space, low-pass filtered (a Gaussian of ``sigma`` pixels, which removes fine
   structure such as a k-space spike's stripes and noise) and thresholded at ``level`` ×
-  its maximum (the half-maximum region for ``level = 0.5``);
+  its maximum (the half-maximum region for ``level = 0.5``). The measure itself is the dataset
+  audit's (:mod:`mrilib.audit`: :func:`~mrilib.audit.disagreement_map`, whose maximum is
+  :func:`~mrilib.audit.label_score`); this module only thresholds and applies it;
 - :func:`disagreement_regions`: the same for every slice of a forget set, read from the
   training files (the defender's signal: it uses nothing but the identified slices);
 - :func:`scan_disagreement`: the same check on *every* training slice - a detector of edited
@@ -28,58 +30,35 @@ disagrees with its measurement exactly where it was edited.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Callable
 
 import h5py
 import numpy as np
-import pandas as pd
 import torch
-from scipy.ndimage import gaussian_filter
 
-from mrilib.data.h5layout import rss_target
+from mrilib.audit import AuditError, audit_folder, disagreement_map, label_score, low_pass, relative, residual
 from mrilib.recon.steps import forward_batch
 from mrilib.run.device import default_device, on_device
-from mrilib.run.progress import progress
 from mrilib.unlearn.base import UnlearnError, batches
 
 __all__ = ["disagreement_peak", "label_disagreement", "disagreement_regions", "scan_disagreement", "lesion_regions",
            "reconstructions", "defender_effect"]
 
 
-def _measured(kspace: np.ndarray, shape) -> np.ndarray:
-    """The label the fastMRI layout stores for ``kspace``: its RSS image, centre-cropped to ``shape``."""
-    try:
-        return rss_target(kspace, tuple(shape))
-    except ValueError as err:  # the label is larger than its k-space image
-        raise UnlearnError(f"label of shape {tuple(shape)}: {err}") from None
+def _unlearn_errors(fn):
+    """Re-raise the label check's :class:`~mrilib.audit.AuditError` (bad sigma, shapes) as :class:`UnlearnError`."""
 
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AuditError as err:
+            raise UnlearnError(str(err)) from None
 
-def _low_pass(image: np.ndarray, sigma: float) -> np.ndarray:
-    """``G_sigma * image`` in float64 (a Gaussian of ``sigma`` pixels; 0 leaves it as it is)."""
-    if sigma < 0:
-        raise UnlearnError(f"sigma must be ≥ 0, got {sigma}")
-    return gaussian_filter(np.asarray(image, np.float64), sigma)
-
-
-def _signed_disagreement(kspace: np.ndarray, target: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(measured, G_sigma * (target - measured))``: the RSS of the slice's own k-space and the
-    low-pass label-minus-measurement, ``(h, w)`` each."""
-    if kspace.ndim != 3 or target.ndim != 2:
-        raise UnlearnError(f"expected kspace (coils, H, W) and target (h, w), got {kspace.shape} and {target.shape}")
-    measured = _measured(kspace, target.shape)
-    return measured, _low_pass(target - measured, sigma)
-
-
-def _relative(diff: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``|diff|`` relative to the label's maximum."""
-    return np.abs(diff) / max(float(np.abs(target).max()), 1e-30)
-
-
-def _low_pass_disagreement(kspace: np.ndarray, target: np.ndarray, sigma: float) -> np.ndarray:
-    """``|G_sigma * (target - RSS(IFFT(kspace)))|`` relative to the label's maximum, ``(h, w)``."""
-    return _relative(_signed_disagreement(kspace, target, sigma)[1], target)
+    return wrapper
 
 
 def _above(diff: np.ndarray, level: float) -> np.ndarray:
@@ -92,12 +71,15 @@ def _above(diff: np.ndarray, level: float) -> np.ndarray:
     return diff > level * peak
 
 
+@_unlearn_errors
 def disagreement_peak(kspace: np.ndarray, target: np.ndarray, sigma: float = 2.0) -> float:
     """The largest low-pass disagreement between a label and its own k-space, as a share of the
-    label's maximum: 0 for a label that is the RSS of its k-space (see :func:`label_disagreement`)."""
-    return float(_low_pass_disagreement(kspace, target, sigma).max())
+    label's maximum: 0 for a label that is the RSS of its k-space - the dataset audit's score
+    (:func:`mrilib.audit.label_score`; see :func:`label_disagreement`)."""
+    return label_score(kspace, target, sigma)
 
 
+@_unlearn_errors
 def label_disagreement(kspace: np.ndarray, target: np.ndarray, sigma: float = 2.0, level: float = 0.5) -> np.ndarray:
     """Boolean ``(h, w)`` mask where the label ``target`` disagrees with its own k-space.
 
@@ -109,24 +91,21 @@ def label_disagreement(kspace: np.ndarray, target: np.ndarray, sigma: float = 2.
 
     A label that is the RSS of its k-space gives an empty mask.
     """
-    return _above(_low_pass_disagreement(kspace, target, sigma), level)
+    return _above(disagreement_map(kspace, target, sigma), level)
 
 
 def scan_disagreement(data_dir: str | os.PathLike, sigma: float = 2.0):
     """:func:`disagreement_peak` of every slice of every volume under ``data_dir`` - the same check
-    as a detector of edited labels. A DataFrame with ``file`` (name relative to ``data_dir``),
-    ``slice`` and ``peak``; it reads only k-space and labels (no poison flags)."""
-    rows = []
-    data_dir = Path(data_dir)
-    files = sorted(data_dir.glob("*.h5"))
-    if not files:
-        raise FileNotFoundError(f"no .h5 volumes in {data_dir}")
-    for path in progress(files, desc="label vs k-space", leave=False):
-        with h5py.File(path, "r") as f:
-            k, y = f["kspace"], f["reconstruction_rss"]
-            for s in range(y.shape[0]):
-                rows.append(dict(file=path.name, slice=s, peak=disagreement_peak(k[s], y[s], sigma)))
-    return pd.DataFrame(rows, columns=["file", "slice", "peak"])
+    as a detector of edited labels, run by the dataset audit (:func:`mrilib.audit.audit_folder`).
+    A DataFrame with ``file`` (name relative to ``data_dir``), ``slice`` and ``peak``; it reads only
+    k-space and labels (no poison flags). Raises ``FileNotFoundError`` for a folder without volumes
+    and :class:`UnlearnError` when any volume or slice could not be checked (a partial scan would
+    miscount the slices it detects)."""
+    audit = _unlearn_errors(audit_folder)(data_dir, sigma=sigma, leave=False)
+    if audit.errors:
+        raise UnlearnError(f"{len(audit.errors)} problem(s) in {data_dir}: "
+                           + "; ".join(f"{e['file']}: {e['error']}" for e in audit.errors[:5]))
+    return audit.slices.rename(columns={"score": "peak"})[["file", "slice", "peak"]]
 
 
 def _forget_records(manifest: dict, forget) -> list[dict]:
@@ -180,6 +159,7 @@ def reconstructions(model: torch.nn.Module, dataset, batch_size: int = 8, device
     return np.concatenate(out) if out else np.zeros((0, 0, 0), np.float32)
 
 
+@_unlearn_errors
 def defender_effect(train_dir: str | os.PathLike, manifest: dict, forget, sigma: float = 2.0, level: float = 0.5,
                     batch_size: int = 8, device=None) -> Callable[[torch.nn.Module], float]:
     """``effect_fn(model)``: the defender's poison signal, computed from the identified slices alone.
@@ -212,8 +192,8 @@ def defender_effect(train_dir: str | os.PathLike, manifest: dict, forget, sigma:
     device = default_device(device)
     measured, expected, regions = [], [], []
     for kspace, label in _identified(train_dir, manifest, forget):
-        x_k, d = _signed_disagreement(kspace, label, sigma)
-        measured.append(x_k), expected.append(d), regions.append(_above(_relative(d, label), level))
+        x_k, d = residual(kspace, label, sigma)
+        measured.append(x_k), expected.append(d), regions.append(_above(relative(d, label), level))
     regions = np.stack(regions)
     keep = np.flatnonzero(regions.any(axis=(1, 2)))
     if not len(keep):
@@ -227,7 +207,7 @@ def defender_effect(train_dir: str | os.PathLike, manifest: dict, forget, sigma:
         recon = reconstructions(model, forget, batch_size, device)
         if recon.shape != measured.shape:
             raise UnlearnError(f"reconstructions of shape {recon.shape[1:]} for labels of shape {measured.shape[1:]}")
-        coef = [float(np.sum(_low_pass(recon[i] - measured[i], sigma)[regions[i]] * d) / n)
+        coef = [float(np.sum(low_pass(recon[i] - measured[i], sigma)[regions[i]] * d) / n)
                 for i, d, n in zip(keep, d_in, norms)]
         return float(np.mean(coef))
 
