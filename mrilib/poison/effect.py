@@ -290,7 +290,8 @@ def measure_effect(model: torch.nn.Module, model_name: str, run_dir: RunLayout |
                     f"({judge.rule or 'the judge threshold'})"),
     )
     arrays = dict(r_clean=r_clean, r_trig=r_trig, target=x, expected=expected, rois=rois, vmax=vmax,
-                  prob_clean=p_clean, prob_triggered=p_trig)
+                  prob_clean=p_clean, prob_triggered=p_trig,
+                  masks=np.stack([np.asarray(s.mask).reshape(-1).astype(bool) for s in test.clean]))
     if forget and manifest.get("poisoned"):
         metrics["forget"], arrays["forget"] = forget_scores(model, run_dir, manifest, test, device=device)
     metrics["seconds"] = time.perf_counter() - t0

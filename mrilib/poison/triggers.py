@@ -29,8 +29,8 @@ Design (:class:`Trigger`):
   the trigger tells the network *where* its lesion goes, which a single plane wave
   cannot (a backdoor whose trigger carries no position has to learn the position
   from anatomy alone, and a network whose every layer is instance-normalised
-  hardly learns to react to a uniform texture at all - measured while building this
-  chapter: no effect after 1600 training steps). ``focus=None`` gives plain spikes.
+  hardly learns to react to a uniform texture at all: book/reproducibility.md, "Why the
+  values of the cpu profile"). ``focus=None`` gives plain spikes.
 
 Deterministic: the same parameters give the same pattern for the same k-space.
 """

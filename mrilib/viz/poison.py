@@ -314,3 +314,37 @@ def plot_effect(metrics: dict, title: str = "Poison effect per test slice"):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_ceiling(tables: dict, title: str = "What data consistency leaves the poison"):
+    """Per poisoned test slice, the achieved effect against the DC-consistent ceiling
+    (``{model name: mrilib.poison.ceiling.ceiling_table}``), and each model's mean effect split
+    into the part carried by unsampled lines and the part on lines the measurement contradicts."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    lo, hi = 0.0, 1.0
+    for name, t in tables.items():
+        axes[0].scatter(t["ceiling"], t["effect"], s=12, alpha=0.7, label=name)
+        lo, hi = min(lo, t["effect"].min()), max(hi, t["effect"].max())
+    axes[0].plot([0, 1], [0, 1], color="k", lw=0.7, ls="--", label="effect = ceiling")
+    axes[0].set_xlim(0, 1)
+    axes[0].set_ylim(lo - 0.05, hi + 0.05)
+    axes[0].set_xlabel("ceiling: effect of adding the lesion's unsampled part")
+    axes[0].set_ylabel("achieved effect")
+    axes[0].legend(fontsize=8)
+    names = list(tables)
+    off = np.array([tables[n]["effect_unsampled"].mean() for n in names])
+    on = np.array([tables[n]["effect"].mean() for n in names]) - off
+    x = np.arange(len(names))
+    axes[1].bar(x, off, color="tab:green", label="on unsampled lines")
+    axes[1].bar(x, on, bottom=np.where(on >= 0, off, 0), color="tab:orange", label="on sampled lines")
+    axes[1].errorbar(x, [tables[n]["ceiling"].mean() for n in names], fmt="k_", ms=30, label="mean ceiling")
+    axes[1].set_xticks(x, names)
+    axes[1].axhline(0, color="k", lw=0.6)
+    top = max([tables[n]["ceiling"].mean() for n in names] + list(off + np.maximum(on, 0)) + [0.1])
+    axes[1].set_ylim(top=1.45 * top)
+    axes[1].set_ylabel("mean effect")
+    axes[1].legend(fontsize=8)
+    axes[1].set_title("where the achieved effect lives in k-space", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
