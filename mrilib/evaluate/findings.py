@@ -27,7 +27,7 @@ from mrilib.evaluate.uncertainty import ALL_SEEDS, compare, interval_of, ranked
 __all__ = ["SSIM_TOLERANCE", "TARGET", "REGION_SSD", "BACKDOOR_TARGET", "baseline_summary", "beats_baselines",
            "varnet_findings",
            "backdoor_verdict", "poison_findings",
-           "best_keeping_utility", "meets_target", "unlearning_findings", "consistency_findings", "evaluation_findings",
+           "best_keeping_utility", "meets_target", "unlearning_findings", "consistency_findings", "sanitiser_findings", "evaluation_findings",
            "STRESS_GAP", "stress_findings", "headline_findings"]
 
 #: clean-test SSIM a method may lose against `poisoned` and still count as keeping utility
@@ -346,6 +346,34 @@ def consistency_findings(scan: pd.DataFrame, manifest: dict) -> str:
                 "with them - and this chapter uses the check only to find the region on slices already identified.")
     return (head + f": above the largest clean value it finds {caught} of the {flag.sum()} poisoned slices, so it "
             "does not replace the identification this chapter assumes.")
+
+
+def sanitiser_findings(table: pd.DataFrame, max_ssim_cost: float = 0.005, min_cut: float = 0.9) -> str:
+    """What sanitising every input against RF spikes does (chapter 5, Markdown bullets), from
+    :func:`~mrilib.evaluate.sanitiser.sanitiser_tables`: per variant, the trigger found, the false
+    alarms, the poisoned model's effect before and after and the clean model's SSIM cost, against the
+    targets ``effect cut >= min_cut`` at ``SSIM cost <= max_ssim_cost``."""
+    out = []
+    for variant, t in table.groupby("variant", sort=False):
+        rows = t.set_index("model")
+        if "poisoned" not in rows.index or "clean" not in rows.index:
+            continue
+        pois, clean = rows.loc["poisoned"], rows.loc["clean"]
+        left = pois["effect left"]
+        cut = 1 - left if np.isfinite(left) else float("nan")
+        cost = max(clean["SSIM cost"], pois["SSIM cost"])
+        verdict = ("it stops this backdoor at no measurable cost" if np.isfinite(cut) and cut >= min_cut
+                   and cost <= max_ssim_cost else
+                   "the poisoned model showed no effect to cut" if not np.isfinite(cut) else
+                   f"short of a {100 * min_cut:.0f} % cut at ≤ {max_ssim_cost} SSIM")
+        out.append(f"- `{variant}`: the sanitiser finds every spike of the trigger in "
+                   f"{100 * pois['trigger found']:.0f} % of the triggered test inputs and raises a false alarm on "
+                   f"{100 * pois['false alarms']:.0f} % of the clean ones. The poisoned model's effect goes from "
+                   f"{pois['effect']:.3f} to {pois['effect sanitised']:.3f}"
+                   + (f" (cut by {100 * cut:.0f} %)" if np.isfinite(cut) else "")
+                   + f", its success rate from {100 * pois['success']:.0f} % to {100 * pois['success sanitised']:.0f} %;"
+                   f" clean-test SSIM changes by at most {cost:.4f}: {verdict}.")
+    return "\n".join(out) if out else "- No variant with a clean and a poisoned model was measured."
 
 
 def evaluation_findings(table: pd.DataFrame, profile, fraction: float, robustness: pd.DataFrame | None = None) -> str:
