@@ -453,3 +453,26 @@ def test_pool_stores_every_artefact_and_recomputes_only_what_is_missing(smoke_bo
         return {k: v for k, v in r["metrics"].items() if k != "seconds"}
 
     assert measured(again) == measured(stored) and again["info"]["alpha"] == stored["info"]["alpha"]
+
+
+def test_relabel_and_finetune_trains_the_triggered_slices_on_their_measured_labels(toy):
+    from mrilib.study.sets import Relabelled
+    from mrilib.unlearn.gradient import finetune
+
+    model, forget, retain = toy
+    # what the forget slices' own measurement says: the image without the painted blob
+    labels = np.stack([forget[i].target.numpy() - blob().numpy() for i in range(len(forget))])
+    relabelled = Relabelled(forget, labels)
+    assert torch.allclose(relabelled[0].target, forget[0].target - blob())
+    assert torch.equal(relabelled[0].masked_kspace, forget[0].masked_kspace)  # the inputs, trigger included, stay
+    hp = dict(steps=20, lr=0.05, batch_size=4, seed=0)
+    plain = finetune(model, forget, retain, **hp)
+    on_poison = finetune(model, forget, retain, include_forget=True, **hp)
+    fixed = finetune(model, relabelled, retain, include_forget=True, **hp)
+    # retain slices carry no trigger: b gets no gradient from them; only the triggered forget slices move it,
+    # up towards the blob with their poisoned labels (measured 1.71), not with the measured ones (1.06)
+    assert float(plain.model.b) == pytest.approx(1.0)
+    assert float(fixed.model.b) < float(on_poison.model.b) - 0.4 and fixed.info["include_forget"]
+    assert float(model.b) == 1.0  # the poisoned model is never modified
+    with pytest.raises(UnlearnError, match="labels for a forget set"):
+        Relabelled(forget, labels[:2])

@@ -53,10 +53,10 @@ from mrilib.run.progress import progress as progress_bar
 from mrilib.study.plan import Run, plan_runs
 from mrilib.study.references import PoisonedRun
 from mrilib.study.results import results_table
-from mrilib.study.sets import unlearning_sets
+from mrilib.study.sets import Relabelled, unlearning_sets
 from mrilib.unlearn.base import UnlearnError
 from mrilib.unlearn.methods import unlearn
-from mrilib.unlearn.regions import defender_effect, disagreement_regions, reconstructions
+from mrilib.unlearn.regions import defender_effect, disagreement_regions, measured_labels, reconstructions
 
 __all__ = ["validation_utility", "run_or_load", "stored_result", "load_unlearnt",
            "comparison_models", "Study", "StudyInputs", "study_inputs", "unlearning_study"]
@@ -110,7 +110,8 @@ def run_or_load(run: Run, poisoned: torch.nn.Module, sets: Callable, evaluate: C
     Args:
         run: the run.
         poisoned: the poisoned model (never modified).
-        sets: ``sets(fraction) -> (forget, retain)``.
+        sets: ``sets(fraction, relabel=False) -> (forget, retain)``; ``relabel=True`` gives the forget set
+            with the labels its own k-space gives (a run with ``relabel=True`` in its hyper-parameters).
         evaluate: ``evaluate(model, label) -> dict`` of metrics (test poison effect, utility…).
         run_dir: the run folder (or its :class:`~mrilib.run.layout.RunLayout`); the run goes to
             ``unlearn/<variant>/<label>/``.
@@ -131,8 +132,9 @@ def run_or_load(run: Run, poisoned: torch.nn.Module, sets: Callable, evaluate: C
     weights = lay.unlearn_weights(variant, run.label)
 
     def compute() -> dict:
-        forget, retain = sets(run.fraction)
         hp = dict(run.hp)
+        relabel = bool(hp.pop("relabel", False))
+        forget, retain = sets(run.fraction, relabel=True) if relabel else sets(run.fraction)
         region = bool(hp.pop("region", False))
         if region and (run.method != "ssd-tuned" or signals is None):
             raise UnlearnError(f"run {run.label}: region targeting needs tuned SSD and the defender's signals")
@@ -209,7 +211,7 @@ class StudyInputs:
     defender's selection signals, the poisoned model's digest and the run folder."""
 
     runs: list
-    sets: Callable  # sets(fraction) -> (forget, retain)
+    sets: Callable  # sets(fraction, relabel=False) -> (forget, retain); relabel: the measured labels
     signals: Callable  # signals(forget, region=False) -> keyword arguments of the selecting methods
     digest: str
     layout: RunLayout
@@ -226,10 +228,14 @@ def study_inputs(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.Pat
     cfg = training_config(p, seed=ctx.seed)
     cache = {}
 
-    def sets(f):
-        if f not in cache:
-            cache[f] = unlearning_sets(ctx.train_dir, ctx.manifest, f, cfg)
-        return cache[f]
+    def sets(f, relabel: bool = False):
+        if (f, relabel) not in cache:
+            if relabel:
+                forget, retain = sets(f)
+                cache[f, relabel] = Relabelled(forget, measured_labels(ctx.train_dir, ctx.manifest, forget)), retain
+            else:
+                cache[f, relabel] = unlearning_sets(ctx.train_dir, ctx.manifest, f, cfg)
+        return cache[f, relabel]
 
     utility_fn, n_val = validation_utility(lay.split("val"), p, device=device)
 

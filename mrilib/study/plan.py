@@ -61,6 +61,9 @@ DEFAULT_PLAN = (
     ("ga", "Gradient ascent", "gradient-ascent", dict(steps="steps"), False),
     ("ga-ft", "Gradient ascent + FT", "gradient-ascent", dict(steps="steps", retain_weight=1.0), False),
     ("cf", "Fine-tune (CF)", "finetune", dict(steps="steps"), True),
+    # the corrective baseline of a defender who trusts the measurement: the identified labels replaced by
+    # what their own k-space gives, then fine-tuning on the whole (corrected) training set
+    ("relabel-ft", "Relabel + fine-tune", "finetune", dict(steps="steps", relabel=True, include_forget=True), True),
 )
 
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from mrilib.data.training import TrainSlices
-from mrilib.unlearn.base import UnlearnError
+from mrilib.unlearn.base import UnlearnError, set_epoch
 
-__all__ = ["SliceSubset", "forget_ids", "unlearning_sets"]
+__all__ = ["SliceSubset", "Relabelled", "forget_ids", "unlearning_sets"]
 
 
 class SliceSubset(Dataset):
@@ -70,6 +72,32 @@ def forget_ids(manifest: dict, fraction: float | None = None, ids=None) -> list[
     if unknown:
         raise UnlearnError(f"forget ids {unknown[:5]} are not poisoned slices of this manifest")
     return ids
+
+
+class Relabelled(Dataset):
+    """A forget set whose labels are replaced by ``labels`` (``(N, h, w)``, in its order), e.g. what each
+    slice's own k-space gives (:func:`~mrilib.unlearn.regions.measured_labels`); keeps ``set_epoch``."""
+
+    def __init__(self, forget: Dataset, labels):
+        if len(labels) != len(forget):
+            raise UnlearnError(f"{len(labels)} labels for a forget set of {len(forget)} slices")
+        self.forget = forget
+        self.labels = torch.as_tensor(np.asarray(labels, np.float32))
+        self.identity = dict(getattr(forget, "identity", {}), relabelled="measured")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the undersampling masks of ``epoch`` in the forget set (see ``TrainSlices``)."""
+        set_epoch(self.forget, epoch)
+
+    def __len__(self) -> int:
+        return len(self.forget)
+
+    def __getitem__(self, i: int):
+        sample = self.forget[i]
+        if tuple(sample.target.shape) != tuple(self.labels[i].shape):
+            raise UnlearnError(f"relabelled slice {i}: label {tuple(self.labels[i].shape)} for a target of "
+                               f"{tuple(sample.target.shape)}")
+        return sample._replace(target=self.labels[i])
 
 
 def unlearning_sets(train_dir: str | os.PathLike, manifest: dict, fraction: float, cfg: dict,

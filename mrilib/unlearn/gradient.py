@@ -37,6 +37,7 @@ from mrilib.unlearn.base import (
     check_positive,
     cycle,
     timed_copy,
+    union,
 )
 
 __all__ = ["finetune_steps", "finetune", "noisy_labels", "gradient_ascent", "bad_teacher"]
@@ -90,15 +91,18 @@ def _guard(model, retain, batch_size, counter, max_rise):
 
 
 def finetune(model, forget, retain, steps: int = 100, lr: float = 1e-4, batch_size: int = 4,
-             seed: int = 0, device=None) -> UnlearnResult:
-    """CF: fine-tune the poisoned model on retain data only (the forget set is not used)."""
+             seed: int = 0, include_forget: bool = False, device=None) -> UnlearnResult:
+    """CF: fine-tune the poisoned model on retain data only (the forget set is not used); with
+    ``include_forget``, on forget ∪ retain - the corrective baseline when the forget set's labels have
+    been corrected (:class:`~mrilib.study.sets.Relabelled`: relabel + fine-tune)."""
     check_inputs(model, forget, retain, need_retain=True)
     check_positive(steps=steps, lr=lr, batch_size=batch_size)
     work, start = timed_copy(model, device)
     counter = PassCounter()
-    log = finetune_steps(work, retain, steps, lr, batch_size, counter, seed)
+    data = union(forget, retain) if include_forget else retain
+    log = finetune_steps(work, data, steps, lr, batch_size, counter, seed)
     return UnlearnResult(work, time.perf_counter() - start, counter.forward, counter.backward,
-                         dict(method="finetune", steps=log["steps"], lr=lr))
+                         dict(method="finetune", steps=log["steps"], lr=lr, include_forget=bool(include_forget)))
 
 
 def _forget_objective(model, forget, retain, forget_term: Callable, name: str, steps: int, lr: float,

@@ -39,12 +39,14 @@ import h5py
 import numpy as np
 import torch
 
-from mrilib.audit import AuditError, audit_folder, disagreement_map, label_score, low_pass, relative, residual
+from mrilib.audit import (AuditError, audit_folder, disagreement_map, label_score, low_pass, measured_label, relative,
+                          residual)
 from mrilib.recon.steps import forward_batch
 from mrilib.run.device import default_device, on_device
 from mrilib.unlearn.base import UnlearnError, batches
 
 __all__ = ["disagreement_peak", "label_disagreement", "disagreement_regions", "scan_disagreement", "lesion_regions",
+           "measured_labels",
            "reconstructions", "defender_effect"]
 
 
@@ -123,6 +125,13 @@ def _identified(train_dir: str | os.PathLike, manifest: dict, forget):
         with h5py.File(Path(train_dir) / r["file"], "r") as f:
             s = int(r["slice"])
             yield f["kspace"][s], f["reconstruction_rss"][s]
+
+
+def measured_labels(train_dir: str | os.PathLike, manifest: dict, forget) -> np.ndarray:
+    """``(N, h, w)``: the label each forget slice's own k-space gives (the RSS of its inverse FFT,
+    centre-cropped: :func:`mrilib.audit.measured_label`), in the forget set's order - what a defender
+    who trusts the measurement puts in place of an edited label."""
+    return np.stack([measured_label(k, y.shape) for k, y in _identified(train_dir, manifest, forget)]).astype(np.float32)
 
 
 def disagreement_regions(train_dir: str | os.PathLike, manifest: dict, forget, sigma: float = 2.0,
