@@ -17,6 +17,12 @@ Usage::
 
     python bench/train_throughput.py --profiles smoke,cpu --steps 20
     python bench/train_throughput.py --profiles gpu --steps 50 --compile   # on a GPU
+    python bench/train_throughput.py --profiles cpu --levers               # every lever, one run
+
+``--levers`` measures our step once per lever, each against the same reference: fp32, bf16
+autocast (on a CPU it needs native bf16, e.g. AMX-BF16 / AVX512-BF16, to pay), ``torch.compile``,
+both, ``channels_last`` and a doubled batch (slices/s; a larger batch changes the optimisation,
+so it is a lever only with a retuned learning rate).
 """
 
 from __future__ import annotations
@@ -56,8 +62,21 @@ def _samples(profile, n: int, seed: int = 0):
     return out
 
 
-def _worker(kind: str, profile_name: str, steps: int, device: str, compile_: bool, threads: int | None, queue):
-    """Run one measurement (``kind`` = ours | reference) and put the result on ``queue``."""
+#: ``--levers``: name -> options of our step (amp: the profile's | "bf16" | "off"; batch: x the profile's)
+LEVERS = {
+    "fp32": dict(amp="off"),
+    "bf16 autocast": dict(amp="bf16"),
+    "compile": dict(amp="off", compile=True),
+    "bf16 + compile": dict(amp="bf16", compile=True),
+    "channels_last": dict(amp="off", channels_last=True),
+    "batch x2, bf16": dict(amp="bf16", batch=2),
+}
+
+
+def _worker(kind: str, profile_name: str, steps: int, device: str, compile_: bool, threads: int | None, queue,
+            options: dict | None = None):
+    """Run one measurement (``kind`` = ours | reference) and put the result on ``queue``; ``options``
+    (one of :data:`LEVERS`) override our step's autocast, compile, memory format and batch."""
     import torch
 
     from mrilib.config import get_profile
@@ -73,13 +92,17 @@ def _worker(kind: str, profile_name: str, steps: int, device: str, compile_: boo
     t = cfg["train"]
     dev = torch.device(device)
     ours = kind == "ours"
-    bs = int(t["batch_size"]) if ours else 1
+    opts = dict(options or {})
+    compile_ = bool(opts.get("compile", compile_))
+    bs = int(t["batch_size"]) * int(opts.get("batch", 1)) if ours else 1
     samples = _samples(p, max(bs, 2))
     batch = collate_slices(samples[:bs])
     model = build_varnet(cfg["model"], seed=0).to(dev)
+    if ours and opts.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
     if ours:
         opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
-        amp = amp_dtype(t["amp"], dev)
+        amp = amp_dtype(opts.get("amp", t["amp"]), dev)
         net = torch.compile(model) if compile_ else model
         loss_fn = make_loss(t["l1_weight"])
         clip = t["grad_clip"]
@@ -126,11 +149,11 @@ def _worker(kind: str, profile_name: str, steps: int, device: str, compile_: boo
                    model="{num_cascades}/{chans}/{pools}".format(**cfg["model"])))
 
 
-def measure(kind, profile, steps, device, compile_, threads) -> dict:
+def measure(kind, profile, steps, device, compile_, threads, options: dict | None = None) -> dict:
     """One measurement in a fresh process (clean peak memory)."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    proc = ctx.Process(target=_worker, args=(kind, profile, steps, device, compile_, threads, q))
+    proc = ctx.Process(target=_worker, args=(kind, profile, steps, device, compile_, threads, q, options))
     proc.start()
     while True:  # a worker that dies (import error, out of memory) must not leave us waiting forever
         try:
@@ -158,8 +181,11 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model in our loop")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    ap.add_argument("--levers", action="store_true", help="measure every lever of LEVERS against the reference")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
+    if args.levers:
+        return _levers(args)
     rows = []
     for name in args.profiles.split(","):
         res = {k: measure(k, name.strip(), args.steps, args.device, args.compile, args.threads)
@@ -174,6 +200,29 @@ def main(argv=None) -> list[dict]:
                   f"{x['infer_slices_per_s']:>11.2f} {x['step_s']:>8.3f} {x['peak_mib']:>9.0f}")
         print(f"  ratio ours/reference: training {o['train_slices_per_s'] / r['train_slices_per_s']:.2f}x, "
               f"inference {o['infer_slices_per_s'] / r['infer_slices_per_s']:.2f}x  (peak: {o['peak_kind']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+def _levers(args) -> list[dict]:
+    """``--levers``: the reference once, then our step with each lever, with its ratio (one table per profile)."""
+    rows = []
+    for name in args.profiles.split(","):
+        ref = measure("reference", name.strip(), args.steps, args.device, False, args.threads)
+        ref["lever"] = "fastMRI loop (reference)"
+        rows.append(ref)
+        print(f"\n[{name}] {ref['image']}, VarNet cascades/chans/pools {ref['model']}, device {args.device}")
+        print(f"  {'lever':<26} {'batch':>5} {'train sl/s':>11} {'x ref':>6} {'infer sl/s':>11} {'x ref':>6} {'peak MiB':>9}")
+        for lever, opts in [(None, None)] + list(LEVERS.items()):
+            x = ref if lever is None else measure("ours", name.strip(), args.steps, args.device, False, args.threads,
+                                                  opts)
+            if lever is not None:
+                x["lever"] = lever
+                rows.append(x)
+            print(f"  {x['lever']:<26} {x['batch']:>5} {x['train_slices_per_s']:>11.2f} "
+                  f"{x['train_slices_per_s'] / ref['train_slices_per_s']:>6.2f} {x['infer_slices_per_s']:>11.2f} "
+                  f"{x['infer_slices_per_s'] / ref['infer_slices_per_s']:>6.2f} {x['peak_mib']:>9.0f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return rows

@@ -392,6 +392,30 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def _dry_run(p: Profile) -> Profile:
+    """``p`` with its architecture, image size, coils and every configuration branch kept, and every count
+    cut to the least that still runs each step: a few subjects and slices, one epoch or step per training,
+    the shortest searches. It executes a big profile's code paths on a CPU in minutes (no science)."""
+    r = dataclasses.replace
+    return r(
+        p, name=f"{p.name}-dry",
+        description=f"The {p.name} profile's sizes and branches with tiny counts: proves its code paths on a CPU.",
+        data=r(p.data, subjects={"train": 2, "val": 1, "test": 1, "final": 1}, slices_per_subject=2),
+        train=r(p.train, epochs=1),
+        poison=r(p.poison, classifier=r(p.poison.classifier, epochs=1, lesion_variants=1),
+                 cyclegan=r(p.poison.cyclegan, iterations=2, ckpt_every=1)),
+        unlearn=r(p.unlearn, steps=1, tuning_fractions=(1e-3,)),
+        adversarial=r(p.adversarial, steps=1, universal_steps=1, universal_batch=2,
+                      stress=r(p.adversarial.stress, eps_list=p.adversarial.stress.eps_list[:1], steps=1,
+                               max_slices=1)),
+    )
+
+
+#: ``gpu-dry``: the ``gpu`` profile's model (12 cascades x 18 channels), 256² x 12 coils and every branch
+#: of its configuration, with tiny counts, executed on a CPU (``make book PROFILE=gpu-dry``).
+PROFILES["gpu-dry"] = _dry_run(PROFILES["gpu"])
+
+
 def get_profile(name: str | Profile) -> Profile:
     """Return the profile called ``name`` (a :class:`Profile` passes through).
 

@@ -39,8 +39,16 @@ import h5py
 import numpy as np
 import torch
 
-from mrilib.audit import (AuditError, audit_folder, disagreement_map, label_score, low_pass, measured_label, relative,
-                          residual)
+from mrilib.audit import (
+    AuditError,
+    audit_folder,
+    disagreement_map,
+    label_score,
+    low_pass,
+    measured_label,
+    relative,
+    residual,
+)
 from mrilib.recon.steps import forward_batch
 from mrilib.run.device import default_device, on_device
 from mrilib.unlearn.base import UnlearnError, batches
