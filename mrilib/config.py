@@ -251,6 +251,7 @@ class UnlearnConfig:
     alphas: tuple[float, ...] | None = None  # tuned SSD's α grid; None: set by the share dampened
     tuning_fractions: tuple[float, ...] | None = None  # tuned SSD's grid of shares; None: ssd.TUNING_FRACTIONS
     rewod_fractions: tuple[float, ...] = ()  # f at which "retrain without the identified" runs
+    dose_shares: tuple[float, ...] | None = None  # chapter 5's dose-response grid; None: study.diagnose.DOSES
     recipes: tuple[str, ...] = (MAIN_RECIPE,)  # poison recipes unlearnt
     workers: int = 1  # processes for the retrainings and runs on a CPU-only machine
 
@@ -400,11 +401,15 @@ def _dry_run(p: Profile) -> Profile:
     return r(
         p, name=f"{p.name}-dry",
         description=f"The {p.name} profile's sizes and branches with tiny counts: proves its code paths on a CPU.",
-        data=r(p.data, subjects={"train": 2, "val": 1, "test": 1, "final": 1}, slices_per_subject=2),
+        data=r(p.data, subjects={"train": 2, "val": 1, "test": 2, "final": 2}, slices_per_subject=1),
         train=r(p.train, epochs=1),
-        poison=r(p.poison, classifier=r(p.poison.classifier, epochs=1, lesion_variants=1),
+        poison=r(p.poison, identified_fractions=(0.25, 1.0),
+                 classifier=r(p.poison.classifier, epochs=1, lesion_variants=1),
                  cyclegan=r(p.poison.cyclegan, iterations=2, ckpt_every=1)),
-        unlearn=r(p.unlearn, steps=1, tuning_fractions=(1e-3,)),
+        # the methods of every f at one f; rewod at f < 1 and at f = 1 (the oracle's training, reused); the main
+        # recipe only: unlearning the second is the same code at every size, which the smoke profile runs
+        unlearn=r(p.unlearn, steps=1, tuning_fractions=(1e-3,), dose_shares=(1e-3,), fractions=(0.25,),
+                  rewod_fractions=(0.25, 1.0), recipes=(MAIN_RECIPE,)),
         adversarial=r(p.adversarial, steps=1, universal_steps=1, universal_batch=2,
                       stress=r(p.adversarial.stress, eps_list=p.adversarial.stress.eps_list[:1], steps=1,
                                max_slices=1)),
