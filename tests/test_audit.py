@@ -246,3 +246,23 @@ def test_bad_arguments_are_rejected(tmp_path, subjects, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path), "--threshold", "-1"])
     assert exit_.value.code == 2 and "threshold must be > 0" in capsys.readouterr().err
+
+
+def test_labels_that_are_not_the_rss_of_their_kspace_are_said_to_be_unauditable(tmp_path):
+    """M4RAW with averaged repetitions: its references are the mean RSS over repetitions, legitimately not the
+    RSS of the stored (first) repetition; the converter says so and the audit reports it instead of flagging."""
+    from dataset_fixtures import FIXTURE_WRITERS
+    from mrilib.data import prepare_dataset
+    from mrilib.data.h5layout import LABEL_SOURCE
+
+    FIXTURE_WRITERS["m4raw"](tmp_path / "raw")
+    for option, auditable in (("m4raw", True), ("m4raw:average_repetitions=true", False)):
+        run = tmp_path / option.replace(":", "_")
+        prepare_dataset("smoke", run, seed=0, data_root=tmp_path / "raw", dataset=option, progress=False)
+        result = audit_folder(run / "data" / "train", leave=False)
+        if auditable:
+            assert result.checked and not result.slices["flagged"].any() and not result.errors
+        else:
+            assert not result.checked and result.errors
+            assert all("cannot audit" in e["error"] and LABEL_SOURCE in e["error"] for e in result.errors)
+            assert all("repetitions" in e["error"] for e in result.errors)

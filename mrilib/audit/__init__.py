@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter
 
-from mrilib.data.h5layout import rss_target
+from mrilib.data.h5layout import LABEL_SOURCE, rss_target
 from mrilib.run.io import is_hidden_or_temporary, write_json
 from mrilib.run.progress import progress
 
@@ -178,6 +178,10 @@ def _score_file(path: Path, sigma: float) -> tuple[list[tuple[int, float]], list
         return [], [f"not a readable HDF5 file ({_one_line(err)})"]
     scores, errors = [], []
     with f:
+        source = f.attrs.get(LABEL_SOURCE)
+        if source is not None:  # e.g. M4RAW's repetition-averaged references: another reference is needed
+            return [], [f"cannot audit: its labels are {source}, not the RSS of its k-space "
+                        f"(attribute {LABEL_SOURCE!r})"]
         try:
             k, y = _open_pair(f)
         except AuditError as err:

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from mrilib.config import Profile, get_profile
 from mrilib.data.datasets import DATASETS, assign_splits, parse_dataset_spec, select_volumes, slug, split_origins
 from mrilib.data.formats.base import DataFormatError, SliceSample, VolumeRef, rss_np, stable_seed
-from mrilib.data.h5layout import ismrmrd_header, write_volume
+from mrilib.data.h5layout import LABEL_SOURCE, ismrmrd_header, write_volume
 from mrilib.data.manifest import SPLITS, build_or_load, remove_stale_volumes, split_subjects
 from mrilib.data.resample import ifft2c_np
 from mrilib.run.cache import canonical, digest
@@ -61,7 +61,7 @@ __all__ = [
     "write_run_volume",
 ]
 
-REAL_DATA_VERSION = 2  # bump when the conversion changes, so cached runs are rebuilt
+REAL_DATA_VERSION = 3  # bump when the conversion changes, so cached runs are rebuilt
 
 
 def choose_slices(num_slices: int, wanted: int) -> list[int]:
@@ -246,13 +246,16 @@ def _assemble(samples: list[SliceSample], size: int, num_coils: int | None) -> d
         else:
             refs.append(None)
     explicit_target = any(r is not None for r in refs)
+    averaged = any(s.target is None and s.reference_kspace is not None for s in fitted)
     target = np.stack(
         [r if r is not None else rss_np(ifft2c_np(k)) for r, k in zip(refs, kspace)]
     ).astype(np.float32)
     scale = float(np.percentile(target, 99.5)) or 1.0
     scale = 1.0 / scale
     out = dict(kspace=(kspace * scale).astype(np.complex64), acquired=(lo, hi), scale=scale,
-               target=(target * scale) if explicit_target else None, extras={})
+               target=(target * scale) if explicit_target else None, extras={},
+               label_source=None if not explicit_target else
+               "the mean RSS over the scan's repetitions" if averaged else "the dataset's own reference images")
     if all(s.image is not None for s in fitted):
         out["extras"]["image"] = (np.stack([s.image for s in fitted]) * scale).astype(np.complex64)
     if all(s.sens_maps is not None for s in fitted):
@@ -358,6 +361,7 @@ def _convert(p: Profile, fmt, name: str, root: Path, out_root: Path, seed: int, 
             field_strength_t=float(meta.get("field_strength_t") or 3.0),
             extras=data["extras"],
             attrs=dict(
+                **({LABEL_SOURCE: data["label_source"]} if data["label_source"] else {}),
                 noise_sigma=data["noise_sigma"],
                 intensity_scale=data["scale"],
                 dataset=name,

@@ -27,6 +27,7 @@ from mrilib.run.io import atomic_path
 
 __all__ = [
     "DataFormatError",
+    "LABEL_SOURCE",
     "ismrmrd_header",
     "write_volume",
     "validate_volume",
@@ -40,6 +41,12 @@ _NS = "http://www.ismrm.org/ISMRMRD"
 
 class DataFormatError(ValueError):
     """A data file does not have the layout its reader expects (names the file)."""
+
+
+#: The attribute of a volume whose labels are not the RSS of its own k-space, saying what they are instead
+#: (e.g. M4RAW's references averaged over repetitions); the dataset audit (:mod:`mrilib.audit`) then says
+#: it cannot check them.
+LABEL_SOURCE = "label_source"
 
 
 def ismrmrd_header(
