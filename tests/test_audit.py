@@ -266,3 +266,6 @@ def test_labels_that_are_not_the_rss_of_their_kspace_are_said_to_be_unauditable(
             assert not result.checked and result.errors
             assert all("cannot audit" in e["error"] and LABEL_SOURCE in e["error"] for e in result.errors)
             assert all("repetitions" in e["error"] for e in result.errors)
+        if not auditable:  # asked to, it scores them anyway: averaged labels depart from one repetition
+            scored = audit_folder(run / "data" / "train", leave=False, all_labels=True)
+            assert scored.checked and not scored.errors and scored.slices["flagged"].all()

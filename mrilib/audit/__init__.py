@@ -169,7 +169,7 @@ def _open_pair(f: h5py.File) -> tuple[h5py.Dataset, h5py.Dataset]:
     return k, y
 
 
-def _score_file(path: Path, sigma: float) -> tuple[list[tuple[int, float]], list[str]]:
+def _score_file(path: Path, sigma: float, all_labels: bool = False) -> tuple[list[tuple[int, float]], list[str]]:
     """``([(slice, score), …], [error, …])`` of one volume: a file-level problem gives no scores
     and one error; an unreadable or non-finite slice gives an error for that slice only."""
     try:
@@ -179,7 +179,7 @@ def _score_file(path: Path, sigma: float) -> tuple[list[tuple[int, float]], list
     scores, errors = [], []
     with f:
         source = f.attrs.get(LABEL_SOURCE)
-        if source is not None:  # e.g. M4RAW's repetition-averaged references: another reference is needed
+        if source is not None and not all_labels:  # e.g. M4RAW's repetition-averaged references: another reference is needed
             return [], [f"cannot audit: its labels are {source}, not the RSS of its k-space "
                         f"(attribute {LABEL_SOURCE!r})"]
         try:
@@ -274,7 +274,7 @@ class AuditResult:
 
 
 def audit_folder(data_dir: str | os.PathLike, threshold: float = DEFAULT_THRESHOLD, sigma: float = DEFAULT_SIGMA,
-                 leave: bool = True) -> AuditResult:
+                 leave: bool = True, all_labels: bool = False) -> AuditResult:
     """Score every slice of every ``.h5`` volume directly under ``data_dir`` (:func:`label_score`).
 
     Args:
@@ -284,6 +284,9 @@ def audit_folder(data_dir: str | os.PathLike, threshold: float = DEFAULT_THRESHO
             :data:`DEFAULT_THRESHOLD`).
         sigma: the score's low-pass width in pixels (≥ 0).
         leave: keep the progress bar after it finishes (``False`` for a nested bar).
+        all_labels: also score the volumes whose labels say they are not the RSS of their k-space
+            (attribute :data:`~mrilib.data.h5layout.LABEL_SOURCE`; by default each is one "cannot audit"
+            error), e.g. to show how far such labels depart from their measurement.
 
     A file without ``kspace`` or ``reconstruction_rss``, an unreadable file, or shapes that
     cannot match give one entry in ``errors`` naming the file, and the others are still
@@ -299,7 +302,7 @@ def audit_folder(data_dir: str | os.PathLike, threshold: float = DEFAULT_THRESHO
     rows, errors = [], []
     for path in progress(files, desc="label vs k-space", unit="file", leave=leave):
         name = path.relative_to(data_dir).as_posix()
-        scores, problems = _score_file(path, sigma)
+        scores, problems = _score_file(path, sigma, all_labels)
         rows += [(name, s, score, score > threshold) for s, score in scores]
         errors += [dict(file=name, error=p) for p in problems]
     slices = pd.DataFrame(rows, columns=_COLUMNS).astype({"slice": int, "score": float, "flagged": bool})

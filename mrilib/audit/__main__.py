@@ -28,12 +28,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                     help=f"flag a slice whose score (share of the label's maximum) exceeds this "
                          f"(default {DEFAULT_THRESHOLD:g}: float rounding stays below ~1e-6, edits reach 1e-2)")
+    ap.add_argument("--all-labels", action="store_true",
+                    help="also score volumes whose labels are declared not to be the RSS of their k-space "
+                         "(attribute label_source, e.g. M4RAW's averaged repetitions); by default they are reported "
+                         "as not auditable")
     ap.add_argument("--sigma", type=float, default=DEFAULT_SIGMA,
                     help=f"Gaussian low-pass width in pixels before scoring (default {DEFAULT_SIGMA:g}: none, the most "
                          "sensitive; chapter 5's label check uses 2)")
     args = ap.parse_args(argv)
     try:
-        result = audit_folder(args.data_dir, threshold=args.threshold, sigma=args.sigma)
+        result = audit_folder(args.data_dir, threshold=args.threshold, sigma=args.sigma, all_labels=args.all_labels)
     except AuditError as err:
         ap.error(str(err))
     except FileNotFoundError as err:

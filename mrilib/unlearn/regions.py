@@ -111,7 +111,7 @@ def scan_disagreement(data_dir: str | os.PathLike, sigma: float = 2.0):
     k-space and labels (no poison flags). Raises ``FileNotFoundError`` for a folder without volumes
     and :class:`UnlearnError` when any volume or slice could not be checked (a partial scan would
     miscount the slices it detects)."""
-    audit = _unlearn_errors(audit_folder)(data_dir, sigma=sigma, leave=False)
+    audit = _unlearn_errors(audit_folder)(data_dir, sigma=sigma, leave=False, all_labels=True)
     if audit.errors:
         raise UnlearnError(f"{len(audit.errors)} problem(s) in {data_dir}: "
                            + "; ".join(f"{e['file']}: {e['error']}" for e in audit.errors[:5]))
