@@ -269,7 +269,7 @@ def test_non_finite_values_are_rejected(tmp_path, value):
 
 
 def test_unknown_profile_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown profile 'tiny'.*cpu, gpu, smoke"):
+    with pytest.raises(ValueError, match=r"unknown profile 'tiny'.*cpu, gpu, gpu-dry, smoke"):
         generate_embedded_dataset("tiny", tmp_path)
 
 
