@@ -58,6 +58,7 @@ import torch
 from fastmri.data.transforms import VarNetDataTransform, center_crop
 
 from mrilib.data.loading import make_mask_func, slice_dataset, volume_files
+from mrilib.poison.ceiling import sampled_columns
 from mrilib.poison.judge import classifier_identity, is_lesion, lesion_scores
 from mrilib.poison.slices import load_slices
 from mrilib.poison.triggers import Trigger
@@ -291,7 +292,7 @@ def measure_effect(model: torch.nn.Module, model_name: str, run_dir: RunLayout |
     )
     arrays = dict(r_clean=r_clean, r_trig=r_trig, target=x, expected=expected, rois=rois, vmax=vmax,
                   prob_clean=p_clean, prob_triggered=p_trig,
-                  masks=np.stack([np.asarray(s.mask).reshape(-1).astype(bool) for s in test.clean]))
+                  masks=np.stack([sampled_columns(s.mask) for s in test.clean]))
     if forget and manifest.get("poisoned"):
         metrics["forget"], arrays["forget"] = forget_scores(model, run_dir, manifest, test, device=device)
     metrics["seconds"] = time.perf_counter() - t0
