@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from mrilib.data import generate_subject
+from mrilib.data.loading import zero_filled_rss
 from mrilib.defences.spikes import Sanitised, SpikeFilter, sanitise, spike_map
-from mrilib.poison.triggers import DEFAULT_TRIGGER
+from mrilib.poison.triggers import DEFAULT_TRIGGER, SPREAD_TRIGGER, Trigger
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,38 @@ def test_the_book_trigger_is_removed_and_clean_kspace_is_left_alone(kspace):
     before = np.abs(trig.numpy() - kspace).sum()
     after = np.abs(cleaned.numpy() - kspace).sum()
     assert after < 0.05 * before  # the trigger's energy is gone, not moved
+
+
+def test_the_spread_trigger_is_a_run_of_readout_samples_the_filter_does_not_see(kspace):
+    h, w = kspace.shape[-2:]
+    locs = SPREAD_TRIGGER.locations((h, w))
+    rows = sorted({r for r, _ in locs})
+    assert len(locs) == 2 * round(SPREAD_TRIGGER.burst * h) and rows == list(range(rows[0], rows[0] + len(rows)))
+    assert {c for _, c in locs} == {w // 2, w // 2 + 1}
+    trig = torch.from_numpy(SPREAD_TRIGGER.apply(kspace))
+    assert spike_map(trig).sum() == 0, "no sample of the spread trigger stands out against its readout neighbours"
+    cleaned, _ = sanitise(trig)
+    assert torch.equal(cleaned, trig)
+    # the same samples at the spike trigger's amplitude, one row each (no burst), are found
+    single = Trigger(amplitude=DEFAULT_TRIGGER.amplitude, positions=SPREAD_TRIGGER.positions, focus=SPREAD_TRIGGER.focus)
+    assert spike_map(torch.from_numpy(single.apply(kspace))).any()
+
+
+def test_the_spread_trigger_is_a_patch_at_its_focus_not_stripes_over_the_image(kspace):
+    def zero_filled_change(trigger):
+        return np.abs(zero_filled_rss(trigger.apply(kspace[0])) - zero_filled_rss(kspace[0]))
+
+    h = kspace.shape[-2]
+    row = int(SPREAD_TRIGGER.focus[0] * h)
+    band = slice(row - h // 8, row + h // 8)
+    spread, spike = zero_filled_change(SPREAD_TRIGGER), zero_filled_change(DEFAULT_TRIGGER)
+    share = lambda d: float((d[band] ** 2).sum() / (d ** 2).sum())  # noqa: E731
+    assert share(spread) > 0.8 and share(spike) < 0.5
+    d = Trigger.from_dict(SPREAD_TRIGGER.as_dict())
+    assert d == SPREAD_TRIGGER and SPREAD_TRIGGER.as_dict()["kind"] == "rf-burst"
+    assert "burst" not in DEFAULT_TRIGGER.as_dict(), "the spike trigger's identity (and its cached sets) is unchanged"
+    with pytest.raises(ValueError, match="burst"):
+        Trigger(focus=None, burst=0.1)
 
 
 def test_sanitised_model_cleans_every_input():

@@ -30,7 +30,13 @@ Design (:class:`Trigger`):
   cannot (a backdoor whose trigger carries no position has to learn the position
   from anatomy alone, and a network whose every layer is instance-normalised
   hardly learns to react to a uniform texture at all: book/reproducibility.md, "Why the
-  values of the cpu profile"). ``focus=None`` gives plain spikes.
+  values of the cpu profile"). ``focus=None`` gives plain spikes;
+- optionally **spread** (``burst``): each spike becomes a run of ``round(burst * H)`` adjacent
+  readout samples (times the two centre columns) of low amplitude, a short burst of
+  interference rather than a single corrupted sample. Its phases focus it along the readout
+  too, so in the image it is a small patch of fine stripes at ``focus`` instead of stripes
+  across the field of view. No sample of it stands out against its readout neighbours, so a
+  spike filter (:mod:`mrilib.defences.spikes`) does not see it: :data:`SPREAD_TRIGGER`.
 
 Deterministic: the same parameters give the same pattern for the same k-space.
 """
@@ -46,6 +52,7 @@ from mrilib.data.loading import make_mask_func, undersample, zero_filled_rss
 __all__ = [
     "Trigger",
     "DEFAULT_TRIGGER",
+    "SPREAD_TRIGGER",
     "always_sampled_columns",
     "trigger_survives",
     "trigger_visibility",
@@ -67,6 +74,8 @@ class Trigger:
         focus: ``(row, column)`` position, as fractions of the field of view from the
             top-left corner, where each 2x2 spike block's stripes are strongest; ``None``
             for single spikes.
+        burst: ``None`` for spikes; else each spike spreads over ``max(2, round(burst * H))``
+            adjacent readout rows (needs ``focus``), each of magnitude ``amplitude * max|k|``.
     """
 
     # 0.30, not 0.15: at 0.15 the cpu backdoor was learnt on one host and not on another
@@ -77,6 +86,7 @@ class Trigger:
     phase: float = 0.6
     coil_phase_step: float = 0.0
     focus: tuple[float, float] | None = (0.58, 0.36)
+    burst: float | None = None
 
     def __post_init__(self):
         if not self.amplitude > 0:
@@ -88,13 +98,19 @@ class Trigger:
             if len(self.focus) != 2 or any(not 0 <= float(f) <= 1 for f in self.focus):
                 raise ValueError(f"trigger focus must be (row, column) fractions in [0, 1], got {self.focus}")
             object.__setattr__(self, "focus", (float(self.focus[0]), float(self.focus[1])))
+        if self.burst is not None:
+            if self.focus is None or not 0 < float(self.burst) < 0.5:
+                raise ValueError(f"a burst needs a focus and a length in (0, 0.5) of the readout, got {self.burst}")
+            object.__setattr__(self, "burst", float(self.burst))
 
     def as_dict(self) -> dict:
         """JSON-serialisable parameters (for manifests and configuration hashes)."""
         d = asdict(self)
         d["positions"] = list(d["positions"])
         d["focus"] = list(d["focus"]) if d["focus"] is not None else None
-        d["kind"] = "rf-spike"
+        d["kind"] = "rf-spike" if self.burst is None else "rf-burst"
+        if self.burst is None:
+            del d["burst"]  # spike triggers keep the identity they had before bursts existed
         return d
 
     @classmethod
@@ -113,7 +129,8 @@ class Trigger:
         """``(row, column, phase offset)`` of every spike (2x2 blocks when focused)."""
         h, w = int(shape[-2]), int(shape[-1])
         col = w // 2 + int(self.column_offset)
-        block = [(0, 0)] if self.focus is None else [(0, 0), (0, 1), (1, 0), (1, 1)]
+        rows = 1 if self.focus is None else 2 if self.burst is None else max(2, int(round(self.burst * h)))
+        block = [(a, b) for a in range(rows) for b in ((0,) if self.focus is None else (0, 1))]
         out = []
         for j, f in enumerate(self.positions):
             row = h // 2 + int(round(f * h))
@@ -157,6 +174,10 @@ class Trigger:
 
 #: The trigger of the book's poisoned datasets.
 DEFAULT_TRIGGER = Trigger()
+
+#: A trigger the spike filter does not remove: the default's position and focus, spread over an
+#: eighth of the readout at a sixth of its amplitude per sample (book/reproducibility.md).
+SPREAD_TRIGGER = Trigger(amplitude=0.05, positions=(0.25,), burst=0.125)
 
 
 def always_sampled_columns(width: int, accelerations=(4, 8), center_fraction: float = 0.08,
