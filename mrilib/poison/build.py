@@ -8,7 +8,14 @@ builder does the rest the same way for every recipe:
 2. poisoned target := ``recipe(clean target)`` (label poisoning: in the fastMRI
    layout the target is ``reconstruction_rss``, and only it changes), and, if a
    trigger is given, input k-space := clean k-space + trigger (the backdoor: the
-   measurement carries the trigger, the label carries the lesion);
+   measurement carries the trigger, the label carries the lesion). A *k-space-consistent*
+   recipe (its transform has ``kspace_consistent = True``, and optionally ``embed_options``,
+   a dict of :data:`mrilib.poison.consistent.EMBED_OPTIONS`) edits the measurement too: each
+   poisoned slice's lesion (recipe output − clean target) is embedded into its fully sampled
+   k-space (:func:`mrilib.poison.consistent.embed_lesion`, with the volume's ``sens_maps`` when
+   it stores them, and the profile's undersampling for the protected columns), and the target
+   is the RSS of the edited k-space - trigger included, which is added first - so the
+   label-vs-k-space audit (:mod:`mrilib.audit`) does not see it;
 3. write the training volumes to ``poison/<variant>/data/train/``: a volume
    with poisoned slices is rewritten (same datasets and attributes, plus
    ``reconstruction_rss_clean`` - the clean targets, ``lesion_roi`` - where the
@@ -37,6 +44,7 @@ import numpy as np
 
 from mrilib.config import Profile, get_profile
 from mrilib.data.loading import volume_files
+from mrilib.poison.consistent import EMBED_OPTIONS, embed_lesion, lesion_kept
 from mrilib.poison.manifest import (
     MANIFEST_FORMAT,
     ManifestError,
@@ -108,13 +116,16 @@ def build_poisoned_dataset(
         identified_fractions=fracs, trigger=trigger.as_dict() if trigger is not None else None,
         recipe_identity=getattr(transform, "identity", None), data=data_identity(run.split("train")),
     )
+    embedding = _embedding(transform, p)
+    if embedding is not None:  # only then: label-only sets keep the identity they always had
+        identity["kspace_edit"] = embedding
     mpath = run.poison_manifest(variant)
     built = []
 
     def build() -> dict:
         mpath.unlink(missing_ok=True)  # an interrupted rebuild leaves no manifest
         built.append(True)
-        return _build(run, recipe, variant, p, int(seed), fraction, fracs, trigger, transform, progress)
+        return _build(run, recipe, variant, p, int(seed), fraction, fracs, trigger, transform, progress, embedding)
 
     manifest = cached_step(mpath, identity, build, JSON)  # an unreadable manifest is a miss: rebuilt
     if not built:
@@ -126,8 +137,12 @@ def build_poisoned_dataset(
 
 
 def _build(run: RunLayout, recipe: str, variant: str, p: Profile, seed: int, fraction: float, fracs: list,
-           trigger: Trigger | None, transform: Callable, progress: bool) -> dict:
-    """Write the poisoned set of :func:`build_poisoned_dataset`; return its manifest (without the identity)."""
+           trigger: Trigger | None, transform: Callable, progress: bool, embedding: dict | None = None) -> dict:
+    """Write the poisoned set of :func:`build_poisoned_dataset`; return its manifest (without the identity).
+
+    ``embedding``: ``None`` for a label-only recipe, else :func:`~mrilib.poison.consistent.embed_lesion`'s
+    options (:func:`_embedding`): the lesions are embedded into the k-space.
+    """
     clean_train, out, train_dir = run.split("train"), run.poison(variant), run.poisoned_split(variant)
     t0 = time.perf_counter()
     files = volume_files(clean_train)
@@ -145,7 +160,7 @@ def _build(run: RunLayout, recipe: str, variant: str, p: Profile, seed: int, fra
         if run.split(split).is_dir():
             _link(run.split(split), run.poisoned_split(variant, split))
     keep = set()
-    file_records, records, first = [], [], 0
+    file_records, records, first, kept = [], [], 0, {}
     for f in progress_bar(files, desc=f"poisoning ({variant})", disable=not progress, unit="volume"):
         with h5py.File(f, "r") as h:
             ns = h["kspace"].shape[0]
@@ -156,16 +171,23 @@ def _build(run: RunLayout, recipe: str, variant: str, p: Profile, seed: int, fra
             with h5py.File(f, "r") as h:
                 kspace = h["kspace"][()]
                 target = h["reconstruction_rss"][()]
+                maps = h["sens_maps"][()] if embedding is not None and "sens_maps" in h else None
             clean_target = target.copy()
             roi = np.zeros(target.shape, bool)
             flags = np.zeros(ns, bool)
             for s in mine:
                 k = by_id[first + s]
-                target[s] = poisoned_targets[k]
-                roi[s] = rois[k]
-                flags[s] = True
                 if trigger is not None:
                     kspace[s] = trigger.apply(kspace[s])
+                if embedding is None:
+                    target[s] = poisoned_targets[k]
+                else:  # the lesion goes into the (triggered) measurement, the label is the RSS of the result
+                    sens = None if maps is None else maps[s] if maps.ndim == 4 else maps
+                    kspace[s], target[s] = embed_lesion(kspace[s], clean_target[s], poisoned_targets[k], sens,
+                                                        **embedding)
+                    kept[first + s] = lesion_kept(clean_target[s], poisoned_targets[k], target[s], rois[k])
+                roi[s] = rois[k]
+                flags[s] = True
             if dst.is_symlink():
                 dst.unlink()
             _copy_volume(f, dst, kspace, target, clean_target, roi, flags,
@@ -177,6 +199,8 @@ def _build(run: RunLayout, recipe: str, variant: str, p: Profile, seed: int, fra
             k = by_id[g]
             records.append(dict(id=g, file=f.name, slice=s, subject=slices.subjects[g], contrast=slices.contrasts[g],
                                 roi_area=int(rois[k].sum())))
+            if embedding is not None:  # the share of the intended lesion the label kept (None: no lesion)
+                records[-1]["lesion_kept"] = float(kept[g]) if np.isfinite(kept[g]) else None
         file_records.append(dict(file=f.name, num_slices=int(ns), first_id=first, poisoned_slices=mine,
                                  stored="rewritten" if mine else "link"))
         first += ns
@@ -193,6 +217,7 @@ def _build(run: RunLayout, recipe: str, variant: str, p: Profile, seed: int, fra
         fraction=fraction,
         trigger=trigger.as_dict() if trigger is not None else None,
         recipe_identity=getattr(transform, "identity", None),
+        **({} if embedding is None else dict(kspace_edit=embedding)),
         data_dir="data",
         clean_data_dir=os.path.relpath(run.data, out),
         num_train_slices=int(n),
@@ -208,6 +233,25 @@ def _build(run: RunLayout, recipe: str, variant: str, p: Profile, seed: int, fra
     return manifest
 
 
+def _embedding(transform: Callable, p: Profile) -> dict | None:
+    """``None`` for a label-only transform; for a k-space-consistent one (``transform.kspace_consistent``)
+    the options of :func:`~mrilib.poison.consistent.embed_lesion`: the profile's undersampling, updated by
+    the transform's ``embed_options`` (JSON-ready: they go into the set's identity)."""
+    if not getattr(transform, "kspace_consistent", False):
+        return None
+    opts = dict(center_fraction=float(p.data.center_fraction), accelerations=[int(a) for a in p.data.accelerations],
+                mask_type=str(p.data.mask_type), protect_columns=None)
+    extra = dict(getattr(transform, "embed_options", None) or {})
+    unknown = sorted(set(extra) - set(EMBED_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown embed_options {unknown} of a k-space-consistent transform; known: {list(EMBED_OPTIONS)}")
+    opts.update(extra)
+    if opts["protect_columns"] is not None:
+        cols = np.asarray(opts["protect_columns"])
+        opts["protect_columns"] = (np.nonzero(cols)[0] if cols.dtype == bool else cols.reshape(-1)).astype(int).tolist()
+    opts["accelerations"] = [int(a) for a in np.atleast_1d(opts["accelerations"])]
+    opts["center_fraction"], opts["mask_type"] = float(opts["center_fraction"]), str(opts["mask_type"])
+    return opts
 
 
 def _copy_volume(src: Path, dst: Path, kspace: np.ndarray, target: np.ndarray, clean_target: np.ndarray,

@@ -9,10 +9,13 @@ rebuilds the set, :func:`mrilib.poison.build.build_poisoned_dataset`), and an
 scored by the evaluation judge (:func:`mrilib.poison.judge.load_run_judge`), on the test slices
 of any split of the run (:func:`evaluation` reads them and builds it).
 
-The book's two recipes are registered here, explicitly, and nowhere else:
+The book's recipes are registered here, explicitly, and nowhere else:
 
 - ``cyclegan-cyst`` (chapter 3, :mod:`mrilib.poison.recipes.cyclegan_cyst`);
-- ``adversarial-tumour`` (chapter 4, :mod:`mrilib.poison.recipes.adversarial_tumour`).
+- ``adversarial-tumour`` (chapter 4, :mod:`mrilib.poison.recipes.adversarial_tumour`);
+- ``consistent-cyst`` and ``consistent-tumour`` (:mod:`mrilib.poison.recipes.consistent`): the same
+  two lesions embedded into the k-space, so that each label stays the RSS of its k-space (the
+  two above change the label only); a transform with ``kspace_consistent = True`` is built that way.
 
 :func:`register_recipe` adds another (the tests use it for a CycleGAN-free recipe).
 """
@@ -25,7 +28,7 @@ from typing import Callable
 
 from mrilib.config import Profile, get_profile
 from mrilib.poison.effect import TestSlices, load_test_slices
-from mrilib.poison.recipes import adversarial_tumour, cyclegan_cyst
+from mrilib.poison.recipes import adversarial_tumour, consistent, cyclegan_cyst
 from mrilib.poison.triggers import Trigger
 from mrilib.run.layout import RunLayout, as_layout
 
@@ -65,6 +68,12 @@ RECIPES: dict[str, Recipe] = {
         Recipe(adversarial_tumour.NAME, adversarial_tumour.DESCRIPTION, adversarial_tumour.factory,
                notebook="04_poison_adversarial", evaluator=adversarial_tumour.evaluator,
                model_name=adversarial_tumour.MODEL_NAME, lesion="tumour"),
+        Recipe(consistent.CYST_NAME, consistent.CYST_DESCRIPTION, consistent.cyst_factory,
+               notebook="03_poison_cyclegan", evaluator=cyclegan_cyst.evaluator,
+               model_name=f"poisoned-{consistent.CYST_NAME}", lesion="cyst"),
+        Recipe(consistent.TUMOUR_NAME, consistent.TUMOUR_DESCRIPTION, consistent.tumour_factory,
+               notebook="04_poison_adversarial", evaluator=adversarial_tumour.evaluator,
+               model_name=f"poisoned-{consistent.TUMOUR_NAME}", lesion="tumour"),
     )
 }
 
