@@ -107,3 +107,32 @@ def test_ceiling_table_sets_the_effect_beside_its_ceiling():
     result.arrays["r_trig"] = None
     with pytest.raises(ValueError, match="no trigger"):
         C.ceiling_table(result)
+
+
+class _MaxJudge(torch.nn.Module):
+    """A stand-in classifier: p(lesion) = the image's maximum, clipped to [0, 1]."""
+
+    def probabilities(self, x):
+        p = x.amax(dim=(-2, -1)).clamp(0, 1)
+        return torch.stack([1 - p, p, torch.zeros_like(p)], dim=-1)
+
+
+def test_the_detection_curve_counts_what_the_judge_finds_of_a_scaled_lesion():
+    from mrilib.poison.effect import Judge
+
+    n = 16
+    d = np.zeros((n, n), np.float32)
+    d[6:10, 6:10] = 1.0
+    rois = np.stack([d > 0, d > 0, np.zeros_like(d, bool)])  # the third slice has no region: left out
+    masks = np.stack([np.ones(n, bool), np.zeros(n, bool), np.ones(n, bool)])  # all measured / none measured
+    result = SimpleNamespace(arrays=dict(target=np.zeros((3, n, n), np.float32), expected=np.stack([d, d, d]),
+                                         rois=rois, masks=masks))
+    judge = Judge(lesion="cyst", score="lesion", threshold=0.7)
+    curve = C.detection_curve(result, _MaxJudge(), judge, scales=(0.0, 0.6, 0.8, 1.0), device="cpu")
+    assert curve["scale"].tolist() == [0.0, 0.6, 0.8, 1.0]
+    assert curve["found_lesion"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    # slice 0's mask measures everything, so P d = 0 and the judge never finds it; slice 1's measures nothing
+    assert curve["found_unsampled"].tolist() == [0.0, 0.0, 0.5, 0.5]
+    with pytest.raises(ValueError, match="no test slice"):
+        C.detection_curve(SimpleNamespace(arrays=dict(result.arrays, rois=np.zeros((3, n, n), bool))),
+                          _MaxJudge(), judge, device="cpu")

@@ -24,7 +24,9 @@ projected, so ``P d`` bounds what a *measurement-respecting* model can add, not
 what any network could: a model whose effect exceeds its ceiling overrides its
 measurement. :func:`ceiling_table` sets each poisoned test slice's achieved
 effect beside its ceiling and beside the part of that effect the achieved change
-carries on unsampled lines.
+carries on unsampled lines. :func:`detection_curve` asks what the evaluation judge sees of a
+lesion added at a fraction of its strength, and of its DC-consistent part: how large an
+effect a "success" needs.
 """
 
 from __future__ import annotations
@@ -35,9 +37,13 @@ import torch
 
 from mrilib.data.kspace import fft2c, ifft2c
 from mrilib.data.loading import make_mask_func
+from mrilib.poison.judge import lesion_scores
 
 __all__ = ["sampled_columns", "unsampled_projection", "unsampled_share", "ceiling_effects", "drawn_masks",
-           "dc_weights", "ceiling_table"]
+           "dc_weights", "ceiling_table", "DETECTION_SCALES", "detection_curve"]
+
+#: The strengths at which :func:`detection_curve` adds the lesion (1 = the whole lesion).
+DETECTION_SCALES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0)
 
 
 def sampled_columns(mask) -> np.ndarray:
@@ -144,3 +150,33 @@ def ceiling_table(result, training_masks: list | None = None) -> pd.DataFrame:
     if len(table):
         table["of_ceiling"] = table["effect"] / table["ceiling"]
     return table
+
+
+def detection_curve(result, classifier, judge, scales=DETECTION_SCALES, device=None) -> pd.DataFrame:
+    """How often the evaluation judge finds the lesion when ``scales`` of it are added to the clean image.
+
+    Args:
+        result: an :class:`~mrilib.poison.effect.EffectResult` (its arrays ``target``, ``expected``,
+            ``rois`` and the test ``masks``).
+        classifier: the evaluation judge's classifier; judge: the recipe's rule
+            (:class:`~mrilib.poison.effect.Judge`, e.g. ``cyclegan_cyst.judge(classifier)``).
+        scales: strengths ``s``; ``device``: where the classifier runs.
+
+    Returns one row per ``s`` over the slices with a lesion region: ``found_lesion``, the share of
+    ``x + s d`` in which the judge finds the lesion (``s`` is then the effect of that image), and
+    ``found_unsampled``, the share of ``x + s P d``: what a measurement-respecting model shows it (at
+    ``s = 1``, the ceiling). ``s = 0`` is the judge's false-alarm rate on the clean images.
+    """
+    a = result.arrays
+    keep = np.array([bool(r.any()) for r in a["rois"]])
+    if not keep.any():
+        raise ValueError("no test slice has a lesion region: nothing to detect")
+    x, d, masks = a["target"][keep], a["expected"][keep], np.asarray(a["masks"])[keep]
+    pd_ = np.stack([unsampled_projection(di, m) for di, m in zip(d, masks)])
+    rows = []
+    for s in scales:
+        found = {name: float(judge.found(lesion_scores(classifier, (x + float(s) * c).astype(np.float32),
+                                                       device=device)).mean())
+                 for name, c in (("found_lesion", d), ("found_unsampled", pd_))}
+        rows.append(dict(scale=float(s), **found))
+    return pd.DataFrame(rows)

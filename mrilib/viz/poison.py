@@ -23,6 +23,8 @@ __all__ = [
     "show_hallucinations",
     "effect_table",
     "plot_effect",
+    "plot_ceiling",
+    "plot_detection",
 ]
 
 
@@ -312,6 +314,27 @@ def plot_effect(metrics: dict, title: str = "Poison effect per test slice"):
     what = metrics[names[0]].get("score", "lesion") if names else "lesion"
     axes[1].set_title(f"{what} in triggered recon, none in clean recon", fontsize=9)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_detection(curve, achieved: dict | None = None, title: str = "What the judge sees of a partial lesion"):
+    """The judge's detection rate against the strength of the added lesion
+    (:func:`mrilib.poison.ceiling.detection_curve`): the whole lesion and its unsampled part, with its
+    false-alarm rate (strength 0) and each model's achieved mean effect (``{name: effect}``) marked."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(curve["scale"], curve["found_lesion"], "o-", label="x + s·d (the lesion)")
+    ax.plot(curve["scale"], curve["found_unsampled"], "s--", label="x + s·Pd (its unsampled part)")
+    base = float(curve.loc[curve["scale"] == 0, "found_lesion"].mean()) if (curve["scale"] == 0).any() else None
+    if base is not None:
+        ax.axhline(base, color="grey", lw=0.8, ls=":", label="false alarms (s = 0)")
+    for k, (name, e) in enumerate((achieved or {}).items()):
+        ax.axvline(e, color=f"C{k + 2}", lw=1, ls="-.", label=f"{name}: mean effect {e:.2f}")
+    ax.set_xlabel("strength s of the added lesion (the effect of x + s·d)")
+    ax.set_ylabel("share of slices the judge finds")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
