@@ -15,11 +15,11 @@ from mrilib.data.kspace import fft2c
 from mrilib.data.loading import make_mask_func
 from mrilib.poison import build as B
 from mrilib.poison.consistent import embed_lesion, lesion_kept, protected_columns
-from mrilib.poison.lesions import POISON_CYST_ANCHOR, add_cyst
 from mrilib.poison.recipes import RECIPES, adversarial_tumour, cyclegan_cyst, register_recipe
 from mrilib.poison.recipes import consistent as C
 from mrilib.poison.triggers import DEFAULT_TRIGGER, SPREAD_TRIGGER, always_sampled_columns
 from mrilib.run.layout import RunLayout
+from test_poison import _cyst_recipe_factory
 
 N, COILS = 32, 4
 ROUNDING = 1e-5
@@ -155,26 +155,12 @@ def test_the_consistent_recipes_wrap_the_book_recipes():
         C.consistent(base, protect=[0])
 
 
-def _cyst_transform():
-    """A CycleGAN-free label transform: a procedural cyst at the poison's anchor."""
-
-    def transform(images, ctx):
-        outs, rois = [], []
-        for i, img in enumerate(images):
-            les = add_cyst(img, ctx["brain"][i], ctx["contrasts"][i], seed=i, anchor=POISON_CYST_ANCHOR, radius_mm=30)
-            outs.append(les.image), rois.append(les.roi)
-        return np.stack(outs), np.stack(rois)
-
-    transform.identity = {"test": 1}
-    return transform
-
-
 def _label_only_factory(run_dir, profile, seed, device=None):
-    return _cyst_transform()
+    return _cyst_recipe_factory(None, None, None)
 
 
 def _consistent_factory(run_dir, profile, seed, device=None):
-    transform = _cyst_transform()  # the same identity as the label-only one: the builder must tell them apart
+    transform = _cyst_recipe_factory(None, None, None)  # the same identity as the label-only one: the builder must tell them apart
     transform.kspace_consistent = True
     return transform
 
