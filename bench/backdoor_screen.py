@@ -14,6 +14,7 @@ Usage::
     python bench/backdoor_screen.py --trigger spread --amp bf16 --json runs/screens/spread-s0.json
     python bench/backdoor_screen.py --trigger spike --epochs 30 --batch 8 --lr 4e-3 --seed 1
     python bench/backdoor_screen.py --recipe consistent-cyst --trigger spike --seed 2
+    python bench/backdoor_screen.py --summary runs/screens/results.jsonl   # mean [95 % CI] across seeds
 """
 
 from __future__ import annotations
@@ -81,6 +82,38 @@ def screen(profile: str, seed: int, trigger_name: str, overrides: dict, out_root
     return summary
 
 
+#: the summary's columns: a screen's field -> its name in the table
+SUMMARY_FIELDS = {"effect": "effect", "success": "success", "clean_ssim": "clean-test SSIM",
+                  "sanitised_effect": "effect, sanitised", "audit_poisoned_flagged": "audit: poisoned flagged",
+                  "audit_clean_flagged": "audit: clean flagged"}
+
+
+def summary_table(path):
+    """A pandas DataFrame of the screens of a JSON-lines file pooled by design (recipe, trigger, overrides,
+    fraction): per field of :data:`SUMMARY_FIELDS`, ``mean [low, high]`` across seeds (Student t, 95 %),
+    and the seeds."""
+    import pandas as pd
+
+    from mrilib.evaluate.uncertainty import across_seeds
+
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r.get("recipe", "cyclegan-cyst"), r["trigger"].get("kind", "rf-spike"),
+               json.dumps(r.get("overrides", {}), sort_keys=True), r.get("fraction"))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (recipe, trigger, overrides, fraction), rs in groups.items():
+        row = dict(recipe=recipe, trigger=trigger, overrides=overrides, fraction=fraction,
+                   seeds=" ".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"])))
+        for field, name in SUMMARY_FIELDS.items():
+            iv = across_seeds([r.get(field, float("nan")) for r in rs])
+            row[name] = (f"{iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}]" if iv.known
+                         else f"{iv.value:.3f}" if iv.n else "–")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
 def main(argv=None) -> dict:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -95,7 +128,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--amp", choices=("auto", "bf16", "off"), default=None)
     ap.add_argument("--out", default="runs/screens", help="where the screened models are trained")
     ap.add_argument("--json", default=None, help="append the summary to this JSON-lines file")
+    ap.add_argument("--summary", default=None, metavar="JSONL", help="only print the pooled table of these screens")
     a = ap.parse_args(argv)
+    if a.summary:
+        table = summary_table(a.summary)
+        print(table.to_markdown(index=False))
+        return table
     overrides = {k: v for k, v in dict(epochs=a.epochs, batch_size=a.batch, lr=a.lr, amp=a.amp).items()
                  if v is not None}
     summary = screen(a.profile, a.seed, a.trigger, overrides, Path(a.out), a.fraction, recipe=a.recipe)
