@@ -235,3 +235,23 @@ def test_a_triggered_consistent_set_passes_the_audit_too(smoke_run, trigger):
                                           trigger=trigger, variant=f"label-{trigger.as_dict()['kind']}",
                                           progress=False)
     assert len(audit_folder(layout.poisoned_split(label_only["variant"]), leave=False).flagged) == 3
+
+
+def test_defence_checks_see_what_each_attack_leaves_them(smoke_run):
+    from mrilib.evaluate.threats import defence_checks
+
+    run = smoke_run
+    variants = []
+    for recipe, trigger in (("test-label-cyst", DEFAULT_TRIGGER), ("test-consistent-cyst", SPREAD_TRIGGER)):
+        variants.append(B.build_poisoned_dataset(run, recipe, profile="smoke", seed=1, fraction=0.25, trigger=trigger,
+                                                 progress=False)["variant"])
+    assert variants == ["test-label-cyst", "test-consistent-cyst-spread"]
+    t = defence_checks(run, variants).set_index("variant")
+    label, consistent = t.loc[variants[0]], t.loc[variants[1]]
+    assert label["label kept"] == 1.0 and 0 < consistent["label kept"] < 1
+    assert label["audit: poisoned flagged"] == 1.0 and consistent["audit: poisoned flagged"] == 0.0
+    assert label["audit: clean flagged"] == 0 and consistent["audit: clean flagged"] == 0
+    assert label["sanitiser: trigger found"] == 1.0 and consistent["sanitiser: trigger found"] == 0.0
+    assert consistent["sanitiser: anything found"] == 0.0 and label["sanitiser: false alarms"] == 0.0
+    assert label["trigger"] == "rf-spike" and consistent["trigger"] == "rf-burst"
+    assert label["trigger visibility"] > consistent["trigger visibility"] > 0

@@ -48,8 +48,11 @@ class ManifestError(ValueError):
 
 
 def variant_name(recipe: str, trigger: Trigger | None) -> str:
-    """Folder name of a poisoned set: the recipe, with ``-notrigger`` for the trigger-free variant."""
-    return recipe if trigger is not None else f"{recipe}-notrigger"
+    """Folder name of a poisoned set: the recipe, with ``-notrigger`` for the trigger-free variant and
+    ``-spread`` for a spread (burst) trigger."""
+    if trigger is None:
+        return f"{recipe}-notrigger"
+    return f"{recipe}-spread" if getattr(trigger, "burst", None) is not None else recipe
 
 
 def choose_poisoned(num_slices: int, fraction: float, seed: int, recipe: str) -> np.ndarray:
