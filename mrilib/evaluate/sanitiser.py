@@ -30,16 +30,19 @@ __all__ = ["detection_rates", "sanitiser_table", "sanitiser_tables"]
 
 def detection_rates(test: TestSlices, spike_filter: SpikeFilter = DEFAULT_FILTER) -> dict:
     """``trigger_found``: share of triggered inputs where every spike position of the trigger is flagged;
-    ``false_alarm``: share of clean inputs with any flagged sample; ``n``: test inputs."""
+    ``anything_found``: share of triggered inputs with any flagged sample; ``false_alarm``: share of clean
+    inputs with any flagged sample; ``n``: test inputs."""
     if test.trigger is None:
         raise ValueError("detection needs triggered test slices (a recipe variant with a trigger)")
-    found, alarms = [], []
+    found, anything, alarms = [], [], []
     for clean, trig in zip(test.clean, test.triggered):
         shape = clean.masked_kspace.shape[-3:-1]
         hits = spike_map(trig.masked_kspace, spike_filter).any(dim=0)
         found.append(all(bool(hits[r, c]) for r, c in test.trigger.locations(shape)))
+        anything.append(bool(hits.any()))
         alarms.append(bool(spike_map(clean.masked_kspace, spike_filter).any()))
-    return dict(trigger_found=float(np.mean(found)), false_alarm=float(np.mean(alarms)), n=len(found))
+    return dict(trigger_found=float(np.mean(found)), anything_found=float(np.mean(anything)),
+                false_alarm=float(np.mean(alarms)), n=len(found))
 
 
 def sanitiser_table(run_dir: RunLayout | str | os.PathLike, profile: Profile | str, manifest: dict, models: dict,
