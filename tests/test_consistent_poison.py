@@ -19,6 +19,7 @@ from mrilib.poison.recipes import RECIPES, adversarial_tumour, cyclegan_cyst, re
 from mrilib.poison.recipes import consistent as C
 from mrilib.poison.triggers import DEFAULT_TRIGGER, SPREAD_TRIGGER, always_sampled_columns
 from mrilib.run.layout import RunLayout
+from mrilib.study.references import oracle_dir, oracle_twin
 from test_poison import _cyst_recipe_factory
 
 N, COILS = 32, 4
@@ -171,12 +172,15 @@ def smoke_run(tmp_path_factory):
     generate_embedded_dataset("smoke", run / "data", seed=0, progress=False)
     register_recipe("test-label-cyst", _label_only_factory, "procedural cyst, label only (tests)")
     register_recipe("test-consistent-cyst", _consistent_factory, "procedural cyst, k-space-consistent (tests)")
+    register_recipe("test-paired-cyst", _consistent_factory, "the consistent cyst on the label-only one's slices",
+                    pairs_with="test-label-cyst")
     return run
 
 
 def _build(run, recipe, **kw):
     return B.build_poisoned_dataset(run, recipe, profile="smoke", seed=1, fraction=0.25, trigger=None,
                                     progress=False, **kw)
+
 
 
 def test_a_consistent_set_passes_the_audit_and_a_label_only_one_does_not(smoke_run):
@@ -220,6 +224,30 @@ def test_switching_a_recipe_to_consistent_rebuilds_its_set(smoke_run):
     second = _build(run, "test-label-cyst", variant="switch", transform=_consistent_factory(run, "smoke", 1))
     assert second["identity"] != first["identity"] and second["poisoned_ids"] == first["poisoned_ids"]
     assert audit_folder(layout.poisoned_split("switch"), leave=False).flagged.empty  # rebuilt, not reused
+
+
+def test_a_paired_recipe_poisons_its_twins_slices(smoke_run):
+    """The book's consistent recipes poison the slices of their label-only twins: paired attacks, shared oracle."""
+    assert RECIPES[C.CYST_NAME].selection == cyclegan_cyst.NAME and RECIPES[C.TUMOUR_NAME].selection == adversarial_tumour.NAME
+    assert RECIPES[cyclegan_cyst.NAME].selection == cyclegan_cyst.NAME
+    twin, own, paired = (_build(smoke_run, r) for r in ("test-label-cyst", "test-consistent-cyst", "test-paired-cyst"))
+    assert paired["poisoned_ids"] == twin["poisoned_ids"] and paired["identified"] == twin["identified"]
+    assert own["poisoned_ids"] != twin["poisoned_ids"]  # without pairing the recipe's name seeds the choice
+    assert paired["identity"]["slices_of"] == "test-label-cyst" and "slices_of" not in own["identity"]
+
+
+def test_a_paired_set_shares_the_oracle_of_its_twins_set(smoke_run):
+    """The oracle trains on the slices nobody poisoned, which paired sets share: the twin's set (named after its
+    recipe, as the book's are) serves, unless it is missing or poisons other slices."""
+    paired = _build(smoke_run, "test-paired-cyst", variant="paired")
+    assert oracle_twin(smoke_run, paired) == "paired"  # no set named after the twin yet
+    _build(smoke_run, "test-label-cyst", variant="test-label-cyst")
+    assert oracle_twin(smoke_run, paired) == "test-label-cyst"
+    assert oracle_dir(smoke_run, paired) == RunLayout(smoke_run).oracle_model("test-label-cyst")
+    other = B.build_poisoned_dataset(smoke_run, "test-label-cyst", profile="smoke", seed=2, fraction=0.25, trigger=None,
+                                     variant="test-label-cyst", progress=False)
+    assert other["poisoned_ids"] != paired["poisoned_ids"] and oracle_twin(smoke_run, paired) == "paired"
+    assert oracle_twin(smoke_run, other) == "test-label-cyst"  # a recipe's own set is its own twin
 
 
 @pytest.mark.parametrize("trigger", [DEFAULT_TRIGGER, SPREAD_TRIGGER], ids=["spike", "spread"])

@@ -27,7 +27,7 @@ from mrilib.run.layout import as_layout
 from mrilib.run.progress import progress
 from mrilib.study.execute import load_unlearnt
 from mrilib.study.plan import plan_runs
-from mrilib.study.references import load_poisoned_run, rewod_is_oracle
+from mrilib.study.references import load_poisoned_run, oracle_dir, rewod_is_oracle
 
 __all__ = ["FINAL_SPLIT", "final_models", "final_scores", "headline", "headline_table", "reported_seed",
            "test_intervals"]
@@ -47,8 +47,7 @@ def final_models(profile: Profile | str, run_dir, ctx) -> dict[str, object]:
     lay = as_layout(run_dir)
     main = float(p.unlearn.main_fraction)
     models = {"clean": ctx.clean, "poisoned": ctx.poisoned}
-    oracle_dir = lay.require(lay.oracle_model(ctx.variant), "05_unlearning")
-    models["oracle"] = load_model(oracle_dir)[0]
+    models["oracle"] = load_model(lay.require(oracle_dir(lay, ctx.manifest), "05_unlearning"))[0]
     for f in p.unlearn.rewod_fractions:
         models[f"rewod f={f:g}"] = (models["oracle"] if rewod_is_oracle(ctx.manifest, f) else
                                     load_model(lay.require(lay.rewod_model(ctx.variant, f), "05_unlearning"))[0])

@@ -4,7 +4,7 @@ A *recipe* (:mod:`mrilib.poison.recipes`) turns clean targets into poisoned ones
 builder does the rest the same way for every recipe:
 
 1. choose a fraction ``p`` of the training slices (seeded, by global slice id,
-   :func:`mrilib.poison.manifest.choose_poisoned`);
+   :func:`mrilib.poison.manifest.choose_poisoned`; a recipe with ``pairs_with`` poisons its twin's slices);
 2. poisoned target := ``recipe(clean target)`` (label poisoning: in the fastMRI
    layout the target is ``reconstruction_rss``, and only it changes), and, if a
    trigger is given, input k-space := clean k-space + trigger (the backdoor: the
@@ -119,6 +119,8 @@ def build_poisoned_dataset(
     embedding = _embedding(transform, p)
     if embedding is not None:  # only then: label-only sets keep the identity they always had
         identity["kspace_edit"] = embedding
+    if RECIPES[recipe].selection != recipe:  # it poisons the slices of its twin (Recipe.pairs_with)
+        identity["slices_of"] = RECIPES[recipe].selection
     mpath = run.poison_manifest(variant)
     built = []
 
@@ -148,7 +150,7 @@ def _build(run: RunLayout, recipe: str, variant: str, p: Profile, seed: int, fra
     files = volume_files(clean_train)
     slices = load_slices(clean_train)
     n = len(slices)
-    ids = choose_poisoned(n, fraction, seed, recipe)
+    ids = choose_poisoned(n, fraction, seed, RECIPES[recipe].selection)
     ctx = dict(vmax=slices.vmax[ids], brain=slices.brain[ids], contrasts=[slices.contrasts[i] for i in ids])
     poisoned_targets, rois = transform(slices.images[ids], ctx)
     poisoned_targets = np.asarray(poisoned_targets, dtype=np.float32)

@@ -51,7 +51,7 @@ from mrilib.run.io import atomic_path, read_json
 from mrilib.run.layout import RunLayout, as_layout
 from mrilib.run.progress import progress as progress_bar
 from mrilib.study.plan import Run, plan_runs
-from mrilib.study.references import PoisonedRun
+from mrilib.study.references import PoisonedRun, oracle_dir
 from mrilib.study.results import results_table
 from mrilib.study.sets import Relabelled, unlearning_sets
 from mrilib.unlearn.base import UnlearnError
@@ -186,7 +186,7 @@ def comparison_models(ctx: PoisonedRun, profile: Profile | str, run_dir: str | o
     in that order; runs not stored are left out."""
     lay = as_layout(run_dir)
     models = {"clean": ctx.clean, "poisoned": ctx.poisoned,
-              "oracle": load_model(lay.require(lay.oracle_model(ctx.variant), "05_unlearning"))[0]}
+              "oracle": load_model(lay.require(oracle_dir(lay, ctx.manifest), "05_unlearning"))[0]}
     runs = plan_runs(profile, seed=seed)
     for key in keys:
         run = next((r for r in runs if r.key == key and r.seed == seed and np.isclose(r.fraction, fraction)), None)
@@ -250,8 +250,9 @@ def study_inputs(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.Pat
 
 
 def unlearning_study(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike, references: dict,
-                     oracle_cost: dict, progress: bool = True, device=None) -> Study:
-    """Run (or load) every run of :func:`~mrilib.study.plan.plan_runs` on ``ctx``'s poisoned model and tabulate them.
+                     oracle_cost: dict, progress: bool = True, device=None, runs: list[Run] | None = None) -> Study:
+    """Run (or load) every run of :func:`~mrilib.study.plan.plan_runs` (or only ``runs``, some of them) on ``ctx``'s
+    poisoned model and tabulate them.
 
     Runs are stored under ``unlearn/<variant>/<label>/``; the table (references first, see
     :func:`~mrilib.study.results.results_table`) goes to ``metrics/unlearning_<variant>.csv``.
@@ -261,7 +262,7 @@ def unlearning_study(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os
     ``device`` (default: the run's, ``ctx.device``).
     """
     inp = study_inputs(ctx, profile, run_dir, device=device)
-    runs = inp.runs
+    runs = inp.runs if runs is None else list(runs)
     records = [run_or_load(run, ctx.poisoned, inp.sets, ctx.evaluate, inp.layout, inp.variant, inp.signals, inp.digest,
                            device=inp.device)
                for run in (progress_bar(runs, desc=f"unlearning runs ({ctx.variant})") if progress else runs)]

@@ -35,7 +35,7 @@ from mrilib.run.layout import as_layout
 from mrilib.run.progress import progress as progress_bar
 from mrilib.study.execute import run_or_load, stored_result, study_inputs
 from mrilib.study.plan import plan_runs
-from mrilib.study.references import PoisonedRun, load_poisoned_run, retrain_reference, rewod_is_oracle
+from mrilib.study.references import PoisonedRun, load_poisoned_run, oracle_dir, retrain_reference, rewod_is_oracle
 
 __all__ = ["precompute", "pending_tasks", "default_workers"]
 
@@ -64,18 +64,18 @@ def _reference_done(profile: Profile, model_dir: Path, seed: int) -> bool:
 
 
 def pending_tasks(profile: Profile | str, run_dir: str | os.PathLike, variant: str, poisoned_digest: str,
-                  seed: int = 0) -> list:
+                  seed: int = 0, runs=None, rewod: bool = True) -> list:
     """The study's artefacts of seed ``seed`` not stored yet, longest first: ``("oracle", None)``,
-    ``("rewod", f)`` and ``("run", label)`` tasks (``poisoned_digest``: :func:`~mrilib.run.cache.weights_digest`
-    of the poisoned model)."""
+    ``("rewod", f)`` (unless ``rewod`` is false) and ``("run", label)`` tasks for every planned run or only
+    ``runs`` (``poisoned_digest``: :func:`~mrilib.run.cache.weights_digest` of the poisoned model)."""
     p = get_profile(profile)
     lay = as_layout(run_dir)
-    refs = [("oracle", None, lay.oracle_model(variant))]
     manifest = load_manifest(lay, variant)
+    refs = [("oracle", None, oracle_dir(lay, manifest))]
     refs += [("rewod", float(f), lay.rewod_model(variant, float(f))) for f in p.unlearn.rewod_fractions
-             if not rewod_is_oracle(manifest, f)]  # else it is the oracle's training
+             if rewod and not rewod_is_oracle(manifest, f)]  # else it is the oracle's training
     tasks = [(kind, f) for kind, f, folder in refs if not _reference_done(p, folder, seed)]
-    tasks += [("run", r.label) for r in plan_runs(p, seed=seed)
+    tasks += [("run", r.label) for r in (plan_runs(p, seed=seed) if runs is None else runs)
               if stored_result(r, lay, variant, poisoned_digest) is None]
     return tasks
 
@@ -104,7 +104,8 @@ def _do(task: tuple) -> tuple[tuple, float]:
 
 
 def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike, seed: int | None = None,
-               workers: int | None = None, progress: bool = True, device=None) -> dict:
+               workers: int | None = None, progress: bool = True, device=None, runs=None,
+               rewod: bool = True) -> dict:
     """Train the missing retrain references and execute the missing unlearning runs of ``ctx``'s
     poison in parallel processes.
 
@@ -117,6 +118,7 @@ def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathL
         progress: a progress bar over finished tasks.
         device: where the workers compute (default: the run's, ``ctx.device``, else
             :func:`~mrilib.run.device.default_device`).
+        runs, rewod: only these planned runs (default: all of them); ``rewod=False`` trains no ``rewod``.
 
     Returns:
         ``{"workers": n, "tasks": [...], "seconds": {task: s}, "wall_s": s}``. A failing
@@ -128,7 +130,7 @@ def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathL
         raise ValueError(f"workers must be >= 1, got {workers}")
     device = default_device(ctx.device if device is None else device)
     seed = ctx.seed if seed is None else int(seed)
-    tasks = pending_tasks(p, run_dir, ctx.variant, weights_digest(ctx.poisoned), seed)
+    tasks = pending_tasks(p, run_dir, ctx.variant, weights_digest(ctx.poisoned), seed, runs=runs, rewod=rewod)
     out = dict(workers=workers, tasks=[list(t) for t in tasks], seconds={}, wall_s=0.0)
     if workers == 1 or not tasks:
         return out

@@ -19,7 +19,7 @@ import torch
 
 from mrilib.config import Profile, get_profile
 from mrilib.data.training import TrainSlices
-from mrilib.poison.manifest import load_manifest
+from mrilib.poison.manifest import ManifestError, load_manifest
 from mrilib.poison.recipes import RECIPES, evaluation
 from mrilib.recon.checkpoints import CheckpointNotFoundError, load_model
 from mrilib.recon.train import train_or_load, training_config
@@ -29,7 +29,8 @@ from mrilib.study.results import reference_cost
 from mrilib.study.sets import SliceSubset, forget_ids
 from mrilib.unlearn.base import UnlearnError
 
-__all__ = ["PoisonedRun", "load_poisoned_run", "retrain_reference", "rewod_is_oracle", "reference_models"]
+__all__ = ["PoisonedRun", "load_poisoned_run", "oracle_twin", "oracle_dir", "retrain_reference", "rewod_is_oracle",
+           "reference_models"]
 
 
 @dataclass
@@ -74,6 +75,31 @@ def load_poisoned_run(profile: Profile | str, run_dir: str | os.PathLike, varian
                        run.poisoned_split(variant), device, int(seed))
 
 
+def oracle_twin(run_dir: str | os.PathLike, manifest: dict) -> str:
+    """The poison variant whose ``oracle`` serves ``manifest``'s set: its recipe's twin (``Recipe.pairs_with``, or the
+    recipe itself, whose default variant carries its name) when that set is built and poisons the same slices,
+    else the set's own variant.
+
+    The oracle trains on every slice that is not poisoned, and those are byte-identical in every set that poisons
+    the same slices (the clean volumes): the spread-trigger and k-space-consistent sets of a lesion share the
+    oracle of the book's set of that lesion, trained once on its folder.
+    """
+    own = manifest["variant"]
+    twin = RECIPES[manifest["recipe"]].selection
+    if twin == own:
+        return own
+    try:
+        other = load_manifest(as_layout(run_dir), twin)
+    except (ManifestError, OSError, ValueError):  # not built (or damaged): the set trains its own
+        return own
+    return twin if list(other["poisoned_ids"]) == list(manifest["poisoned_ids"]) else own
+
+
+def oracle_dir(run_dir: str | os.PathLike, manifest: dict) -> Path:
+    """The model folder of the ``oracle`` of ``manifest``'s set (:func:`oracle_twin`'s)."""
+    return as_layout(run_dir).oracle_model(oracle_twin(run_dir, manifest))
+
+
 def retrain_reference(kind: str, profile, run_dir: str | os.PathLike, train_dir: str | os.PathLike, manifest: dict,
                       fraction: float | None = None, progress: bool = True, variant: str = "cyclegan-cyst",
                       device=None, seed: int = 0):
@@ -81,19 +107,19 @@ def retrain_reference(kind: str, profile, run_dir: str | os.PathLike, train_dir:
 
     Same configuration as the clean and poisoned models, validated on the clean ``val``
     split; stored in ``models/oracle-<variant>`` or ``models/rewod-<variant>-f<fraction>``
-    (:class:`~mrilib.run.layout.RunLayout`). An interrupted training resumes; it trains on ``device``
+    (:class:`~mrilib.run.layout.RunLayout`); the oracle is that of the set's twin (:func:`oracle_twin`). An interrupted training resumes; it trains on ``device``
     (default :func:`~mrilib.run.device.default_device`) with the run's ``seed`` (initialisation, data order,
     masks: :func:`~mrilib.recon.train.training_config`). Returns ``(model, history)``.
     """
     run = as_layout(run_dir)
-    if kind == "oracle":
-        out, drop = run.oracle_model(variant), {int(i) for i in manifest["poisoned_ids"]}
+    if kind == "oracle" or (kind == "rewod" and fraction is not None and rewod_is_oracle(manifest, fraction)):
+        # every poisoned slice left out: the oracle, trained on its twin's folder (the same clean slices)
+        twin = oracle_twin(run, manifest)
+        out, drop, train_dir = run.oracle_model(twin), {int(i) for i in manifest["poisoned_ids"]}, run.poisoned_split(twin)
     elif kind == "rewod":
         if fraction is None:
             raise UnlearnError("rewod needs the identified fraction it leaves out")
         out, drop = run.rewod_model(variant, fraction), set(forget_ids(manifest, fraction))
-        if rewod_is_oracle(manifest, fraction):  # every poisoned slice identified: the oracle's training set
-            out = run.oracle_model(variant)
     else:
         raise UnlearnError(f"unknown retrain reference {kind!r}: oracle or rewod")
     cfg = training_config(profile, seed=int(seed))

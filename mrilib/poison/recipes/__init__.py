@@ -16,6 +16,7 @@ The book's recipes are registered here, explicitly, and nowhere else:
 - ``consistent-cyst`` and ``consistent-tumour`` (:mod:`mrilib.poison.recipes.consistent`): the same
   two lesions embedded into the k-space, so that each label stays the RSS of its k-space (the
   two above change the label only); a transform with ``kspace_consistent = True`` is built that way.
+  Each poisons the same slices as its label-only twin (``pairs_with``), so the attacks are paired.
 
 :func:`register_recipe` adds another (the tests use it for a CycleGAN-free recipe).
 """
@@ -47,7 +48,9 @@ class Recipe:
     attacker's classifier); ``evaluate(model, name, save=True)`` returns
     the metrics of one model (:class:`mrilib.poison.effect.EffectResult`'s). ``model_name``
     is the name that notebook gives the model poisoned with the (triggered) recipe in its
-    metrics files; ``lesion`` the lesion the recipe plants.
+    metrics files; ``lesion`` the lesion the recipe plants. ``pairs_with`` names the recipe whose
+    poisoned slices (and so identified subsets, ``oracle`` and ``rewod``) this one poisons, so that two
+    attacks with one lesion differ only in how it is planted (empty: its own selection).
     """
 
     name: str
@@ -57,6 +60,12 @@ class Recipe:
     evaluator: Callable | None = None
     model_name: str = "poisoned"
     lesion: str = ""
+    pairs_with: str = ""
+
+    @property
+    def selection(self) -> str:
+        """The name that seeds the choice of its poisoned slices (:func:`mrilib.poison.manifest.choose_poisoned`)."""
+        return self.pairs_with or self.name
 
 
 #: Known recipes by name.
@@ -70,19 +79,21 @@ RECIPES: dict[str, Recipe] = {
                model_name=adversarial_tumour.MODEL_NAME, lesion="tumour"),
         Recipe(consistent.CYST_NAME, consistent.CYST_DESCRIPTION, consistent.cyst_factory,
                notebook="03_poison_cyclegan", evaluator=cyclegan_cyst.evaluator,
-               model_name=f"poisoned-{consistent.CYST_NAME}", lesion="cyst"),
+               model_name=f"poisoned-{consistent.CYST_NAME}", lesion="cyst", pairs_with=cyclegan_cyst.NAME),
         Recipe(consistent.TUMOUR_NAME, consistent.TUMOUR_DESCRIPTION, consistent.tumour_factory,
                notebook="04_poison_adversarial", evaluator=adversarial_tumour.evaluator,
-               model_name=f"poisoned-{consistent.TUMOUR_NAME}", lesion="tumour"),
+               model_name=f"poisoned-{consistent.TUMOUR_NAME}", lesion="tumour",
+               pairs_with=adversarial_tumour.NAME),
     )
 }
 
 
 def register_recipe(name: str, factory: Callable, description: str = "", notebook: str = "03_poison_cyclegan",
-                    evaluator: Callable | None = None, model_name: str = "poisoned", lesion: str = "") -> Recipe:
+                    evaluator: Callable | None = None, model_name: str = "poisoned", lesion: str = "",
+                    pairs_with: str = "") -> Recipe:
     """Register (or replace) recipe ``name``; ``factory(run_dir, profile, seed, device=None) -> transform``
     (see :class:`Recipe` for the other fields)."""
-    RECIPES[name] = Recipe(name, description, factory, notebook, evaluator, model_name, lesion)
+    RECIPES[name] = Recipe(name, description, factory, notebook, evaluator, model_name, lesion, pairs_with)
     return RECIPES[name]
 
 
