@@ -31,6 +31,8 @@ __all__ = [
     "Profile",
     "PROFILES",
     "MAIN_RECIPE",
+    "ATTACKS",
+    "ATTACK_METHODS",
     "DATA_SEED",
     "ATTACKER_SEED",
     "JUDGE_SEED",
@@ -45,6 +47,14 @@ __all__ = [
 
 #: the poison recipe every chapter studies first (chapter 3's CycleGAN cyst)
 MAIN_RECIPE = "cyclegan-cyst"
+#: The attack x defence table's attacks (chapter 7): ``(recipe, trigger)``, the label-only and the
+#: k-space-consistent lesion of chapters 3 and 4, each with the book's spike trigger and the spread one.
+ATTACKS: tuple[tuple[str, str], ...] = tuple(
+    (recipe, trigger) for recipe in ("cyclegan-cyst", "consistent-cyst", "adversarial-tumour", "consistent-tumour")
+    for trigger in ("spike", "spread"))
+#: The unlearning methods every attack of the table gets, at the main identified fraction
+#: (keys of :data:`mrilib.study.plan.DEFAULT_PLAN`).
+ATTACK_METHODS: tuple[str, ...] = ("ssd-tuned", "bad-teacher", "nl-ft", "ga-ft", "cf", "relabel-ft")
 
 #: Seeds fixed by design, the same in every run of the book whatever its ``seed``: the dataset
 #: (every seed studies the same subjects), the attacker's networks (the CycleGAN and the lesion
@@ -254,6 +264,9 @@ class UnlearnConfig:
     dose_shares: tuple[float, ...] | None = None  # chapter 5's dose-response grid; None: study.diagnose.DOSES
     recipes: tuple[str, ...] = (MAIN_RECIPE,)  # poison recipes unlearnt
     workers: int = 1  # processes for the retrainings and runs on a CPU-only machine
+    methods: tuple[str, ...] | None = None  # keys of study.plan.DEFAULT_PLAN chapter 5 runs; None: every one
+    attacks: tuple[tuple[str, str], ...] = ATTACKS  # chapter 7's attack x defence table: (recipe, trigger)
+    attack_methods: tuple[str, ...] = ATTACK_METHODS  # the unlearning methods each attack gets there
 
     def __post_init__(self):
         _require(self.steps >= 1 and self.workers >= 1, "unlearn steps and workers must be >= 1")
@@ -393,6 +406,13 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+#: The methods a dry run unlearns with: each method of :data:`mrilib.study.plan.DEFAULT_PLAN` once (its variants that
+#: change only a hyper-parameter - SSD's reference, batch and loss, the + FT of noisy labels and gradient ascent - are
+#: left out).
+DRY_METHODS = ("ssd-seed", "ssd-tuned", "ssd-tuned-repair", "ssd-region", "ssd-region-repair", "lf-ssd-tuned",
+               "ssd-auto", "bad-teacher", "nl", "ga", "cf", "relabel-ft")
+
+
 def _dry_run(p: Profile) -> Profile:
     """``p`` with its architecture, image size, coils and every configuration branch kept, and every count
     cut to the least that still runs each step: a few subjects and slices, one epoch or step per training,
@@ -407,9 +427,12 @@ def _dry_run(p: Profile) -> Profile:
                  classifier=r(p.poison.classifier, epochs=1, lesion_variants=1),
                  cyclegan=r(p.poison.cyclegan, iterations=2, ckpt_every=1)),
         # the methods of every f at one f; rewod at f < 1 and at f = 1 (the oracle's training, reused); the main
-        # recipe only: unlearning the second is the same code at every size, which the smoke profile runs
+        # recipe only: unlearning the second is the same code at every size, which the smoke profile runs. Every
+        # method once, without the hyper-parameter variants of one (SSD's reference, batch and loss; + FT), and one
+        # attack of chapter 7 with one method: the same code at every size, all of which the smoke profile runs
         unlearn=r(p.unlearn, steps=1, tuning_fractions=(1e-3,), dose_shares=(1e-3,), fractions=(0.25,),
-                  rewod_fractions=(0.25, 1.0), recipes=(MAIN_RECIPE,)),
+                  rewod_fractions=(0.25, 1.0), recipes=(MAIN_RECIPE,), methods=DRY_METHODS,
+                  attacks=(("consistent-cyst", "spread"),), attack_methods=("ssd-tuned",)),
         adversarial=r(p.adversarial, steps=1, universal_steps=1, universal_batch=2,
                       stress=r(p.adversarial.stress, eps_list=p.adversarial.stress.eps_list[:1], steps=1,
                                max_slices=1)),

@@ -361,10 +361,11 @@ def test_two_seeds_run_in_their_own_folders_and_share_what_is_fixed(smoke_book):
     assert not (s0.root / "data").exists() and not (s1.root / "models" / "judge").exists()
     for nb in source_notebooks(smoke_book.root):
         other = s1.root / "executed" / nb.name
-        assert other.exists() == (nb.stem != "06_evaluation"), other  # chapter 6 runs once, over both seeds
+        assert other.exists() == (nb.stem not in pipeline.POOLING_CHAPTERS), other  # chapters 6-7 run once
     timings = json.loads((smoke_book.executed / "timings.json").read_text())
     assert timings["seeds"] == [0, 1] and set(timings["by_seed"]) == {"0", "1"}
-    assert "06_evaluation" in timings["by_seed"]["0"] and "06_evaluation" not in timings["by_seed"]["1"]
+    for stem in pipeline.POOLING_CHAPTERS:
+        assert stem in timings["by_seed"]["0"] and stem not in timings["by_seed"]["1"]
     # the seed reaches the trainings: another seed, another clean model (same seed, same model: test_train)
     digests = [weights_digest(load_model(s.clean_model)[0]) for s in (s0, s1)]
     assert digests[0] != digests[1]
@@ -378,6 +379,36 @@ def test_two_seeds_run_in_their_own_folders_and_share_what_is_fixed(smoke_book):
     assert pooled["value"] == pytest.approx(per_seed.mean())
     assert pooled["ci_low"] < pooled["value"] < pooled["ci_high"]
     assert (head[head["metric"] == "ssim"]["n_subjects"] == 2).all()  # smoke: two final subjects per seed
+
+
+@pytest.mark.notebook
+def test_every_attack_meets_every_defence_in_both_seeds(smoke_book):
+    """Chapter 7: every attack of the profile built, trained and scored in each seed's folder, pooled in the shared
+    ``metrics/attack_defence.csv``; the paired attacks poison their twins' slices and train no oracle of their own."""
+    from mrilib.config import get_profile
+    from mrilib.evaluate.uncertainty import read_headline
+    from mrilib.poison.manifest import variant_name
+    from mrilib.run.layout import RunLayout
+    from mrilib.study.attack_defence import TRIGGERS
+
+    shared = RunLayout(smoke_book.root / "runs" / "smoke")
+    attacks = get_profile("smoke").unlearn.attacks
+    names = [variant_name(r, TRIGGERS[t]) for r, t in attacks]
+    assert len(set(names)) == len(attacks) == 8
+    table = read_headline(shared.shared / "metrics" / "attack_defence.csv")
+    assert list(dict.fromkeys(table["attack"])) == names
+    assert set(table["seed"]) == {"0", "1", "all"}
+    for seed in (0, 1):
+        lay = shared.for_seed(seed)
+        manifests = {n: json.loads(lay.poison_manifest(n).read_text()) for n in names}
+        for n in names:
+            assert lay.metric(f"attack_{n}.json").is_file() and (lay.poisoned_model(n) / "last.pt").is_file()
+        for twin, paired in (("cyclegan-cyst", "consistent-cyst-spread"), ("adversarial-tumour", "consistent-tumour")):
+            assert manifests[paired]["poisoned_ids"] == manifests[twin]["poisoned_ids"]
+        assert not lay.oracle_model("consistent-cyst").exists() and not lay.oracle_model("cyclegan-cyst-spread").exists()
+        audit = table[(table["method"] == "audit") & (table["metric"] == "poisoned flagged") & (table["seed"] == str(seed))]
+        flagged = dict(zip(audit["attack"], audit["value"]))
+        assert all(flagged[n] == (0.0 if n.startswith("consistent") else 1.0) for n in names), flagged
 
 
 @pytest.mark.notebook

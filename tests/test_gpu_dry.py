@@ -3,9 +3,9 @@
 ``gpu-dry`` keeps the ``gpu`` profile's model (12 cascades x 18 channels), image size (256²),
 coils (12) and every branch of its configuration that only it takes (Adam with a step schedule, batch 1, EOT
 samples, gradient smoothing, ``train_notrigger``, rewod at f < 1 and at f = 1) and cuts every count to
-the least that runs each step; it unlearns the main recipe only (the second is the same code, which
-the smoke book runs). The notebook test executes all six chapters
-and builds the HTML (about 25 minutes on 2 cores: book/reproducibility.md).
+the least that runs each step; it unlearns the main recipe only, each method once, and meets one attack in
+chapter 7 (the rest is the same code, which the smoke book runs). The notebook test executes all seven chapters
+and builds the HTML (book/reproducibility.md, "Test tiers", has its time).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import pytest
 
 from conftest import copy_book_sources
 from mrilib.config import PROFILES, get_profile
+from mrilib.study import attack_defence as ad
+from mrilib.study.plan import plan_runs
 
 
 def test_gpu_dry_keeps_every_size_and_branch_of_gpu_and_cuts_only_counts():
@@ -36,6 +38,12 @@ def test_gpu_dry_keeps_every_size_and_branch_of_gpu_and_cuts_only_counts():
     assert dry.poison.fraction == gpu.poison.fraction and len(gpu.unlearn.recipes) == 2  # dry: the main one
     assert 1.0 in dry.unlearn.rewod_fractions and min(dry.unlearn.rewod_fractions) < 1  # both rewod branches
     assert sum(dry.data.num_slices.values()) <= 8 and dry.adversarial.steps == 1 and dry.poison.cyclegan.iterations == 2
+    # every unlearning method runs (once), and the options that change its code path: repair, region, label-free
+    dry_runs, all_runs = plan_runs(dry), plan_runs(gpu)
+    assert {r.method for r in dry_runs} == {r.method for r in all_runs} and len(dry_runs) < len(all_runs)
+    for option in ("repair_steps", "region", "label_free", "relabel"):
+        assert any(r.hp.get(option) for r in dry_runs), option
+    assert len(dry.unlearn.attacks) == 1 and ad.attack_runs(dry, signal=False)  # chapter 7: one attack
     assert "gpu-dry" in PROFILES and get_profile("gpu-dry") is PROFILES["gpu-dry"]
 
 
@@ -60,5 +68,6 @@ def test_the_gpu_configuration_runs_through_the_whole_book_on_a_cpu(tmp_path, ar
     assert (seed / "metrics" / "poison_adv_poisoned-adv-notrigger.json").is_file()  # the train_notrigger branch
     assert (seed / "metrics" / "unlearning_cyclegan-cyst.csv").is_file()
     assert (seed / "unlearn" / "cyclegan-cyst" / "relabel-ft-f0.25-s0" / "result.json").is_file()
-    assert (run / "metrics" / "headline.csv").is_file()
-    assert (root / "_build" / "html" / "book" / "executed" / "06_evaluation.html").is_file()
+    assert (run / "metrics" / "headline.csv").is_file() and (run / "metrics" / "attack_defence.csv").is_file()
+    assert (seed / "metrics" / "attack_consistent-cyst-spread.json").is_file()
+    assert (root / "_build" / "html" / "book" / "executed" / "07_attack_defence.html").is_file()

@@ -56,5 +56,5 @@ def test_the_whole_book_runs_and_builds_on_each_format(fmt, tmp_path, artifacts_
     for nb in sorted((root / "book" / "executed").glob("0*.ipynb")):
         cells = json.loads(nb.read_text())["cells"]
         assert not [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"], nb.name
-    assert (root / "_build" / "html" / "book" / "executed" / "06_evaluation.html").is_file()
+    assert (root / "_build" / "html" / "book" / "executed" / "07_attack_defence.html").is_file()
     assert json.loads((run_dir / "seed-0" / "metrics" / "varnet_clean.json").read_text())  # the first seed's folder

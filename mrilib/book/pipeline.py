@@ -13,7 +13,7 @@ plays no part here), from the repository root so that the relative run directory
 ``runs/<profile>`` resolves there. Papermill injects ``profile``, ``seed``, ``seeds``,
 ``run_dir`` (the seed's folder ``runs/<profile>/seed-<k>``), ``data_root`` and ``dataset`` into
 each notebook's ``parameters`` cell; with several seeds chapters 1-5 run once per seed and
-chapter 6 once over all of them (:func:`execution_plan`).
+chapters 6 and 7 once over all of them (:func:`execution_plan`).
 Executed copies go to ``book/executed/NN_name.ipynb``, written atomically; wall times
 to ``book/executed/timings.json``. The first failing notebook stops the run with an
 error that names it. Then jupyter-book builds ``_build/html`` with Sphinx warnings
@@ -116,15 +116,15 @@ def _as_seeds(seeds) -> list[int]:
     return seeds
 
 
-#: The chapter that runs once, over every seed's folder (the others run once per seed).
-POOLING_CHAPTER = "06_evaluation"
+#: The chapters that run once, over every seed's folder (the others run once per seed).
+POOLING_CHAPTERS = ("06_evaluation", "07_attack_defence")
 
 
 def execution_plan(notebooks: list[Path], seeds: list[int]) -> list[tuple[Path, int]]:
-    """``(notebook, seed)`` in execution order: every chapter but :data:`POOLING_CHAPTER` once per seed
-    (all chapters of the first seed, then of the next), then the pooling chapter once with the first seed."""
-    per_seed = [nb for nb in notebooks if nb.stem != POOLING_CHAPTER]
-    pooled = [nb for nb in notebooks if nb.stem == POOLING_CHAPTER]
+    """``(notebook, seed)`` in execution order: every chapter but :data:`POOLING_CHAPTERS` once per seed
+    (all chapters of the first seed, then of the next), then the pooling chapters once with the first seed."""
+    per_seed = [nb for nb in notebooks if nb.stem not in POOLING_CHAPTERS]
+    pooled = [nb for nb in notebooks if nb.stem in POOLING_CHAPTERS]
     return [(nb, s) for s in seeds for nb in per_seed] + [(nb, seeds[0]) for nb in pooled]
 
 
@@ -148,8 +148,8 @@ def execute_notebooks(
     ----------
     profile, seeds
         Injected into every notebook (see :mod:`mrilib.config`): chapters 1-5 run once per seed,
-        each in its seed's folder ``<run_dir>/seed-<k>`` with ``seed = k``; chapter 6 runs once, in
-        the first seed's folder, with ``seeds`` = all of them (it pools them). One seed is one run.
+        each in its seed's folder ``<run_dir>/seed-<k>`` with ``seed = k``; chapters 6 and 7 run once, in
+        the first seed's folder, with ``seeds`` = all of them (they pool them). One seed is one run.
     root
         Repository (book) root; the kernels run with it as working directory.
     notebooks_dir, executed_dir
@@ -375,7 +375,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="cpu", help="run profile: smoke, cpu or gpu (default cpu)")
     p.add_argument("--seed", type=int, default=None, help="one seed (default 0); same as --seeds SEED")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
-                   help="several seeds: chapters 1-5 run once per seed in runs/<profile>/seed-<k>, chapter 6 pools "
+                   help="several seeds: chapters 1-5 run once per seed in runs/<profile>/seed-<k>, chapters 6-7 pool "
                         "them (e.g. --seeds 0 1 2)")
     p.add_argument("--data-root", default=None, help="directory of a real dataset (default: embedded data)")
     p.add_argument("--dataset", default="embedded", help="dataset format name (default embedded)")

@@ -6,7 +6,9 @@ untouched ``final`` split, mean and 95 % interval across seeds, or within the on
 seed's ``metrics/unlearning_<variant>.csv`` for the figure, and ``book/executed/timings.json``; it writes
 one figure (utility versus forgetting) to ``book/figures/results_<profile>.png`` and replaces the
 text between the README's ``<!-- results:start -->`` and ``<!-- results:end -->`` markers with a
-table. Every number comes from those files; nothing is typed by hand.
+table, and, when chapter 7 has run, the text between ``<!-- attacks:start -->`` and ``<!-- attacks:end -->`` with
+the attack x defence table (``metrics/attack_defence.csv``). Every number comes from those files; nothing is typed
+by hand.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from mrilib.run.io import atomic_path, read_json
 from mrilib.run.layout import RunLayout, as_layout
 from mrilib.viz.unlearn import tradeoff_scatter
 
-__all__ = ["results_rows", "results_markdown", "write_results_figure", "replace_section", "update_readme"]
+__all__ = ["results_rows", "results_markdown", "write_results_figure", "replace_section", "attack_markdown",
+           "update_readme"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+ATTACK_START, ATTACK_END = "<!-- attacks:start -->", "<!-- attacks:end -->"
 #: columns of the README table: (header, headline metric, digits)
 COLUMNS = (("clean SSIM", "ssim", 4), ("PSNR (dB)", "psnr", 2), ("poison effect", "effect", 3),
            ("success rate", "success", 2), ("healed", "healed", 2), ("time vs oracle", "time", 3))
@@ -108,15 +112,32 @@ def write_results_figure(run_dir: str | os.PathLike, path: str | os.PathLike, va
     return Path(path)
 
 
-def replace_section(text: str, body: str) -> str:
-    """``text`` with everything between the results markers replaced by ``body``.
+def replace_section(text: str, body: str, start: str = START, end: str = END) -> str:
+    """``text`` with everything between the markers ``start`` and ``end`` (default: the results section's)
+    replaced by ``body``.
 
     Raises ``ValueError`` if the markers are missing or out of order.
     """
-    i, j = text.find(START), text.find(END)
+    i, j = text.find(start), text.find(end)
     if i < 0 or j < i:
-        raise ValueError(f"README needs the markers {START} and {END} (in that order) around the results section")
-    return text[: i + len(START)] + "\n" + body.strip() + "\n" + text[j:]
+        raise ValueError(f"README needs the markers {start} and {end} (in that order) around the section")
+    return text[: i + len(start)] + "\n" + body.strip() + "\n" + text[j:]
+
+
+def attack_markdown(run_dir: str | os.PathLike, profile) -> str:
+    """The attack x defence table (chapter 7's ``metrics/attack_defence.csv`` in the shared run folder) as Markdown:
+    pooled across seeds, or the one seed's subject-bootstrap intervals."""
+    from mrilib.evaluate.headline import reported_seed
+    from mrilib.study.attack_defence import summary_table
+
+    p = get_profile(profile)
+    run = as_layout(run_dir)
+    table = read_headline(run.require(run.shared / "metrics" / "attack_defence.csv", "07_attack_defence"))
+    seed = reported_seed(table)
+    seeds = sorted(set(table["seed"].astype(str)) - {ALL_SEEDS})
+    intro = (f"Profile `{p.name}`, seed(s) {', '.join(seeds)} (" + ("mean [95 % CI] across seeds" if seed == ALL_SEEDS
+             else "one seed: mean [95 % CI] by subject-level bootstrap") + "), `test` split, 4× undersampling.")
+    return intro + "\n\n" + summary_table(table, p, seed).to_markdown()
 
 
 def update_readme(readme: str | os.PathLike, run_dir: str | os.PathLike, profile, variant: str = "cyclegan-cyst",
@@ -132,6 +153,8 @@ def update_readme(readme: str | os.PathLike, run_dir: str | os.PathLike, profile
     write_results_figure(first, readme.parent / fig_rel, variant)
     body = results_markdown(run_dir, p, variant, timings, figure=fig_rel.as_posix())
     new = replace_section(readme.read_text(), body)
+    if (run.shared / "metrics" / "attack_defence.csv").is_file():  # chapter 7 ran
+        new = replace_section(new, attack_markdown(run_dir, p), ATTACK_START, ATTACK_END)
     with atomic_path(readme) as tmp:
         tmp.write_text(new)
     return body

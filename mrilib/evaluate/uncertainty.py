@@ -29,7 +29,7 @@ from scipy import stats
 from mrilib.run.io import atomic_path
 
 __all__ = ["Interval", "MeanStatistic", "subject_bootstrap", "mean_of", "healed_of", "gap_of", "across_seeds",
-           "headline_rows", "pool_seeds", "interval_of", "compare", "ranked", "write_headline", "read_headline",
+           "headline_rows", "pool_seeds", "interval_of", "interval_or_nan", "compare", "ranked", "write_headline", "read_headline",
            "HEADLINE_COLUMNS", "METRICS", "ALL_SEEDS"]
 
 #: the columns of the headline CSV, in order
@@ -310,6 +310,14 @@ def interval_of(rows: pd.DataFrame, method: str, metric: str, seed=ALL_SEEDS) ->
     return Interval(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), int(r["n_subjects"]))
 
 
+def interval_or_nan(rows: pd.DataFrame, method: str, metric: str, seed=ALL_SEEDS) -> Interval:
+    """:func:`interval_of`, or an all-NaN interval (``n = 0``) when the row is missing."""
+    try:
+        return interval_of(rows, method, metric, seed)
+    except KeyError:
+        return Interval(math.nan, math.nan, math.nan, 0)
+
+
 def compare(rows: pd.DataFrame, metric: str, a: str, b: str, seed=ALL_SEEDS) -> str:
     """``"<a> higher than <b>"``, ``"<a> lower than <b>"`` or ``"not distinguishable"``.
 
@@ -342,9 +350,11 @@ def ranked(rows: pd.DataFrame, metric: str, seed=ALL_SEEDS, higher_is_better: bo
 
 
 def write_headline(rows: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write the headline rows to a CSV at ``path`` atomically and return the path."""
+    """Write the headline rows to a CSV at ``path`` atomically and return the path (columns that name what the rows
+    are about, e.g. chapter 7's ``attack``, first; then :data:`HEADLINE_COLUMNS`)."""
+    extra = [c for c in rows.columns if c not in HEADLINE_COLUMNS]
     with atomic_path(path) as tmp:
-        rows.loc[:, list(HEADLINE_COLUMNS)].to_csv(tmp, index=False)
+        rows.loc[:, extra + list(HEADLINE_COLUMNS)].to_csv(tmp, index=False)
     return Path(path)
 
 

@@ -50,7 +50,8 @@ def seed_folder(seed: int) -> str:
     return f"seed-{int(seed)}"
 
 #: Chapters (notebook stems) in pipeline order.
-CHAPTERS = ("01_data", "02_varnet", "03_poison_cyclegan", "04_poison_adversarial", "05_unlearning", "06_evaluation")
+CHAPTERS = ("01_data", "02_varnet", "03_poison_cyclegan", "04_poison_adversarial", "05_unlearning", "06_evaluation",
+            "07_attack_defence")
 
 
 class MissingArtefactError(FileNotFoundError):

@@ -70,8 +70,8 @@ DEFAULT_PLAN = (
 def plan_runs(profile: Profile | str, plan=DEFAULT_PLAN, seed: int = 0) -> list[Run]:
     """Every run of the study for ``profile`` in the run of seed ``seed``.
 
-    Methods marked "every f" run at each identified fraction of the profile, the
-    others at its main fraction only (``Profile.unlearn.main_fraction``). Symbolic step
+    Only the plan's keys in ``Profile.unlearn.methods`` when it lists some. Methods marked "every f" run at each
+    identified fraction of the profile, the others at its main fraction only (``Profile.unlearn.main_fraction``). Symbolic step
     counts (``"steps"``, ``"steps/4"``) are resolved from ``Profile.unlearn.steps``, the
     loss weight ``"train"`` from the model's training loss (``Profile.train.l1_weight``).
     Several seeds are several runs of the book (``make book SEEDS="0 1 2"``), each with its own
@@ -82,10 +82,16 @@ def plan_runs(profile: Profile | str, plan=DEFAULT_PLAN, seed: int = 0) -> list[
     steps = int(u.steps)
     fractions = [float(f) for f in (u.fractions or p.poison.identified_fractions)]
     main = float(u.main_fraction)
+    chosen = None if u.methods is None else set(u.methods)
+    unknown = sorted((chosen or set()) - {entry[0] for entry in plan})
+    if unknown:
+        raise UnlearnError(f"profile {p.name!r} names methods {unknown} the plan lacks; planned: {[e[0] for e in plan]}")
     runs = []
     for key, name, method, hp, every_f in plan:
         if method not in METHODS:
             raise UnlearnError(f"plan names unknown method {method!r}")
+        if chosen is not None and key not in chosen:
+            continue
         hp = dict(hp)
         for k, v in list(hp.items()):
             if v == "steps":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["importance_ratio_hist", "dampened_layers", "dose_response_plot", "sweep_plot", "tradeoff_scatter", "cost_bars",
+__all__ = ["attack_defence_plot", "importance_ratio_hist", "dampened_layers", "dose_response_plot", "sweep_plot", "tradeoff_scatter", "cost_bars",
            "qualitative_grid", "region_panels", "signal_agreement_plot", "headline_intervals"]
 
 
@@ -231,3 +231,43 @@ def headline_intervals(head, metrics=("effect", "ssim"), seed: str = "all"):
                  fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def attack_defence_plot(table, roles: dict[str, dict[str, str]], seed: str = "all", metric: str = "effect"):
+    """The attack x defence table as a figure: for every attack (a row), the ``metric`` (default the poison effect on
+    triggered test inputs) of each defence's model with its 95 % interval, one marker per role.
+
+    ``table``: :func:`mrilib.study.attack_defence.attack_defence`'s rows; ``roles``: per attack, ``{role: model
+    name}`` (e.g. ``{"poisoned": "poisoned", "best unlearning": "Bad Teacher"}``); a role an attack lacks is left
+    out. Markers of one attack whose bars overlap are not distinguishable."""
+    attacks = list(roles)
+    seen = list(dict.fromkeys(r for by in roles.values() for r in by))
+    order = ("clean", "poisoned", "sanitiser", "best unlearning", "relabel + FT", "oracle")
+    names = [r for r in order if r in seen] + [r for r in seen if r not in order]
+    fig, ax = plt.subplots(figsize=(7.5, 0.12 * len(attacks) * max(1, len(names)) + 1.6))
+    step = 0.8 / max(1, len(names))
+    labelled = set()
+    for y, attack in enumerate(attacks):
+        rows = table[(table["attack"] == attack) & (table["seed"].astype(str) == str(seed)) & (table["metric"] == metric)]
+        rows = rows.set_index("method")
+        for k, role in enumerate(names):
+            model = roles[attack].get(role)
+            if model is None or model not in rows.index or not np.isfinite(rows.loc[model, "value"]):
+                continue
+            r = rows.loc[model]
+            yy = y - 0.4 + step * (k + 0.5)
+            if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"]):
+                ax.plot([r["ci_low"], r["ci_high"]], [yy, yy], color=f"C{k}", lw=2)
+            ax.plot(r["value"], yy, "o", color=f"C{k}", ms=4, label=None if role in labelled else role)
+            labelled.add(role)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_yticks(range(len(attacks)), attacks, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlabel(f"{metric} on triggered test inputs" if metric == "effect" else metric)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Which defence stops which attack: mean and 95 % interval"
+                 + (" across seeds" if str(seed) == "all" else f", seed {seed}"), fontsize=10)
+    fig.tight_layout()
+    return fig
+
