@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 
 from mrilib.config import ATTACKS, get_profile
-from mrilib.evaluate.findings import attack_defence_findings
+from mrilib.evaluate import attack_defence as ad
 from mrilib.evaluate.uncertainty import interval_of, pool_seeds
 from mrilib.poison.triggers import DEFAULT_TRIGGER, SPREAD_TRIGGER
-from mrilib.study import attack_defence as ad
 
 
 def test_every_lesion_is_planted_both_ways_with_both_triggers():
@@ -84,7 +83,7 @@ def test_the_best_method_is_the_one_that_heals_most_within_the_ssim_tolerance():
     roles = ad.defence_models(_table(), "smoke", seed="0")["cyclegan-cyst"]
     assert roles == {"clean": "clean", "poisoned": "poisoned", "sanitiser": ad.SANITISED,
                      "best unlearning": "Bad Teacher", "relabel + FT": "Relabel + fine-tune", "oracle": "oracle"}
-    text = attack_defence_findings(_table(), {"cyclegan-cyst": roles}, seed="0")
+    text = ad.findings(_table(), {"cyclegan-cyst": roles}, seed="0")
     assert "flags 100 %" in text and "(`Bad Teacher`) heals 0.80" in text and "falls short of 0.9" in text
     methods = ad.method_table(_table(), seed="0")
     assert set(methods.index.get_level_values("method")) == {"oracle", "Bad Teacher", "Gradient ascent + FT",
@@ -97,7 +96,7 @@ def test_a_backdoor_that_is_not_learnt_says_so_and_heals_nothing():
     assert healed["value"].isna().all() and (healed["note"].str.contains("not learnt") | (healed["seed"] == "all")).all()
     summary = ad.summary_table(t, "smoke", seed="0").loc["cyclegan-cyst"]
     assert summary["best unlearning"] == "not learnt: nothing to unlearn" and summary["oracle effect"] == "n/a"
-    assert "nothing to unlearn" in attack_defence_findings(t, ad.defence_models(t, "smoke", "0"), seed="0")
+    assert "nothing to unlearn" in ad.findings(t, ad.defence_models(t, "smoke", "0"), seed="0")
     assert ad.method_table(t, "0").empty
 
 

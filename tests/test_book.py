@@ -386,10 +386,10 @@ def test_every_attack_meets_every_defence_in_both_seeds(smoke_book):
     """Chapter 7: every attack of the profile built, trained and scored in each seed's folder, pooled in the shared
     ``metrics/attack_defence.csv``; the paired attacks poison their twins' slices and train no oracle of their own."""
     from mrilib.config import get_profile
+    from mrilib.evaluate.attack_defence import TRIGGERS
     from mrilib.evaluate.uncertainty import read_headline
     from mrilib.poison.manifest import variant_name
     from mrilib.run.layout import RunLayout
-    from mrilib.study.attack_defence import TRIGGERS
 
     shared = RunLayout(smoke_book.root / "runs" / "smoke")
     attacks = get_profile("smoke").unlearn.attacks

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import copy_book_sources
 from mrilib.config import PROFILES, get_profile
-from mrilib.study import attack_defence as ad
+from mrilib.evaluate import attack_defence as ad
 from mrilib.study.plan import plan_runs
 
 

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from mrilib.config import get_profile
+from mrilib.evaluate.attack_defence import summary_table
+from mrilib.evaluate.headline import reported_seed
 from mrilib.evaluate.tables import load_unlearning_table
 from mrilib.evaluate.uncertainty import ALL_SEEDS, read_headline
 from mrilib.run.io import atomic_path, read_json
@@ -127,9 +129,6 @@ def replace_section(text: str, body: str, start: str = START, end: str = END) ->
 def attack_markdown(run_dir: str | os.PathLike, profile) -> str:
     """The attack x defence table (chapter 7's ``metrics/attack_defence.csv`` in the shared run folder) as Markdown:
     pooled across seeds, or the one seed's subject-bootstrap intervals."""
-    from mrilib.evaluate.headline import reported_seed
-    from mrilib.study.attack_defence import summary_table
-
     p = get_profile(profile)
     run = as_layout(run_dir)
     table = read_headline(run.require(run.shared / "metrics" / "attack_defence.csv", "07_attack_defence"))

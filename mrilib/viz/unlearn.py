@@ -237,7 +237,7 @@ def attack_defence_plot(table, roles: dict[str, dict[str, str]], seed: str = "al
     """The attack x defence table as a figure: for every attack (a row), the ``metric`` (default the poison effect on
     triggered test inputs) of each defence's model with its 95 % interval, one marker per role.
 
-    ``table``: :func:`mrilib.study.attack_defence.attack_defence`'s rows; ``roles``: per attack, ``{role: model
+    ``table``: :func:`mrilib.evaluate.attack_defence.attack_defence`'s rows; ``roles``: per attack, ``{role: model
     name}`` (e.g. ``{"poisoned": "poisoned", "best unlearning": "Bad Teacher"}``); a role an attack lacks is left
     out. Markers of one attack whose bars overlap are not distinguishable."""
     attacks = list(roles)

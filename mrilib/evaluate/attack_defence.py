@@ -64,7 +64,7 @@ from mrilib.study.references import load_poisoned_run, oracle_twin, retrain_refe
 from mrilib.study.results import reference_cost
 
 __all__ = ["TRIGGERS", "SANITISED", "UNTUNED", "attack_trigger", "attack_runs", "leaves_signal", "prepare_attack", "attack_scores",
-           "attack_rows", "attack_defence", "defence_models", "summary_table", "method_table"]
+           "attack_rows", "attack_defence", "defence_models", "summary_table", "method_table", "findings"]
 
 #: The triggers an attack may carry, by name.
 TRIGGERS = {"spike": DEFAULT_TRIGGER, "spread": SPREAD_TRIGGER}
@@ -341,3 +341,49 @@ def method_table(table: pd.DataFrame, seed=ALL_SEEDS, digits: int = 3) -> pd.Dat
                             index=pd.MultiIndex.from_arrays([[], []], names=["attack", "method"]))
     return pd.DataFrame(out).set_index(["attack", "method"])
 
+
+def findings(table: pd.DataFrame, roles: dict, seed=ALL_SEEDS, min_cut: float = 0.9, healed_target: float = 0.9) -> str:
+    """Chapter 7's conclusions (Markdown bullets), one per attack, from :func:`attack_defence`'s rows and
+    :func:`defence_models`' roles: does the audit flag its poisoned slices, does
+    the sanitiser cut its effect by ``min_cut``, is the backdoor learnt, and how far the best unlearning method and
+    relabel + fine-tune heal it (``healed_target``: the oracle's share it should reach); intervals that include a
+    target are said to."""
+    out = []
+    for attack, by_role in roles.items():
+        rows = table[table["attack"] == attack]
+
+        def iv(method, metric, rows=rows):
+            found = interval_or_nan(rows, method, metric, seed)
+            return found if found.n or np.isfinite(found.value) else None
+
+        flagged, alarms = iv("audit", "poisoned flagged"), iv("audit", "clean flagged")
+        left, gap = iv("sanitiser", "effect left"), iv("attack", "learnt gap")
+        parts = [f"the audit flags {100 * flagged.value:.0f} % of its poisoned slices"
+                 + (f" ({alarms.value:.0f} clean slices flagged)" if alarms is not None else "")]
+        if left is not None and np.isfinite(left.value):
+            reached = ("reached" if left.known and 1 - left.high >= min_cut else
+                       "not excluded" if (left.known and 1 - left.low >= min_cut) or (not left.known and
+                                                                                     1 - left.value >= min_cut)
+                       else "not reached")
+            parts.append(f"the sanitiser leaves {left.format(2) if left.known else f'{left.value:.2f}'} of its effect "
+                         f"(a cut of {100 * min_cut:.0f} %: {reached})")
+        effect = iv("poisoned", "effect")
+        if "oracle" not in by_role:
+            parts.append(f"the backdoor is not learnt (poisoned - clean effect {gap.value:.3f}"
+                         + (f" [{gap.low:.3f}, {gap.high:.3f}]" if gap is not None and gap.known else "")
+                         + "): there is nothing to unlearn")
+        else:
+            parts.append(f"the poisoned model's effect is {effect.format(3) if effect.known else f'{effect.value:.3f}'}")
+            for role in ("best unlearning", "relabel + FT"):
+                name = by_role.get(role)
+                healed = iv(name, "healed") if name else None
+                if healed is None or not np.isfinite(healed.value):
+                    parts.append(f"{role}: no method heals within 0.01 SSIM" if role == "best unlearning"
+                                 else f"{role}: healed not defined")
+                    continue
+                verdict = ("reaches" if healed.known and healed.low >= healed_target else
+                           "may reach" if healed.known and healed.high >= healed_target else "falls short of")
+                parts.append(f"{role} (`{name}`) heals {healed.format(2) if healed.known else f'{healed.value:.2f}'}, "
+                             f"which {verdict} {healed_target:g} of the oracle")
+        out.append(f"- `{attack}`: " + "; ".join(parts) + ".")
+    return "\n".join(out) if out else "- No attack was measured."
