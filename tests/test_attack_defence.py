@@ -121,3 +121,20 @@ def test_the_readme_table_is_generated_from_the_stored_rows(tmp_path):
     text = f"a\n{report.ATTACK_START}\nold\n{report.ATTACK_END}\nb\n"
     new = report.replace_section(text, body, report.ATTACK_START, report.ATTACK_END)
     assert "old" not in new and body in new and new.endswith(f"{report.ATTACK_END}\nb\n")
+
+
+def test_the_readme_gets_the_sections_whose_chapters_ran(tmp_path):
+    from mrilib.book import report
+    from mrilib.evaluate.uncertainty import write_headline
+    from mrilib.run.layout import MissingArtefactError, RunLayout
+
+    run = RunLayout(tmp_path / "runs" / "cpu")
+    readme = tmp_path / "README.md"
+    text = f"{report.START}\nkept\n{report.END}\n{report.ATTACK_START}\nold\n{report.ATTACK_END}\n"
+    readme.write_text(text)
+    with pytest.raises(MissingArtefactError, match="06_evaluation"):
+        report.update_readme(readme, run, "smoke")
+    write_headline(_table(), run.shared / "metrics" / "attack_defence.csv")  # chapter 7 only
+    report.update_readme(readme, run, "smoke")
+    new = readme.read_text()
+    assert "kept" in new and "old" not in new and "Bad Teacher: 0.800" in new

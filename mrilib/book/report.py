@@ -142,21 +142,26 @@ def attack_markdown(run_dir: str | os.PathLike, profile) -> str:
 def update_readme(readme: str | os.PathLike, run_dir: str | os.PathLike, profile, variant: str = "cyclegan-cyst",
                   timings: str | os.PathLike | None = None) -> str:
     """Regenerate the README's results section (and its figure) from ``run_dir`` (the shared run folder, or
-    any seed's); returns the new section."""
+    any seed's) and its attack x defence section, each when its chapter (6, 7) has run; returns the new sections.
+    A run folder where neither has run raises the error that names chapter 6."""
     readme = Path(readme)
     p = get_profile(profile)
     run = as_layout(run_dir)
-    head = read_headline(run.require(run.headline, "06_evaluation"))
-    first = run.for_seed(min(int(s) for s in head["seed"].astype(str) if s != ALL_SEEDS))
-    fig_rel = Path("book") / "figures" / f"results_{p.name}.png"
-    write_results_figure(first, readme.parent / fig_rel, variant)
-    body = results_markdown(run_dir, p, variant, timings, figure=fig_rel.as_posix())
-    new = replace_section(readme.read_text(), body)
-    if (run.shared / "metrics" / "attack_defence.csv").is_file():  # chapter 7 ran
-        new = replace_section(new, attack_markdown(run_dir, p), ATTACK_START, ATTACK_END)
+    new, bodies = readme.read_text(), []
+    attacks = run.shared / "metrics" / "attack_defence.csv"
+    if run.headline.is_file() or not attacks.is_file():
+        head = read_headline(run.require(run.headline, "06_evaluation"))
+        first = run.for_seed(min(int(s) for s in head["seed"].astype(str) if s != ALL_SEEDS))
+        fig_rel = Path("book") / "figures" / f"results_{p.name}.png"
+        write_results_figure(first, readme.parent / fig_rel, variant)
+        bodies.append(results_markdown(run_dir, p, variant, timings, figure=fig_rel.as_posix()))
+        new = replace_section(new, bodies[-1])
+    if attacks.is_file():  # chapter 7 ran
+        bodies.append(attack_markdown(run_dir, p))
+        new = replace_section(new, bodies[-1], ATTACK_START, ATTACK_END)
     with atomic_path(readme) as tmp:
         tmp.write_text(new)
-    return body
+    return "\n\n".join(bodies)
 
 
 def main(argv=None) -> int:
