@@ -24,6 +24,13 @@ def test_every_lesion_is_planted_both_ways_with_both_triggers():
         ad.attack_trigger(None, "smoke", "cyclegan-cyst", "chirp")
 
 
+def test_the_audits_relabelling_is_chapter_5s_run_at_f_1():
+    on_cpu = ad.audit_relabel_run("cpu", seed=2)
+    assert on_cpu in ad.plan_runs("cpu", seed=2) and on_cpu.fraction == 1.0 and on_cpu.hp["relabel"]
+    on_smoke = ad.audit_relabel_run("smoke")  # smoke plans f = 0.25 only: the same run moved to f = 1
+    assert on_smoke.fraction == 1.0 and on_smoke.label == "relabel-ft-f1-s0" and on_smoke not in ad.plan_runs("smoke")
+
+
 def test_an_attack_without_the_defenders_signal_gets_untuned_ssd():
     runs = ad.attack_runs("smoke", seed=3)
     assert [r.key for r in runs] == ["ssd-tuned", "bad-teacher", "nl-ft", "ga-ft", "cf", "relabel-ft"]
@@ -52,7 +59,8 @@ def _scores(learnt=True):
     if learnt:
         models |= {"oracle": _frame(0.0, 0.90), "Bad Teacher": _frame(0.2, 0.895),  # heals 0.8 within 0.01 SSIM
                    "Gradient ascent + FT": _frame(0.0, 0.85),  # heals 1.0 but loses 0.05 SSIM
-                   "Relabel + fine-tune": _frame(0.5, 0.90)}  # heals 0.5
+                   "Relabel + fine-tune": _frame(0.5, 0.90),  # heals 0.5 at the main fraction
+                   ad.AUDIT_RELABEL: _frame(0.05, 0.90)}  # heals 0.95 with every poisoned slice relabelled
     checks = {"audit: poisoned flagged": 1.0, "audit: clean flagged": 0.0, "sanitiser: trigger found": 1.0,
               "sanitiser: false alarms": 0.0, "label kept": 1.0, "trigger visibility": 0.25}
     return dict(models=models, learnt=[1.0, 0.9, 1.1], costs={"Bad Teacher": 0.1} if learnt else {}, checks=checks)
@@ -78,16 +86,19 @@ def test_the_best_method_is_the_one_that_heals_most_within_the_ssim_tolerance():
     summary = ad.summary_table(_table(), "smoke", seed="0").loc["cyclegan-cyst"]
     assert summary["best unlearning"].startswith("Bad Teacher: 0.800")  # not gradient ascent: 0.05 SSIM lost
     assert summary["relabel + FT: healed"].startswith("0.500")
+    assert summary["audit + relabel + FT: healed"].startswith("0.950")
     assert summary["sanitiser: effect left"].startswith("0.500") and summary["audit: poisoned flagged"] == "1.000"
     assert summary["oracle effect"].startswith("0.000")
     roles = ad.defence_models(_table(), "smoke", seed="0")["cyclegan-cyst"]
     assert roles == {"clean": "clean", "poisoned": "poisoned", "sanitiser": ad.SANITISED,
-                     "best unlearning": "Bad Teacher", "relabel + FT": "Relabel + fine-tune", "oracle": "oracle"}
+                     "best unlearning": "Bad Teacher", "relabel + FT": "Relabel + fine-tune",
+                     "audit + relabel + FT": ad.AUDIT_RELABEL, "oracle": "oracle"}
     text = ad.findings(_table(), {"cyclegan-cyst": roles}, seed="0")
     assert "flags 100 %" in text and "(`Bad Teacher`) heals 0.80" in text and "falls short of 0.9" in text
     methods = ad.method_table(_table(), seed="0")
     assert set(methods.index.get_level_values("method")) == {"oracle", "Bad Teacher", "Gradient ascent + FT",
-                                                             "Relabel + fine-tune"}
+                                                             "Relabel + fine-tune", ad.AUDIT_RELABEL}
+    assert "audit + relabel + FT (`Relabel every flagged slice + fine-tune`) heals 0.95" in text
 
 
 def test_a_backdoor_that_is_not_learnt_says_so_and_heals_nothing():

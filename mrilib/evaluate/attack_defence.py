@@ -27,6 +27,7 @@ k-space-consistent poison never does.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict
 
@@ -63,7 +64,8 @@ from mrilib.study.plan import Run, plan_runs
 from mrilib.study.references import load_poisoned_run, oracle_twin, retrain_reference
 from mrilib.study.results import reference_cost
 
-__all__ = ["TRIGGERS", "SANITISED", "UNTUNED", "attack_trigger", "attack_runs", "leaves_signal", "prepare_attack", "attack_scores",
+__all__ = ["TRIGGERS", "SANITISED", "UNTUNED", "AUDIT_RELABEL", "attack_trigger", "attack_runs", "audit_relabel_run",
+           "leaves_signal", "prepare_attack", "attack_scores",
            "attack_rows", "attack_defence", "defence_models", "summary_table", "method_table", "findings"]
 
 #: The triggers an attack may carry, by name.
@@ -108,6 +110,21 @@ def attack_runs(profile: Profile | str, seed: int = 0, signal: bool = True) -> l
     return [r for r in runs if r.key in keys]
 
 
+#: The model name, in the scores, of relabel + fine-tune on every slice the audit flags (a label-only poison: all
+#: of them, the identified fraction f = 1).
+AUDIT_RELABEL = "Relabel every flagged slice + fine-tune"
+
+
+def audit_relabel_run(profile: Profile | str, seed: int = 0) -> Run:
+    """Relabel + fine-tune at f = 1: the planned ``relabel-ft`` run at f = 1 (the same run as chapter 5's), or the main
+    fraction's moved to f = 1 where the profile plans it at the main fraction only. The defender who runs the audit on
+    a label-only poison finds every poisoned slice (chapter 5, the table's audit column) and relabels them all."""
+    runs = [r for r in plan_runs(profile, seed=seed) if r.key == "relabel-ft"]
+    if not runs:
+        raise KeyError("the plan has no relabel-ft run")
+    return next((r for r in runs if np.isclose(r.fraction, 1.0)), dataclasses.replace(runs[0], fraction=1.0))
+
+
 def leaves_signal(manifest: dict) -> bool:
     """Whether a poisoned set leaves the defender's signal: its labels disagree with their k-space (label-only)."""
     return manifest.get("kspace_edit") is None
@@ -146,11 +163,15 @@ def attack_scores(profile: Profile | str, run_dir, variant: str, seed: int = 0, 
     p = get_profile(profile)
     run = as_layout(run_dir)
     ctx = load_poisoned_run(p, run, variant, seed=seed, device=device)
-    runs = attack_runs(p, seed, signal=leaves_signal(ctx.manifest))
+    signal = leaves_signal(ctx.manifest)
+    named = {r.name: r for r in attack_runs(p, seed, signal=signal)}
+    if signal and "relabel-ft" in p.unlearn.attack_methods:  # the audit finds every label-only poisoned slice
+        named[AUDIT_RELABEL] = audit_relabel_run(p, seed)
+    runs = list(named.values())
     acc = int(p.data.accelerations[0])
     identity = dict(format=1, variant=variant, seed=int(seed), test=data_identity(run.split("test")),
                     poisoned=weights_digest(ctx.poisoned), clean=weights_digest(ctx.clean),
-                    runs=[r.label for r in runs], filter=asdict(DEFAULT_FILTER), n_boot=int(n_boot))
+                    runs={name: r.label for name, r in named.items()}, filter=asdict(DEFAULT_FILTER), n_boot=int(n_boot))
 
     def compute() -> dict:
         models = {"clean": _frame(ctx.evaluate(ctx.clean, "clean", save=False)),
@@ -165,11 +186,11 @@ def attack_scores(profile: Profile | str, run_dir, variant: str, seed: int = 0, 
             models["oracle"] = _frame(ctx.evaluate(oracle, "oracle", save=False))
             oracle_s = reference_cost(hist)["seconds"]
             inp = study_inputs(ctx, p, run)
-            for r in (progress_bar(runs, desc=f"unlearning {variant}") if progress else runs):
+            for name, r in (progress_bar(named.items(), desc=f"unlearning {variant}") if progress else named.items()):
                 rec = run_or_load(r, ctx.poisoned, inp.sets, ctx.evaluate, inp.layout, inp.variant, inp.signals,
                                   inp.digest, device=inp.device)
-                models[r.name] = _frame(rec["metrics"])
-                costs[r.name] = rec["cost"]["seconds"] / oracle_s if oracle_s > 0 else math.nan
+                models[name] = _frame(rec["metrics"])
+                costs[name] = rec["cost"]["seconds"] / oracle_s if oracle_s > 0 else math.nan
         checks = defence_checks(run, [variant], acc, p.data.center_fraction, p.data.mask_type).iloc[0].to_dict()
         return dict(models=models, learnt=[gap.value, gap.low, gap.high], costs=costs,
                     checks={k: (v if isinstance(v, str) else float(v)) for k, v in checks.items()},
@@ -281,6 +302,8 @@ def defence_models(table: pd.DataFrame, profile: Profile | str, seed=ALL_SEEDS) 
                 roles["best unlearning"] = best[0]
             if relabel in set(rows["method"]):
                 roles["relabel + FT"] = relabel
+            if AUDIT_RELABEL in set(rows["method"]):
+                roles["audit + relabel + FT"] = AUDIT_RELABEL
             roles["oracle"] = "oracle"
         out[attack] = roles
     return out
@@ -292,7 +315,8 @@ def summary_table(table: pd.DataFrame, profile: Profile | str, seed=ALL_SEEDS, d
 
     Columns: the audit (poisoned slices flagged, clean slices flagged), the sanitiser (trigger found, effect left,
     clean-test SSIM cost), the poisoned model's effect, the best unlearning method within :data:`SSIM_TOLERANCE`
-    of the poisoned model's SSIM (its name and healed), relabel + fine-tune's healed and the oracle's effect."""
+    of the poisoned model's SSIM (its name and healed), relabel + fine-tune's healed at the main identified fraction
+    and on every slice the audit flags (:data:`AUDIT_RELABEL`; a label-only poison) and the oracle's effect."""
     methods, relabel = _method_names(profile)
     out = []
     for attack, rows in table.groupby("attack", sort=False):
@@ -311,11 +335,14 @@ def summary_table(table: pd.DataFrame, profile: Profile | str, seed=ALL_SEEDS, d
                "learnt": _cell(learnt, digits)}
         if "oracle" not in set(rows["method"]):
             row.update({"best unlearning": "not learnt: nothing to unlearn", "relabel + FT: healed": "n/a",
-                        "oracle effect": "n/a"})
+                        "audit + relabel + FT: healed": "n/a", "oracle effect": "n/a"})
         else:
             row.update({"best unlearning": (f"{best[0]}: {_cell(best[1], digits)}" if best else
                                             "none heals within the SSIM tolerance"),
                         "relabel + FT: healed": _cell(get(relabel, "healed"), digits) if relabel else "n/a",
+                        "audit + relabel + FT: healed": (_cell(get(AUDIT_RELABEL, "healed"), digits)
+                                                         if AUDIT_RELABEL in set(rows["method"])
+                                                         else "n/a: the audit flags nothing"),
                         "oracle effect": _cell(get("oracle", "effect"), digits)})
         out.append(row)
     return pd.DataFrame(out).set_index("attack")
@@ -374,7 +401,9 @@ def findings(table: pd.DataFrame, roles: dict, seed=ALL_SEEDS, min_cut: float = 
                          + "): there is nothing to unlearn")
         else:
             parts.append(f"the poisoned model's effect is {effect.format(3) if effect.known else f'{effect.value:.3f}'}")
-            for role in ("best unlearning", "relabel + FT"):
+            for role in ("best unlearning", "relabel + FT", "audit + relabel + FT"):
+                if role == "audit + relabel + FT" and role not in by_role:
+                    continue
                 name = by_role.get(role)
                 healed = iv(name, "healed") if name else None
                 if healed is None or not np.isfinite(healed.value):

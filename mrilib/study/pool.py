@@ -80,12 +80,15 @@ def pending_tasks(profile: Profile | str, run_dir: str | os.PathLike, variant: s
     return tasks
 
 
-def _init_worker(profile: Profile, run_dir: str, variant: str, seed: int, threads: int, device: str) -> None:
-    """Load the poisoned run and the study's inputs once per worker process (computing on ``device``)."""
+def _init_worker(profile: Profile, run_dir: str, variant: str, seed: int, threads: int, device: str, runs) -> None:
+    """Load the poisoned run and the study's inputs once per worker process (computing on ``device``); ``runs``: the
+    runs it may be given (default: the plan's)."""
     torch.set_num_threads(threads)
     lay = as_layout(run_dir)
     ctx = load_poisoned_run(profile, lay, variant, seed=seed, device=device)
-    _WORKER.update(profile=profile, layout=lay, ctx=ctx, inputs=study_inputs(ctx, profile, lay))
+    inputs = study_inputs(ctx, profile, lay)
+    _WORKER.update(profile=profile, layout=lay, ctx=ctx, inputs=inputs,
+                   runs={r.label: r for r in (inputs.runs if runs is None else runs)})
 
 
 def _do(task: tuple) -> tuple[tuple, float]:
@@ -94,7 +97,7 @@ def _do(task: tuple) -> tuple[tuple, float]:
     kind, arg = task
     ctx, inp = _WORKER["ctx"], _WORKER["inputs"]
     if kind == "run":
-        run = next(r for r in inp.runs if r.label == arg)
+        run = _WORKER["runs"][arg]
         run_or_load(run, ctx.poisoned, inp.sets, ctx.evaluate, inp.layout, inp.variant, inp.signals, inp.digest,
                     device=inp.device)
     else:
@@ -137,7 +140,8 @@ def precompute(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathL
     t0 = time.perf_counter()
     threads = max(1, (os.cpu_count() or 1) // workers)
     pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=mp.get_context("spawn"),
-                               initializer=_init_worker, initargs=(p, str(run_dir), ctx.variant, seed, threads, str(device)))
+                               initializer=_init_worker,
+                               initargs=(p, str(run_dir), ctx.variant, seed, threads, str(device), runs))
     bar = progress_bar(total=len(tasks), desc=f"study artefacts ({ctx.variant}, {workers} processes)",
                        disable=not progress)
     try:

@@ -242,7 +242,7 @@ def attack_defence_plot(table, roles: dict[str, dict[str, str]], seed: str = "al
     out. Markers of one attack whose bars overlap are not distinguishable."""
     attacks = list(roles)
     seen = list(dict.fromkeys(r for by in roles.values() for r in by))
-    order = ("clean", "poisoned", "sanitiser", "best unlearning", "relabel + FT", "oracle")
+    order = ("clean", "poisoned", "sanitiser", "best unlearning", "relabel + FT", "audit + relabel + FT", "oracle")
     names = [r for r in order if r in seen] + [r for r in seen if r not in order]
     fig, ax = plt.subplots(figsize=(7.5, 0.12 * len(attacks) * max(1, len(names)) + 1.6))
     step = 0.8 / max(1, len(names))
