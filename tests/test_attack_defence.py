@@ -149,3 +149,14 @@ def test_the_readme_gets_the_sections_whose_chapters_ran(tmp_path):
     report.update_readme(readme, run, "smoke")
     new = readme.read_text()
     assert "kept" in new and "old" not in new and "Bad Teacher: 0.800" in new
+
+
+def test_a_gap_to_the_oracle_within_noise_defines_no_share_healed():
+    scores = _scores()
+    oracle = _frame(1.0, 0.90)  # retraining leaves the effect as it was, give or take a subject: nothing to measure
+    oracle["effect"] = oracle["effect"][::-1]
+    scores["models"]["oracle"] = oracle
+    t = pool_seeds(ad.attack_rows(scores, 0, n_boot=200)).assign(attack="a", recipe="cyclegan-cyst", trigger="spike")
+    summary = ad.summary_table(t, "smoke", seed="0").loc["a"]
+    assert summary["best unlearning"] == "n/a: poisoned and oracle effects not distinguishable"
+    assert "no share healed is defined" in ad.findings(t, ad.defence_models(t, "smoke", "0"), seed="0")

@@ -337,8 +337,10 @@ def summary_table(table: pd.DataFrame, profile: Profile | str, seed=ALL_SEEDS, d
             row.update({"best unlearning": "not learnt: nothing to unlearn", "relabel + FT: healed": "n/a",
                         "audit + relabel + FT: healed": "n/a", "oracle effect": "n/a"})
         else:
+            healable = math.isfinite(get("poisoned", "healed").value)  # else its gap to the oracle is within noise
             row.update({"best unlearning": (f"{best[0]}: {_cell(best[1], digits)}" if best else
-                                            "none heals within the SSIM tolerance"),
+                                            "none heals within the SSIM tolerance" if healable else
+                                            "n/a: poisoned and oracle effects not distinguishable"),
                         "relabel + FT: healed": _cell(get(relabel, "healed"), digits) if relabel else "n/a",
                         "audit + relabel + FT: healed": (_cell(get(AUDIT_RELABEL, "healed"), digits)
                                                          if AUDIT_RELABEL in set(rows["method"])
@@ -401,6 +403,12 @@ def findings(table: pd.DataFrame, roles: dict, seed=ALL_SEEDS, min_cut: float = 
                          + "): there is nothing to unlearn")
         else:
             parts.append(f"the poisoned model's effect is {effect.format(3) if effect.known else f'{effect.value:.3f}'}")
+            own = iv("poisoned", "healed")
+            if own is None or not np.isfinite(own.value):  # the poisoned - oracle gap is within its interval
+                parts.append(f"the oracle's effect ({iv('oracle', 'effect').format(3)}) is not distinguishable from it, "
+                             "so no share healed is defined")
+                out.append(f"- `{attack}`: " + "; ".join(parts) + ".")
+                continue
             for role in ("best unlearning", "relabel + FT", "audit + relabel + FT"):
                 if role == "audit + relabel + FT" and role not in by_role:
                     continue
