@@ -136,7 +136,7 @@ def attack_markdown(run_dir: str | os.PathLike, profile) -> str:
     seeds = sorted(set(table["seed"].astype(str)) - {ALL_SEEDS})
     intro = (f"Profile `{p.name}`, seed(s) {', '.join(seeds)} (" + ("mean [95 % CI] across seeds" if seed == ALL_SEEDS
              else "one seed: mean [95 % CI] by subject-level bootstrap") + "), `test` split, 4× undersampling.")
-    return intro + "\n\n" + summary_table(table, p, seed).to_markdown()
+    return intro + "\n\n" + summary_table(table, p, seed).to_markdown(disable_numparse=True)
 
 
 def update_readme(readme: str | os.PathLike, run_dir: str | os.PathLike, profile, variant: str = "cyclegan-cyst",
