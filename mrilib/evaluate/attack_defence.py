@@ -12,13 +12,17 @@ no spike filter sees. For every attack of a profile (``Profile.unlearn.attacks``
    interval above 0) - the ``oracle`` (that of the lesion's book set, :func:`~mrilib.study.references.oracle_twin`)
    and every unlearning method of ``Profile.unlearn.attack_methods`` at the main identified fraction. It
    also runs the data checks (:func:`mrilib.evaluate.threats.defence_checks`: the audit and the sanitiser's
-   detection). Cached in the seed's ``metrics/attack_<variant>.json``, keyed by every model's weights;
+   detection). For a label-only attack, whose every poisoned slice the audit flags, it adds relabel + fine-tune on
+   all of them (:func:`audit_relabel_run`). Cached in the seed's ``metrics/attack_<variant>.json``, keyed by the
+   poisoned and clean models' weights, the test split and the runs (each run caches its own result and weights);
 3. :func:`attack_rows` turns one seed's scores into headline rows (``mean [95 % CI]`` by subject-level
    bootstrap, :func:`~mrilib.evaluate.uncertainty.headline_rows`) plus the defences' own rows;
    :func:`attack_defence` pools the seeds (a Student-t interval across them,
    :func:`~mrilib.evaluate.uncertainty.pool_seeds`) and writes the shared ``metrics/attack_defence.csv``;
 4. :func:`summary_table` is the table of the book: one row per attack; columns the audit, the sanitiser,
-   the best unlearning method within 0.01 SSIM of the poisoned model, relabel + fine-tune and the oracle.
+   the best unlearning method within 0.01 SSIM of the poisoned model, relabel + fine-tune (at the identified
+   fraction and on every flagged slice) and the oracle; :func:`method_table` every method, :func:`findings` the
+   chapter's reading.
 
 A backdoor that is not learnt has nothing to unlearn: its row says so and no oracle or method is run.
 Region-targeted SSD is not in the table: it targets where a label disagrees with its k-space, which a
