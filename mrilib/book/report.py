@@ -131,7 +131,7 @@ def attack_markdown(run_dir: str | os.PathLike, profile) -> str:
     pooled across seeds, or the one seed's subject-bootstrap intervals."""
     p = get_profile(profile)
     run = as_layout(run_dir)
-    table = read_headline(run.require(run.shared / "metrics" / "attack_defence.csv", "07_attack_defence"))
+    table = read_headline(run.require(run.attack_table, "07_attack_defence"))
     seed = reported_seed(table)
     seeds = sorted(set(table["seed"].astype(str)) - {ALL_SEEDS})
     intro = (f"Profile `{p.name}`, seed(s) {', '.join(seeds)} (" + ("mean [95 % CI] across seeds" if seed == ALL_SEEDS
@@ -148,15 +148,14 @@ def update_readme(readme: str | os.PathLike, run_dir: str | os.PathLike, profile
     p = get_profile(profile)
     run = as_layout(run_dir)
     new, bodies = readme.read_text(), []
-    attacks = run.shared / "metrics" / "attack_defence.csv"
-    if run.headline.is_file() or not attacks.is_file():
+    if run.headline.is_file() or not run.attack_table.is_file():
         head = read_headline(run.require(run.headline, "06_evaluation"))
         first = run.for_seed(min(int(s) for s in head["seed"].astype(str) if s != ALL_SEEDS))
         fig_rel = Path("book") / "figures" / f"results_{p.name}.png"
         write_results_figure(first, readme.parent / fig_rel, variant)
         bodies.append(results_markdown(run_dir, p, variant, timings, figure=fig_rel.as_posix()))
         new = replace_section(new, bodies[-1])
-    if attacks.is_file():  # chapter 7 ran
+    if run.attack_table.is_file():  # chapter 7 ran
         bodies.append(attack_markdown(run_dir, p))
         new = replace_section(new, bodies[-1], ATTACK_START, ATTACK_END)
     with atomic_path(readme) as tmp:

@@ -41,6 +41,7 @@ import pandas as pd
 from mrilib.config import Profile, get_profile
 from mrilib.defences.spikes import DEFAULT_FILTER, Sanitised
 from mrilib.evaluate.findings import SSIM_TOLERANCE
+from mrilib.evaluate.headline import slice_scores
 from mrilib.evaluate.threats import defence_checks
 from mrilib.evaluate.uncertainty import (
     ALL_SEEDS,
@@ -76,7 +77,6 @@ __all__ = ["TRIGGERS", "SANITISED", "UNTUNED", "AUDIT_RELABEL", "attack_trigger"
 TRIGGERS = {"spike": DEFAULT_TRIGGER, "spread": SPREAD_TRIGGER}
 #: The name of the poisoned model behind the spike sanitiser in the scores and rows.
 SANITISED = "poisoned + sanitiser"
-_SLICE_COLUMNS = ("subject", "file", "slice", "ssim", "psnr", "nmse", "effect", "success")
 
 
 def attack_trigger(run_dir, profile: Profile | str, recipe: str, trigger: str, seed: int = 0) -> Trigger:
@@ -147,10 +147,6 @@ def prepare_attack(profile: Profile | str, run_dir, recipe: str, trigger: str, s
     return manifest["variant"]
 
 
-def _frame(metrics: dict) -> dict:
-    return {k: list(metrics["per_slice"][k]) for k in _SLICE_COLUMNS}
-
-
 def _learnt(frames: dict, n_boot: int) -> Interval:
     """The poisoned - clean effect gap with its subject-bootstrap interval."""
     return subject_bootstrap({k: pd.DataFrame(v) for k, v in frames.items()}, gap_of("poisoned", "clean"),
@@ -178,22 +174,22 @@ def attack_scores(profile: Profile | str, run_dir, variant: str, seed: int = 0, 
                     runs={name: r.label for name, r in named.items()}, filter=asdict(DEFAULT_FILTER), n_boot=int(n_boot))
 
     def compute() -> dict:
-        models = {"clean": _frame(ctx.evaluate(ctx.clean, "clean", save=False)),
-                  "poisoned": _frame(ctx.evaluate(ctx.poisoned, "poisoned", save=False)),
-                  SANITISED: _frame(ctx.evaluate(Sanitised(ctx.poisoned), SANITISED, save=False))}
+        models = {"clean": slice_scores(ctx.evaluate(ctx.clean, "clean", save=False)),
+                  "poisoned": slice_scores(ctx.evaluate(ctx.poisoned, "poisoned", save=False)),
+                  SANITISED: slice_scores(ctx.evaluate(Sanitised(ctx.poisoned), SANITISED, save=False))}
         gap = _learnt(models, n_boot)
         costs = {}
         if gap.known and gap.low > 0:
             pool.precompute(ctx, p, run, seed=seed, workers=workers, progress=progress, runs=runs, rewod=False)
             oracle, hist = retrain_reference("oracle", p, run, ctx.train_dir, ctx.manifest, progress=progress,
                                              variant=variant, device=ctx.device, seed=seed)
-            models["oracle"] = _frame(ctx.evaluate(oracle, "oracle", save=False))
+            models["oracle"] = slice_scores(ctx.evaluate(oracle, "oracle", save=False))
             oracle_s = reference_cost(hist)["seconds"]
             inp = study_inputs(ctx, p, run)
             for name, r in (progress_bar(named.items(), desc=f"unlearning {variant}") if progress else named.items()):
                 rec = run_or_load(r, ctx.poisoned, inp.sets, ctx.evaluate, inp.layout, inp.variant, inp.signals,
                                   inp.digest, device=inp.device)
-                models[name] = _frame(rec["metrics"])
+                models[name] = slice_scores(rec["metrics"])
                 costs[name] = rec["cost"]["seconds"] / oracle_s if oracle_s > 0 else math.nan
         checks = defence_checks(run, [variant], acc, p.data.center_fraction, p.data.mask_type).iloc[0].to_dict()
         return dict(models=models, learnt=[gap.value, gap.low, gap.high], costs=costs,
@@ -244,15 +240,15 @@ def attack_defence(profile: Profile | str, run_dir, seeds, attacks=None, n_boot:
     p = get_profile(profile)
     lay = as_layout(run_dir)
     attacks = tuple(p.unlearn.attacks if attacks is None else attacks)
-    todo = [(int(s), a) for s in seeds for a in attacks]
-    tables = []
+    tables, done = [], 0
     for attack in attacks:
         per_seed = []
         for s in seeds:
             seed_dir = lay.for_seed(int(s))
+            done += 1
             if progress:
-                print(f"seed {s}: {attack[0]} with the {attack[1]} trigger ({len(tables) * len(seeds) + len(per_seed) + 1}"
-                      f"/{len(todo)})", flush=True)
+                print(f"seed {s}: {attack[0]} with the {attack[1]} trigger ({done}/{len(attacks) * len(seeds)})",
+                      flush=True)
             variant = prepare_attack(p, seed_dir, *attack, seed=int(s), device=device)
             scores = attack_scores(p, seed_dir, variant, int(s), n_boot=n_boot, workers=workers, device=device)
             per_seed.append(attack_rows(scores, int(s), n_boot=n_boot))
@@ -260,7 +256,7 @@ def attack_defence(profile: Profile | str, run_dir, seeds, attacks=None, n_boot:
         tables.append(pooled.assign(attack=variant, recipe=attack[0], trigger=attack[1]))
     table = pd.concat(tables, ignore_index=True)
     table = table[["attack", "recipe", "trigger"] + list(HEADLINE_COLUMNS)]
-    write_headline(table, lay.shared / "metrics" / "attack_defence.csv")
+    write_headline(table, lay.attack_table)
     return table
 
 

@@ -484,4 +484,3 @@ def headline_findings(head: pd.DataFrame, seed=ALL_SEEDS, split: str = "final") 
         out.append("- One seed: the pooled rows carry no across-seed interval; read them as one draw "
                    "(`make book SEEDS=\"0 1 2\"`).")
     return "\n".join(out)
-

@@ -29,7 +29,7 @@ from mrilib.study.execute import load_unlearnt
 from mrilib.study.plan import plan_runs
 from mrilib.study.references import load_poisoned_run, oracle_dir, rewod_is_oracle
 
-__all__ = ["FINAL_SPLIT", "final_models", "final_scores", "headline", "headline_table", "reported_seed",
+__all__ = ["FINAL_SPLIT", "final_models", "final_scores", "headline", "headline_table", "reported_seed", "slice_scores",
            "test_intervals"]
 
 #: The split of new subjects the headline is computed on, once.
@@ -37,6 +37,12 @@ FINAL_SPLIT = "final"
 
 #: The per-slice columns a headline needs from a recipe's measurement (``EffectResult.per_slice``).
 _SLICE_COLUMNS = ("subject", "file", "slice", "ssim", "psnr", "nmse", "effect", "success")
+
+
+def slice_scores(metrics: dict) -> dict:
+    """The per-slice columns a headline needs (subject, slice, metrics) from a recipe's measurement of one model
+    (the metrics dict its ``evaluate`` returns)."""
+    return {k: metrics["per_slice"][k] for k in _SLICE_COLUMNS}
 
 
 def final_models(profile: Profile | str, run_dir, ctx) -> dict[str, object]:
@@ -77,8 +83,7 @@ def final_scores(profile: Profile | str, run_dir, seed: int, variant: str = MAIN
         out, scored = {}, {}  # scored: one evaluation per model object (a rewod may be the oracle's)
         for name, model in progress(models.items(), desc=f"final split, seed {seed}", leave=False):
             if id(model) not in scored:
-                per_slice = evaluate(model, name, save=False)["per_slice"]
-                scored[id(model)] = {k: per_slice[k] for k in _SLICE_COLUMNS}
+                scored[id(model)] = slice_scores(evaluate(model, name, save=False))
             out[name] = scored[id(model)]
         return {"models": out}
 
@@ -149,9 +154,9 @@ def test_intervals(records: list[dict], references: dict, table: pd.DataFrame, f
     intervals (one seed), from the per-slice scores their evaluations stored (``table``: chapter 5's results
     table, for the time relative to the oracle): the rows of :func:`headline` (``seed`` = the run's), so that
     chapter 5's comparisons read intervals too."""
-    frames = {name: pd.DataFrame({k: m["per_slice"][k] for k in _SLICE_COLUMNS})
+    frames = {name: pd.DataFrame(slice_scores(m))
               for name, m in references.items() if "per_slice" in m}
     for r in records:
         if np.isclose(r["fraction"], fraction):
-            frames[r["name"]] = pd.DataFrame({k: r["metrics"]["per_slice"][k] for k in _SLICE_COLUMNS})
+            frames[r["name"]] = pd.DataFrame(slice_scores(r["metrics"]))
     return headline_rows(frames, int(seed), costs=_costs(table, fraction), n_boot=n_boot)

@@ -100,6 +100,11 @@ class RunLayout:
         """Chapter 6's pooled headline table (every seed): ``<shared>/metrics/headline.csv``."""
         return self.shared / "metrics" / "headline.csv"
 
+    @property
+    def attack_table(self) -> Path:
+        """Chapter 7's pooled attack x defence rows (every seed): ``<shared>/metrics/attack_defence.csv``."""
+        return self.shared / "metrics" / "attack_defence.csv"
+
     @classmethod
     def default(cls, profile, data_root=None, dataset: str = "embedded", base: str | os.PathLike = ".") -> RunLayout:
         """``<base>/runs/<profile>`` (embedded data) or ``<base>/runs/<profile>-<dataset>`` (real data)."""

@@ -250,9 +250,8 @@ def study_inputs(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.Pat
 
 
 def unlearning_study(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os.PathLike, references: dict,
-                     oracle_cost: dict, progress: bool = True, device=None, runs: list[Run] | None = None) -> Study:
-    """Run (or load) every run of :func:`~mrilib.study.plan.plan_runs` (or only ``runs``, some of them) on ``ctx``'s
-    poisoned model and tabulate them.
+                     oracle_cost: dict, progress: bool = True, device=None) -> Study:
+    """Run (or load) every run of :func:`~mrilib.study.plan.plan_runs` on ``ctx``'s poisoned model and tabulate them.
 
     Runs are stored under ``unlearn/<variant>/<label>/``; the table (references first, see
     :func:`~mrilib.study.results.results_table`) goes to ``metrics/unlearning_<variant>.csv``.
@@ -262,7 +261,7 @@ def unlearning_study(ctx: PoisonedRun, profile: Profile | str, run_dir: str | os
     ``device`` (default: the run's, ``ctx.device``).
     """
     inp = study_inputs(ctx, profile, run_dir, device=device)
-    runs = inp.runs if runs is None else list(runs)
+    runs = inp.runs
     records = [run_or_load(run, ctx.poisoned, inp.sets, ctx.evaluate, inp.layout, inp.variant, inp.signals, inp.digest,
                            device=inp.device)
                for run in (progress_bar(runs, desc=f"unlearning runs ({ctx.variant})") if progress else runs)]
