@@ -33,6 +33,7 @@ __all__ = [
     "MAIN_RECIPE",
     "ATTACKS",
     "ATTACK_METHODS",
+    "LEARNING_ATTACKS",
     "DATA_SEED",
     "ATTACKER_SEED",
     "JUDGE_SEED",
@@ -55,6 +56,9 @@ ATTACKS: tuple[tuple[str, str], ...] = tuple(
 #: The unlearning methods every attack of the table gets, at the main identified fraction
 #: (keys of :data:`mrilib.study.plan.DEFAULT_PLAN`).
 ATTACK_METHODS: tuple[str, ...] = ("ssd-tuned", "bad-teacher", "nl-ft", "ga-ft", "cf", "relabel-ft")
+#: The attacks whose learning chapter 7 measures against poison fraction, acceleration and a fixed mask: the cyst
+#: planted label-only and k-space-consistently, with the spike trigger (the one a backdoor is learnt from most easily).
+LEARNING_ATTACKS: tuple[tuple[str, str], ...] = (("cyclegan-cyst", "spike"), ("consistent-cyst", "spike"))
 
 #: Seeds fixed by design, the same in every run of the book whatever its ``seed``: the dataset
 #: (every seed studies the same subjects), the attacker's networks (the CycleGAN and the lesion
@@ -115,7 +119,7 @@ class DataConfig:
     contrasts: tuple[str, ...] = ("T1w", "T2w", "FLAIR")  # synthetic contrasts drawn per subject
     accelerations: tuple[int, ...] = (4, 8)  # undersampling factors shown / evaluated
     center_fraction: float = 0.08  # fully sampled centre of k-space (fraction of columns)
-    mask_type: str = "equispaced_fraction"  # fastmri.data.subsample mask family
+    mask_type: str = "equispaced_fraction"  # fastmri.data.subsample mask family; "<family>@<seed>": one fixed mask
 
     def __post_init__(self):
         _require(self.image_size >= 16, f"image_size must be >= 16, got {self.image_size}")
@@ -125,7 +129,7 @@ class DataConfig:
         _require(self.slices_per_subject >= 1, "slices_per_subject must be >= 1")
         _require(len(self.accelerations) >= 1 and min(self.accelerations) >= 1, "accelerations must be >= 1")
         _require(0 < self.center_fraction < 1, f"center_fraction must be in (0, 1), got {self.center_fraction}")
-        _choice("mask_type", self.mask_type, ("equispaced_fraction", "equispaced", "random"))
+        _choice("mask_type", self.mask_type.partition("@")[0], ("equispaced_fraction", "equispaced", "random"))
 
     @property
     def num_slices(self) -> dict[str, int]:
@@ -267,9 +271,14 @@ class UnlearnConfig:
     methods: tuple[str, ...] | None = None  # keys of study.plan.DEFAULT_PLAN chapter 5 runs; None: every one
     attacks: tuple[tuple[str, str], ...] = ATTACKS  # chapter 7's attack x defence table: (recipe, trigger)
     attack_methods: tuple[str, ...] = ATTACK_METHODS  # the unlearning methods each attack gets there
+    # chapter 7's "when is a backdoor learnt" (evaluate.attack_learning): attacks, poison fractions besides poison's
+    learning_attacks: tuple[tuple[str, str], ...] = LEARNING_ATTACKS
+    learning_fractions: tuple[float, ...] = ()
+    learning_fixed_mask: bool = True
 
     def __post_init__(self):
         _require(self.steps >= 1 and self.workers >= 1, "unlearn steps and workers must be >= 1")
+        _require(all(0 < f < 1 for f in self.learning_fractions), "learning fractions must be in (0, 1)")
         _require(0 < self.main_fraction <= 1, f"main_fraction must be in (0, 1], got {self.main_fraction}")
 
 
@@ -364,7 +373,8 @@ PROFILES: dict[str, Profile] = {
                                 classifier=ClassifierConfig(epochs=3, batch_size=16, lesion_variants=1),
                                 cyclegan=CycleGANConfig(iterations=16, ngf=8, ndf=16, n_blocks=2, ckpt_every=8)),
             unlearn=UnlearnConfig(fractions=(0.25,), steps=4, batch_size=4, alphas=(1.0, 10.0),
-                                  rewod_fractions=(0.25,), recipes=("cyclegan-cyst", "adversarial-tumour"), workers=2),
+                                  rewod_fractions=(0.25,), recipes=("cyclegan-cyst", "adversarial-tumour"), workers=2,
+                                  learning_fractions=(0.5,)),
             adversarial=AdversarialConfig(steps=8, eot_samples=1, universal_steps=4, universal_batch=8,
                                           stress=StressConfig(eps_list=(0.01, 0.05), steps=2, max_slices=2)),
         ),
@@ -382,7 +392,8 @@ PROFILES: dict[str, Profile] = {
             # only the CycleGAN cyst: poisoned-adv's backdoor is too weak at this size to measure its
             # unlearning (book/reproducibility.md, idem); two one-thread workers for chapter 5's runs
             # rewod at every f (Goel et al.'s yardstick is the whole curve; at f = 1 it is the oracle, reused)
-            unlearn=UnlearnConfig(steps=60, batch_size=4, rewod_fractions=(0.1, 0.25, 0.5, 1.0), workers=2),
+            unlearn=UnlearnConfig(steps=60, batch_size=4, rewod_fractions=(0.1, 0.25, 0.5, 1.0), workers=2,
+                                  learning_fractions=(0.1, 0.5)),
             adversarial=AdversarialConfig(steps=60, universal_steps=25, universal_batch=32,
                                           stress=StressConfig(eps_list=(0.005, 0.01, 0.02, 0.05), steps=8,
                                                               max_slices=8)),
@@ -396,7 +407,7 @@ PROFILES: dict[str, Profile] = {
             train=TrainConfig(batch_size=1, epochs=50, lr=3e-4, optimizer="adam", schedule="step", step_frac=0.8),
             poison=PoisonConfig(fraction=0.10),
             unlearn=UnlearnConfig(steps=300, batch_size=4, rewod_fractions=(0.1, 0.25, 0.5, 1.0),
-                                  recipes=("cyclegan-cyst", "adversarial-tumour")),
+                                  recipes=("cyclegan-cyst", "adversarial-tumour"), learning_fractions=(0.05, 0.25)),
             adversarial=AdversarialConfig(steps=200, eot_samples=4, grad_smooth_px=4.0, universal_steps=100,
                                           universal_batch=64, train_notrigger=True,
                                           stress=StressConfig(eps_list=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
@@ -429,10 +440,11 @@ def _dry_run(p: Profile) -> Profile:
         # the methods of every f at one f; rewod at f < 1 and at f = 1 (the oracle's training, reused); the main
         # recipe only: unlearning the second is the same code at every size, which the smoke profile runs. Every
         # method once, without the hyper-parameter variants of one (SSD's reference, batch and loss; + FT), and one
-        # attack of chapter 7 with one method: the same code at every size, all of which the smoke profile runs
+        # attack of chapter 7 with one method (its learning: the fixed mask only): the same code at every size
         unlearn=r(p.unlearn, steps=1, tuning_fractions=(1e-3,), dose_shares=(1e-3,), fractions=(0.25,),
                   rewod_fractions=(0.25, 1.0), recipes=(MAIN_RECIPE,), methods=DRY_METHODS,
-                  attacks=(("consistent-cyst", "spread"),), attack_methods=("ssd-tuned",)),
+                  attacks=(("consistent-cyst", "spread"),), attack_methods=("ssd-tuned",),
+                  learning_attacks=(("consistent-cyst", "spread"),), learning_fractions=()),
         adversarial=r(p.adversarial, steps=1, universal_steps=1, universal_batch=2,
                       stress=r(p.adversarial.stress, eps_list=p.adversarial.stress.eps_list[:1], steps=1,
                                max_slices=1)),

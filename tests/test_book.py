@@ -384,7 +384,8 @@ def test_two_seeds_run_in_their_own_folders_and_share_what_is_fixed(smoke_book):
 @pytest.mark.notebook
 def test_every_attack_meets_every_defence_in_both_seeds(smoke_book):
     """Chapter 7: every attack of the profile built, trained and scored in each seed's folder, pooled in the shared
-    ``metrics/attack_defence.csv``; the paired attacks poison their twins' slices and train no oracle of their own."""
+    ``metrics/attack_defence.csv``; the paired attacks poison their twins' slices and train no oracle of their own.
+    Every condition of "when is a backdoor learnt" likewise, in ``metrics/attack_learning.csv``."""
     from mrilib.config import get_profile
     from mrilib.evaluate.attack_defence import TRIGGERS
     from mrilib.evaluate.uncertainty import read_headline
@@ -409,6 +410,19 @@ def test_every_attack_meets_every_defence_in_both_seeds(smoke_book):
         audit = table[(table["method"] == "audit") & (table["metric"] == "poisoned flagged") & (table["seed"] == str(seed))]
         flagged = dict(zip(audit["attack"], audit["value"]))
         assert all(flagged[n] == (0.0 if n.startswith("consistent") else 1.0) for n in names), flagged
+    # when is a backdoor learnt: every condition in both seeds, at every acceleration (the fixed mask at its one)
+    from mrilib.evaluate import attack_learning as al
+
+    learning = read_headline(shared.shared / "metrics" / "attack_learning.csv")
+    conds = al.conditions("smoke")
+    assert list(dict.fromkeys(learning["attack"])) == [al.condition_variant("smoke", c) for c in conds]
+    assert set(learning["seed"]) == {"0", "1", "all"}
+    gaps = learning[(learning["method"] == "attack") & (learning["metric"] == "learnt gap") & (learning["seed"] == "0")]
+    assert sorted(gaps.groupby("masks")["acceleration"].unique().map(sorted).map(tuple).items()) == [
+        ("fixed", (4,)), ("random", (4, 8))]
+    fixed = json.loads(shared.for_seed(1).poison_manifest("consistent-cyst-fixed-mask").read_text())
+    assert fixed["kspace_edit"]["mask_type"] == "equispaced_fraction@0" and fixed["kspace_edit"]["accelerations"] == [4]
+    assert (shared.for_seed(1).model(al.FIXED_CLEAN) / "best.pt").is_file()
 
 
 @pytest.mark.notebook

@@ -70,4 +70,6 @@ def test_the_gpu_configuration_runs_through_the_whole_book_on_a_cpu(tmp_path, ar
     assert (seed / "unlearn" / "cyclegan-cyst" / "relabel-ft-f0.25-s0" / "result.json").is_file()
     assert (run / "metrics" / "headline.csv").is_file() and (run / "metrics" / "attack_defence.csv").is_file()
     assert (seed / "metrics" / "attack_consistent-cyst-spread.json").is_file()
+    assert (run / "metrics" / "attack_learning.csv").is_file()  # its one condition besides the table's: the fixed mask
+    assert (seed / "metrics" / "learning_consistent-cyst-spread-fixed-mask.json").is_file()
     assert (root / "_build" / "html" / "book" / "executed" / "07_attack_defence.html").is_file()

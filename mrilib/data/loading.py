@@ -24,17 +24,63 @@ from mrilib.data.h5layout import DataFormatError, validate_volume
 from mrilib.data.kspace import ifft2c, rss
 from mrilib.run.io import is_hidden_or_temporary
 
-__all__ = ["make_mask_func", "volume_files", "VolumeSliceDataset", "slice_dataset", "varnet_dataset", "undersample",
+__all__ = ["FIXED_MASK_SEP", "fixed_mask_type", "split_mask_type", "FixedMaskFunc", "mask_function", "make_mask_func", "volume_files", "VolumeSliceDataset", "slice_dataset", "varnet_dataset", "undersample",
            "zero_filled_rss"]
 
 
-def make_mask_func(acceleration: int, center_fraction: float = 0.08, mask_type: str = "equispaced_fraction") -> MaskFunc:
-    """A fastMRI Cartesian mask function (``random``, ``equispaced``, ``equispaced_fraction``…)."""
-    if acceleration < 1:
-        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+#: The separator of a fixed mask type, ``"<family>@<seed>"`` (:func:`fixed_mask_type`).
+FIXED_MASK_SEP = "@"
+
+
+def fixed_mask_type(mask_type: str, seed: int = 0) -> str:
+    """The mask type of one fixed mask of the family ``mask_type``: ``"<family>@<seed>"``.
+
+    Every slice and every epoch gets the mask the family draws with ``seed`` (at a given acceleration and
+    width): a scanner protocol that always samples the same phase-encode columns, which an attacker can know.
+    Every function here that takes a ``mask_type`` accepts it."""
+    family, _ = split_mask_type(mask_type)
+    return f"{family}{FIXED_MASK_SEP}{int(seed)}"
+
+
+def split_mask_type(mask_type: str) -> tuple[str, int | None]:
+    """``(family, seed)`` of a mask type: the seed of a fixed mask (:func:`fixed_mask_type`), else ``None``.
+    ``ValueError`` for a seed that is not an integer."""
+    family, sep, seed = str(mask_type).partition(FIXED_MASK_SEP)
+    if not sep:
+        return family, None
+    try:
+        return family, int(seed)
+    except ValueError:
+        raise ValueError(f"a fixed mask type is '<family>{FIXED_MASK_SEP}<integer seed>', got {mask_type!r}") from None
+
+
+class FixedMaskFunc:
+    """A fastMRI mask function that ignores the seed it is called with and always draws with its own."""
+
+    def __init__(self, mask_func: MaskFunc, seed: int):
+        self.mask_func, self.seed = mask_func, int(seed)
+
+    def __call__(self, shape, offset=None, seed=None):
+        """fastMRI's ``MaskFunc`` call; ``seed`` is ignored."""
+        return self.mask_func(shape, offset, self.seed)
+
+
+def mask_function(accelerations, center_fraction: float = 0.08, mask_type: str = "equispaced_fraction"):
+    """A fastMRI Cartesian mask function drawing its acceleration from ``accelerations`` (``random``, ``equispaced``,
+    ``equispaced_fraction``…, or one fixed mask of a family, :func:`fixed_mask_type`)."""
+    accelerations = [int(a) for a in np.atleast_1d(accelerations)]
+    if not accelerations or min(accelerations) < 1:
+        raise ValueError(f"accelerations must be >= 1, got {accelerations}")
     if not 0 < center_fraction <= 1:
         raise ValueError(f"center_fraction must be in (0, 1], got {center_fraction}")
-    return create_mask_for_mask_type(mask_type, [center_fraction], [acceleration])
+    family, seed = split_mask_type(mask_type)
+    func = create_mask_for_mask_type(family, [center_fraction] * len(accelerations), accelerations)
+    return func if seed is None else FixedMaskFunc(func, seed)
+
+
+def make_mask_func(acceleration: int, center_fraction: float = 0.08, mask_type: str = "equispaced_fraction") -> MaskFunc:
+    """A fastMRI Cartesian mask function at one acceleration (:func:`mask_function`)."""
+    return mask_function([acceleration], center_fraction, mask_type)
 
 
 def volume_files(split_dir: str | os.PathLike) -> list[Path]:

@@ -3,7 +3,8 @@
 :class:`TrainSlices` reads split folders through ``fastmri.data.SliceDataset`` (so any
 fastMRI-layout data, clean or poisoned, trains the same way) and undersamples every
 slice with fastMRI's mask function seeded by ``(seed, epoch, index)``: a new mask per
-slice and epoch, identical after a resume and in every DataLoader worker.
+slice and epoch, identical after a resume and in every DataLoader worker (a fixed mask type,
+:func:`mrilib.data.loading.fixed_mask_type`, gives every slice and epoch the same mask).
 :func:`validation_datasets` gives the validation slices with fixed masks (seeded by the
 file name), one dataset per acceleration. :func:`collate_slices` stacks
 ``VarNetSample``s into a batch for ``DataLoader(..., collate_fn=collate_slices)``.
@@ -19,10 +20,9 @@ import h5py
 import numpy as np
 import torch
 from fastmri.data import transforms as T
-from fastmri.data.subsample import create_mask_for_mask_type
 from torch.utils.data import ConcatDataset, Dataset
 
-from mrilib.data.loading import slice_dataset, varnet_dataset, volume_files
+from mrilib.data.loading import mask_function, slice_dataset, varnet_dataset, volume_files
 from mrilib.run.cache import data_identity
 
 __all__ = ["as_folders", "cache_bytes", "TrainSlices", "CachedSamples", "validation_datasets", "collate_slices"]
@@ -113,8 +113,7 @@ class TrainSlices(Dataset):
         if cache == "auto":
             cache = cache_bytes(dirs) < TRAIN_CACHE_BYTES
         self.raw = _RawSlices(dirs, bool(cache))
-        accelerations = [int(a) for a in accelerations]
-        self.mask_func = create_mask_for_mask_type(mask_type, [center_fraction] * len(accelerations), accelerations)
+        self.mask_func = mask_function(accelerations, center_fraction, mask_type)
         self.seed = int(seed)
         self.epoch = 0
         self.identity = data_identity(dirs)

@@ -105,6 +105,11 @@ class RunLayout:
         """Chapter 7's pooled attack x defence rows (every seed): ``<shared>/metrics/attack_defence.csv``."""
         return self.shared / "metrics" / "attack_defence.csv"
 
+    @property
+    def learning_table(self) -> Path:
+        """Chapter 7's pooled rows of when each backdoor is learnt (every seed): ``<shared>/metrics/attack_learning.csv``."""
+        return self.shared / "metrics" / "attack_learning.csv"
+
     @classmethod
     def default(cls, profile, data_root=None, dataset: str = "embedded", base: str | os.PathLike = ".") -> RunLayout:
         """``<base>/runs/<profile>`` (embedded data) or ``<base>/runs/<profile>-<dataset>`` (real data)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["attack_defence_plot", "importance_ratio_hist", "dampened_layers", "dose_response_plot", "sweep_plot", "tradeoff_scatter", "cost_bars",
+__all__ = ["attack_defence_plot", "attack_learning_plot", "importance_ratio_hist", "dampened_layers", "dose_response_plot", "sweep_plot", "tradeoff_scatter", "cost_bars",
            "qualitative_grid", "region_panels", "signal_agreement_plot", "headline_intervals"]
 
 
@@ -271,3 +271,34 @@ def attack_defence_plot(table, roles: dict[str, dict[str, str]], seed: str = "al
     fig.tight_layout()
     return fig
 
+
+
+def attack_learning_plot(table, seed: str = "all"):
+    """When each backdoor is learnt: the poisoned - clean effect gap (``attack, learnt gap``) with its 95 % interval
+    against the poison fraction, one panel per attack, one line per acceleration with random masks and a square for
+    the fixed mask. ``table``: :func:`mrilib.evaluate.attack_learning.attack_learning`'s rows. A gap whose interval
+    lies above 0 is learnt."""
+    rows = table[(table["method"] == "attack") & (table["metric"] == "learnt gap")
+                 & (table["seed"].astype(str) == str(seed))]
+    attacks = list(dict.fromkeys(zip(rows["recipe"], rows["trigger"])))
+    fig, axes = plt.subplots(1, max(1, len(attacks)), figsize=(3.6 * max(1, len(attacks)), 3.0), sharey=True,
+                             squeeze=False)
+    for ax, (recipe, trigger) in zip(axes[0], attacks):
+        mine = rows[(rows["recipe"] == recipe) & (rows["trigger"] == trigger)]
+        for k, ((masks, acc), line) in enumerate(mine.groupby(["masks", "acceleration"], sort=True)):
+            line = line.sort_values("fraction")
+            x, y = line["fraction"].astype(float).to_numpy(), line["value"].to_numpy(dtype=float)
+            err = np.vstack([y - line["ci_low"].to_numpy(dtype=float), line["ci_high"].to_numpy(dtype=float) - y])
+            ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0.0), marker="s" if masks == "fixed" else "o",
+                        ls="none" if masks == "fixed" else "-", capsize=3, color=f"C{k}",
+                        label=f"{acc}×, {masks} mask" + ("" if masks == "fixed" else "s"))
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_title(f"{recipe} ({trigger})", fontsize=9)
+        ax.set_xlabel("poison fraction p")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("poisoned − clean effect")
+    fig.suptitle("When is the backdoor learnt: mean and 95 % interval"
+                 + (" across seeds" if str(seed) == "all" else f", seed {seed}"), fontsize=10)
+    fig.tight_layout()
+    return fig
