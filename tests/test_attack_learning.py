@@ -124,3 +124,21 @@ def test_the_rows_and_the_verdict_of_a_condition():
     assert "at 4× with random masks it is learnt at p = 0.25" in text
     assert "at 8× with random masks it is learnt at no poison fraction" in text
     assert "0.500 [0.450, 0.550] (learnt), larger than the random masks'" in text
+
+
+def test_the_readme_section_is_generated_from_the_stored_rows(tmp_path):
+    from mrilib.book import report
+    from mrilib.evaluate.uncertainty import pool_seeds, write_headline
+    from mrilib.run.layout import RunLayout
+
+    run = RunLayout(tmp_path / "runs" / "cpu")
+    rows = pool_seeds(pd.concat([_rows(0.3, 0.05, seed=0), _rows(0.3, 0.05, seed=1)], ignore_index=True)
+                      .query("acceleration == 4").drop(columns="acceleration"))
+    write_headline(rows.assign(attack="cyclegan-cyst", recipe="cyclegan-cyst", trigger="spike", fraction=0.25,
+                               masks=al.RANDOM_MASKS, acceleration=4), run.learning_table)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.LEARNING_START}\nold\n{report.LEARNING_END}\n")  # chapter 7's learning only
+    body = report.update_readme(readme, run, "smoke")
+    assert "seed(s) 0, 1 (mean [95 % CI] across seeds)" in body
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| cyclegan-cyst (spike)"))
+    assert "0.300 [0.300, 0.300]" in row and "| learnt " in row and "old" not in readme.read_text()

@@ -24,6 +24,7 @@ import pandas as pd
 
 from mrilib.config import get_profile
 from mrilib.evaluate.attack_defence import summary_table
+from mrilib.evaluate.attack_learning import learning_table
 from mrilib.evaluate.headline import reported_seed
 from mrilib.evaluate.tables import load_unlearning_table
 from mrilib.evaluate.uncertainty import ALL_SEEDS, read_headline
@@ -31,11 +32,12 @@ from mrilib.run.io import atomic_path, read_json
 from mrilib.run.layout import RunLayout, as_layout
 from mrilib.viz.unlearn import tradeoff_scatter
 
-__all__ = ["results_rows", "results_markdown", "write_results_figure", "replace_section", "attack_markdown",
+__all__ = ["results_rows", "results_markdown", "write_results_figure", "replace_section", "attack_markdown", "learning_markdown",
            "update_readme"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ATTACK_START, ATTACK_END = "<!-- attacks:start -->", "<!-- attacks:end -->"
+LEARNING_START, LEARNING_END = "<!-- learning:start -->", "<!-- learning:end -->"
 #: columns of the README table: (header, headline metric, digits)
 COLUMNS = (("clean SSIM", "ssim", 4), ("PSNR (dB)", "psnr", 2), ("poison effect", "effect", 3),
            ("success rate", "success", 2), ("healed", "healed", 2), ("time vs oracle", "time", 3))
@@ -126,29 +128,45 @@ def replace_section(text: str, body: str, start: str = START, end: str = END) ->
     return text[: i + len(start)] + "\n" + body.strip() + "\n" + text[j:]
 
 
+def _chapter7_markdown(table: pd.DataFrame, profile, shown, what: str) -> str:
+    """A chapter 7 table as Markdown after a line naming its profile, seeds and intervals; ``shown(table, seed)``
+    makes the table of cells, ``what`` ends the line (the split, the undersampling)."""
+    seed = reported_seed(table)
+    seeds = sorted(set(table["seed"].astype(str)) - {ALL_SEEDS})
+    intro = (f"Profile `{get_profile(profile).name}`, seed(s) {', '.join(seeds)} ("
+             + ("mean [95 % CI] across seeds" if seed == ALL_SEEDS
+                else "one seed: mean [95 % CI] by subject-level bootstrap") + f"), {what}.")
+    return intro + "\n\n" + shown(table, seed).reset_index().to_markdown(index=False, disable_numparse=True)
+
+
 def attack_markdown(run_dir: str | os.PathLike, profile) -> str:
     """The attack x defence table (chapter 7's ``metrics/attack_defence.csv`` in the shared run folder) as Markdown:
     pooled across seeds, or the one seed's subject-bootstrap intervals."""
-    p = get_profile(profile)
     run = as_layout(run_dir)
     table = read_headline(run.require(run.attack_table, "07_attack_defence"))
-    seed = reported_seed(table)
-    seeds = sorted(set(table["seed"].astype(str)) - {ALL_SEEDS})
-    intro = (f"Profile `{p.name}`, seed(s) {', '.join(seeds)} (" + ("mean [95 % CI] across seeds" if seed == ALL_SEEDS
-             else "one seed: mean [95 % CI] by subject-level bootstrap") + "), `test` split, 4× undersampling.")
-    return intro + "\n\n" + summary_table(table, p, seed).to_markdown(disable_numparse=True)
+    return _chapter7_markdown(table, profile, lambda t, seed: summary_table(t, profile, seed),
+                              "`test` split, 4× undersampling")
+
+
+def learning_markdown(run_dir: str | os.PathLike, profile) -> str:
+    """When each backdoor is learnt (chapter 7's ``metrics/attack_learning.csv`` in the shared run folder) as
+    Markdown: pooled across seeds, or the one seed's subject-bootstrap intervals."""
+    run = as_layout(run_dir)
+    table = read_headline(run.require(run.learning_table, "07_attack_defence"))
+    return _chapter7_markdown(table, profile, learning_table, "`test` split")
 
 
 def update_readme(readme: str | os.PathLike, run_dir: str | os.PathLike, profile, variant: str = "cyclegan-cyst",
                   timings: str | os.PathLike | None = None) -> str:
     """Regenerate the README's results section (and its figure) from ``run_dir`` (the shared run folder, or
-    any seed's) and its attack x defence section, each when its chapter (6, 7) has run; returns the new sections.
+    any seed's), its attack x defence section and its "when is a backdoor learnt" section, each when its chapter
+    (6, 7) has run; returns the new sections.
     A run folder where neither has run raises the error that names chapter 6."""
     readme = Path(readme)
     p = get_profile(profile)
     run = as_layout(run_dir)
     new, bodies = readme.read_text(), []
-    if run.headline.is_file() or not run.attack_table.is_file():
+    if run.headline.is_file() or not (run.attack_table.is_file() or run.learning_table.is_file()):
         head = read_headline(run.require(run.headline, "06_evaluation"))
         first = run.for_seed(min(int(s) for s in head["seed"].astype(str) if s != ALL_SEEDS))
         fig_rel = Path("book") / "figures" / f"results_{p.name}.png"
@@ -158,6 +176,9 @@ def update_readme(readme: str | os.PathLike, run_dir: str | os.PathLike, profile
     if run.attack_table.is_file():  # chapter 7 ran
         bodies.append(attack_markdown(run_dir, p))
         new = replace_section(new, bodies[-1], ATTACK_START, ATTACK_END)
+    if run.learning_table.is_file():
+        bodies.append(learning_markdown(run_dir, p))
+        new = replace_section(new, bodies[-1], LEARNING_START, LEARNING_END)
     with atomic_path(readme) as tmp:
         tmp.write_text(new)
     return "\n\n".join(bodies)
