@@ -440,11 +440,11 @@ def _dry_run(p: Profile) -> Profile:
         # the methods of every f at one f; rewod at f < 1 and at f = 1 (the oracle's training, reused); the main
         # recipe only: unlearning the second is the same code at every size, which the smoke profile runs. Every
         # method once, without the hyper-parameter variants of one (SSD's reference, batch and loss; + FT), and one
-        # attack of chapter 7 with one method (its learning: the fixed mask only): the same code at every size
+        # attack of chapter 7 with one method (none of its learning conditions): the same code at every size
         unlearn=r(p.unlearn, steps=1, tuning_fractions=(1e-3,), dose_shares=(1e-3,), fractions=(0.25,),
                   rewod_fractions=(0.25, 1.0), recipes=(MAIN_RECIPE,), methods=DRY_METHODS,
                   attacks=(("consistent-cyst", "spread"),), attack_methods=("ssd-tuned",),
-                  learning_attacks=(("consistent-cyst", "spread"),), learning_fractions=()),
+                  learning_attacks=()),
         adversarial=r(p.adversarial, steps=1, universal_steps=1, universal_batch=2,
                       stress=r(p.adversarial.stress, eps_list=p.adversarial.stress.eps_list[:1], steps=1,
                                max_slices=1)),

@@ -88,8 +88,19 @@ def test_the_conditions_of_a_profile_and_their_names():
     assert fixed.train.accelerations is None and fixed.data.image_size == p.data.image_size
     none = dataclasses.replace(p, unlearn=dataclasses.replace(p.unlearn, learning_attacks=()))
     assert al.conditions(none) == []
-    with pytest.raises(ValueError, match="learning_attacks"):
-        al.attack_learning(none, "unused", [0])
+
+
+def test_a_profile_without_conditions_gets_an_empty_table(tmp_path):
+    from mrilib.run.layout import RunLayout
+    from mrilib.viz.unlearn import attack_learning_plot
+
+    p = get_profile("smoke")
+    none = dataclasses.replace(p, unlearn=dataclasses.replace(p.unlearn, learning_attacks=()))
+    run = RunLayout(tmp_path / "runs" / "smoke")
+    table = al.attack_learning(none, run.for_seed(0), [0], progress=False)
+    assert table.empty and list(table.columns[:6]) == list(al.CONDITION_COLUMNS) and run.learning_table.is_file()
+    assert al.learning_table(table).empty and al.learning_findings(table, none) == "- No condition was measured."
+    assert attack_learning_plot(table).axes[0].texts[0].get_text() == "no condition measured"
 
 
 def _frame(effect, subjects=4, per=2):

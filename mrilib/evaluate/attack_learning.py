@@ -196,13 +196,11 @@ def attack_learning(profile: Profile | str, run_dir, seeds, n_boot: int = 2000, 
     """Every condition of :func:`conditions` in every seed's folder: prepared, scored, turned into rows and pooled
     across ``seeds`` (:func:`~mrilib.evaluate.uncertainty.pool_seeds`, per acceleration). Columns
     :data:`CONDITION_COLUMNS` and :data:`~mrilib.evaluate.uncertainty.HEADLINE_COLUMNS`; written to the shared
-    ``metrics/attack_learning.csv``."""
+    ``metrics/attack_learning.csv``. A profile without ``unlearn.learning_attacks`` gets no rows."""
     p = get_profile(profile)
     lay = as_layout(run_dir)
     conds = conditions(p)
-    if not conds:
-        raise ValueError(f"profile {p.name!r} names no attack to measure (unlearn.learning_attacks)")
-    tables, done = [], 0
+    tables, done = [pd.DataFrame(columns=list(CONDITION_COLUMNS) + list(HEADLINE_COLUMNS))], 0  # none: no rows
     for cond in conds:
         per_seed = []
         for s in seeds:
@@ -218,7 +216,7 @@ def attack_learning(profile: Profile | str, run_dir, seeds, n_boot: int = 2000, 
             pooled = pool_seeds(group.drop(columns="acceleration"))
             tables.append(pooled.assign(attack=condition_variant(p, cond), recipe=cond.recipe, trigger=cond.trigger,
                                         fraction=cond.fraction, masks=cond.masks, acceleration=int(acc)))
-    table = pd.concat(tables, ignore_index=True)[list(CONDITION_COLUMNS) + list(HEADLINE_COLUMNS)]
+    table = pd.concat(tables[1:] or tables, ignore_index=True)[list(CONDITION_COLUMNS) + list(HEADLINE_COLUMNS)]
     write_headline(table, lay.learning_table)
     return table
 
@@ -247,7 +245,9 @@ def learning_table(table: pd.DataFrame, seed=ALL_SEEDS, digits: int = 3) -> pd.D
                     "poisoned effect": cell("poisoned", "effect"), "learnt gap": cell("attack", "learnt gap"),
                     "verdict": _verdict(interval_or_nan(rows, "attack", "learnt gap", seed)),
                     "poisoned success": cell("poisoned", "success"), "poisoned SSIM": cell("poisoned", "ssim")})
-    return pd.DataFrame(out).set_index(["attack", "poison fraction", "masks", "acceleration"])
+    columns = ["attack", "poison fraction", "masks", "acceleration", "clean effect", "poisoned effect", "learnt gap",
+               "verdict", "poisoned success", "poisoned SSIM"]
+    return pd.DataFrame(out, columns=columns).set_index(columns[:4])
 
 
 def learning_findings(table: pd.DataFrame, profile: Profile | str, seed=ALL_SEEDS) -> str:

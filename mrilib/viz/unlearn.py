@@ -297,6 +297,8 @@ def attack_learning_plot(table, seed: str = "all"):
         ax.set_xlabel("poison fraction p")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    if not attacks:
+        axes[0][0].text(0.5, 0.5, "no condition measured", ha="center", va="center", transform=axes[0][0].transAxes)
     axes[0][0].set_ylabel("poisoned − clean effect")
     fig.suptitle("When is the backdoor learnt: mean and 95 % interval"
                  + (" across seeds" if str(seed) == "all" else f", seed {seed}"), fontsize=10)
