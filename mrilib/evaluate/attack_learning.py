@@ -52,7 +52,7 @@ from mrilib.run.cache import JSON, cached_step, data_identity, weights_digest
 from mrilib.run.device import default_device
 from mrilib.run.layout import RunLayout, as_layout
 
-__all__ = ["RANDOM_MASKS", "FIXED_MASK", "Condition", "conditions", "fixed_mask_profile", "condition_profile",
+__all__ = ["RANDOM_MASKS", "FIXED_MASK", "FIXED_CLEAN", "CONDITION_COLUMNS", "Condition", "conditions", "fixed_mask_profile", "condition_profile",
            "condition_variant", "prepare_condition", "learning_scores", "learning_rows", "attack_learning",
            "learning_table", "learning_findings"]
 
