@@ -60,6 +60,8 @@ def test_interval_formats_and_overlaps_as_closed_intervals():
     a = Interval(0.86149, 0.85021, 0.87114, 8)
     assert str(a) == "0.8615 [0.8502, 0.8711]"
     assert a.format(2) == "0.86 [0.85, 0.87]"
+    assert a.text(2) == "0.86 [0.85, 0.87]" and Interval(0.5, NAN, NAN, 1).text(2) == "0.50"
+    assert Interval(NAN, NAN, NAN, 0).text() == "n/a"
     assert Interval(1, 0, 1, 3).overlaps(Interval(2, 1, 2, 3))  # touching counts
     assert not Interval(1, 0, 0.99, 3).overlaps(Interval(2, 1, 2, 3))
     assert Interval(1, NAN, NAN, 1).overlaps(Interval(9, 8, 10, 3))  # unknown overlaps everything

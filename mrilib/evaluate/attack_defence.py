@@ -70,7 +70,7 @@ from mrilib.study.references import load_poisoned_run, oracle_twin, retrain_refe
 from mrilib.study.results import reference_cost
 
 __all__ = ["TRIGGERS", "SANITISED", "UNTUNED", "AUDIT_RELABEL", "attack_trigger", "attack_runs", "audit_relabel_run",
-           "leaves_signal", "prepare_attack", "attack_scores",
+           "leaves_signal", "prepare_attack", "learnt_gap", "attack_scores",
            "attack_rows", "attack_defence", "defence_models", "summary_table", "method_table", "findings"]
 
 #: The triggers an attack may carry, by name.
@@ -147,8 +147,9 @@ def prepare_attack(profile: Profile | str, run_dir, recipe: str, trigger: str, s
     return manifest["variant"]
 
 
-def _learnt(frames: dict, n_boot: int) -> Interval:
-    """The poisoned - clean effect gap with its subject-bootstrap interval."""
+def learnt_gap(frames: dict, n_boot: int = 2000) -> Interval:
+    """The poisoned - clean effect gap with its subject-bootstrap interval (``frames``: per-slice columns of the
+    ``clean`` and ``poisoned`` models): the backdoor is learnt where its interval lies above 0."""
     return subject_bootstrap({k: pd.DataFrame(v) for k, v in frames.items()}, gap_of("poisoned", "clean"),
                              n_boot=n_boot)
 
@@ -177,7 +178,7 @@ def attack_scores(profile: Profile | str, run_dir, variant: str, seed: int = 0, 
         models = {"clean": slice_scores(ctx.evaluate(ctx.clean, "clean", save=False)),
                   "poisoned": slice_scores(ctx.evaluate(ctx.poisoned, "poisoned", save=False)),
                   SANITISED: slice_scores(ctx.evaluate(Sanitised(ctx.poisoned), SANITISED, save=False))}
-        gap = _learnt(models, n_boot)
+        gap = learnt_gap(models, n_boot)
         costs = {}
         if gap.known and gap.low > 0:
             pool.precompute(ctx, p, run, seed=seed, workers=workers, progress=progress, runs=runs, rewod=False)
@@ -260,12 +261,6 @@ def attack_defence(profile: Profile | str, run_dir, seeds, attacks=None, n_boot:
     return table
 
 
-def _cell(iv: Interval, digits: int) -> str:
-    if not math.isfinite(iv.value):
-        return "n/a"
-    return iv.format(digits) if iv.known else f"{iv.value:.{digits}f}"
-
-
 def _best(rows: pd.DataFrame, seed, methods) -> tuple[str, Interval] | None:
     """The method of ``methods`` with the highest healed among those within :data:`SSIM_TOLERANCE` of the
     poisoned model's clean-test SSIM (mean values); ``None`` when no method qualifies or nothing is healed."""
@@ -326,26 +321,26 @@ def summary_table(table: pd.DataFrame, profile: Profile | str, seed=ALL_SEEDS, d
         learnt = get("attack", "learnt gap")
         best = _best(rows, seed, methods)
         row = {"attack": attack,
-               "audit: poisoned flagged": _cell(get("audit", "poisoned flagged"), digits),
-               "audit: clean flagged": _cell(get("audit", "clean flagged"), 0),
-               "sanitiser: trigger found": _cell(get("sanitiser", "trigger found"), digits),
-               "sanitiser: effect left": _cell(get("sanitiser", "effect left"), digits),
-               "sanitiser: SSIM cost": _cell(get("sanitiser", "SSIM cost"), digits),
-               "poisoned effect": _cell(get("poisoned", "effect"), digits),
-               "learnt": _cell(learnt, digits)}
+               "audit: poisoned flagged": get("audit", "poisoned flagged").text(digits),
+               "audit: clean flagged": get("audit", "clean flagged").text(0),
+               "sanitiser: trigger found": get("sanitiser", "trigger found").text(digits),
+               "sanitiser: effect left": get("sanitiser", "effect left").text(digits),
+               "sanitiser: SSIM cost": get("sanitiser", "SSIM cost").text(digits),
+               "poisoned effect": get("poisoned", "effect").text(digits),
+               "learnt": learnt.text(digits)}
         if "oracle" not in set(rows["method"]):
             row.update({"best unlearning": "not learnt: nothing to unlearn", "relabel + FT: healed": "n/a",
                         "audit + relabel + FT: healed": "n/a", "oracle effect": "n/a"})
         else:
             healable = math.isfinite(get("poisoned", "healed").value)  # else its gap to the oracle is within noise
-            row.update({"best unlearning": (f"{best[0]}: {_cell(best[1], digits)}" if best else
+            row.update({"best unlearning": (f"{best[0]}: {best[1].text(digits)}" if best else
                                             "none heals within the SSIM tolerance" if healable else
                                             "n/a: poisoned and oracle effects not distinguishable"),
-                        "relabel + FT: healed": _cell(get(relabel, "healed"), digits) if relabel else "n/a",
-                        "audit + relabel + FT: healed": (_cell(get(AUDIT_RELABEL, "healed"), digits)
+                        "relabel + FT: healed": get(relabel, "healed").text(digits) if relabel else "n/a",
+                        "audit + relabel + FT: healed": (get(AUDIT_RELABEL, "healed").text(digits)
                                                          if AUDIT_RELABEL in set(rows["method"])
                                                          else "n/a: the audit flags nothing"),
-                        "oracle effect": _cell(get("oracle", "effect"), digits)})
+                        "oracle effect": get("oracle", "effect").text(digits)})
         out.append(row)
     return pd.DataFrame(out).set_index("attack")
 
@@ -363,7 +358,7 @@ def method_table(table: pd.DataFrame, seed=ALL_SEEDS, digits: int = 3) -> pd.Dat
             if method in skip:
                 continue
             out.append({"attack": attack, "method": method,
-                        **{metric: _cell(interval_of(rows, method, metric, seed), digits)
+                        **{metric: interval_of(rows, method, metric, seed).text(digits)
                            for metric in ("healed", "ssim", "effect", "success")}})
     if not out:
         return pd.DataFrame(columns=["healed", "ssim", "effect", "success"],
@@ -394,7 +389,7 @@ def findings(table: pd.DataFrame, roles: dict, seed=ALL_SEEDS, min_cut: float = 
                        "not excluded" if (left.known and 1 - left.low >= min_cut) or (not left.known and
                                                                                      1 - left.value >= min_cut)
                        else "not reached")
-            parts.append(f"the sanitiser leaves {left.format(2) if left.known else f'{left.value:.2f}'} of its effect "
+            parts.append(f"the sanitiser leaves {left.text(2)} of its effect "
                          f"(a cut of {100 * min_cut:.0f} %: {reached})")
         effect = iv("poisoned", "effect")
         if "oracle" not in by_role:
@@ -402,7 +397,7 @@ def findings(table: pd.DataFrame, roles: dict, seed=ALL_SEEDS, min_cut: float = 
                          + (f" [{gap.low:.3f}, {gap.high:.3f}]" if gap is not None and gap.known else "")
                          + "): there is nothing to unlearn")
         else:
-            parts.append(f"the poisoned model's effect is {effect.format(3) if effect.known else f'{effect.value:.3f}'}")
+            parts.append(f"the poisoned model's effect is {effect.text(3)}")
             own = iv("poisoned", "healed")
             if own is None or not np.isfinite(own.value):  # the poisoned - oracle gap is within its interval
                 parts.append(f"the oracle's effect ({iv('oracle', 'effect').format(3)}) is not distinguishable from it, "
@@ -420,7 +415,7 @@ def findings(table: pd.DataFrame, roles: dict, seed=ALL_SEEDS, min_cut: float = 
                     continue
                 verdict = ("reaches" if healed.known and healed.low >= healed_target else
                            "may reach" if healed.known and healed.high >= healed_target else "falls short of")
-                parts.append(f"{role} (`{name}`) heals {healed.format(2) if healed.known else f'{healed.value:.2f}'}, "
+                parts.append(f"{role} (`{name}`) heals {healed.text(2)}, "
                              f"which {verdict} {healed_target:g} of the oracle")
         out.append(f"- `{attack}`: " + "; ".join(parts) + ".")
     return "\n".join(out) if out else "- No attack was measured."

@@ -30,17 +30,15 @@ import pandas as pd
 
 from mrilib.config import DATA_SEED, Profile, get_profile
 from mrilib.data.loading import fixed_mask_type
-from mrilib.evaluate.attack_defence import TRIGGERS, attack_trigger
+from mrilib.evaluate.attack_defence import TRIGGERS, attack_trigger, learnt_gap
 from mrilib.evaluate.headline import slice_scores
 from mrilib.evaluate.uncertainty import (
     ALL_SEEDS,
     HEADLINE_COLUMNS,
     Interval,
-    gap_of,
     headline_rows,
     interval_or_nan,
     pool_seeds,
-    subject_bootstrap,
     write_headline,
 )
 from mrilib.poison.build import build_poisoned_dataset, train_poisoned_model
@@ -165,8 +163,7 @@ def learning_scores(profile: Profile | str, run_dir, cond: Condition, seed: int 
             evaluate = evaluation(run, at, manifest, "test", seed, device=device).evaluate
             frames = {name: slice_scores(evaluate(model, name, save=False))
                       for name, model in (("clean", clean), ("poisoned", poisoned))}
-            gap = subject_bootstrap({k: pd.DataFrame(v) for k, v in frames.items()}, gap_of("poisoned", "clean"),
-                                    n_boot=n_boot)
+            gap = learnt_gap(frames, n_boot)
             out[str(acc)] = dict(models=frames, learnt=[gap.value, gap.low, gap.high])
         return dict(by_acceleration=out)
 
@@ -200,7 +197,8 @@ def attack_learning(profile: Profile | str, run_dir, seeds, n_boot: int = 2000, 
     p = get_profile(profile)
     lay = as_layout(run_dir)
     conds = conditions(p)
-    tables, done = [pd.DataFrame(columns=list(CONDITION_COLUMNS) + list(HEADLINE_COLUMNS))], 0  # none: no rows
+    columns = list(CONDITION_COLUMNS) + list(HEADLINE_COLUMNS)
+    tables, done = [], 0
     for cond in conds:
         per_seed = []
         for s in seeds:
@@ -216,7 +214,7 @@ def attack_learning(profile: Profile | str, run_dir, seeds, n_boot: int = 2000, 
             pooled = pool_seeds(group.drop(columns="acceleration"))
             tables.append(pooled.assign(attack=condition_variant(p, cond), recipe=cond.recipe, trigger=cond.trigger,
                                         fraction=cond.fraction, masks=cond.masks, acceleration=int(acc)))
-    table = pd.concat(tables[1:] or tables, ignore_index=True)[list(CONDITION_COLUMNS) + list(HEADLINE_COLUMNS)]
+    table = pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(columns=columns)
     write_headline(table, lay.learning_table)
     return table
 
@@ -237,8 +235,7 @@ def learning_table(table: pd.DataFrame, seed=ALL_SEEDS, digits: int = 3) -> pd.D
     keys = ["recipe", "trigger", "fraction", "masks", "acceleration"]
     for (recipe, trigger, fraction, masks, acc), rows in table.groupby(keys, sort=False):
         def cell(method, metric, rows=rows):
-            iv = interval_or_nan(rows, method, metric, seed)
-            return "n/a" if not math.isfinite(iv.value) else iv.format(digits) if iv.known else f"{iv.value:.{digits}f}"
+            return interval_or_nan(rows, method, metric, seed).text(digits)
 
         out.append({"attack": f"{recipe} ({trigger})", "poison fraction": float(fraction), "masks": masks,
                     "acceleration": f"{int(acc)}×", "clean effect": cell("clean", "effect"),
@@ -269,7 +266,7 @@ def learning_findings(table: pd.DataFrame, profile: Profile | str, seed=ALL_SEED
             learnt = [f"{f:g}" for f, g in at if _verdict(g) == "learnt"]
             parts.append(f"at {acc}× with random masks it is learnt at p = {', '.join(learnt)}" if learnt else
                          f"at {acc}× with random masks it is learnt at no poison fraction measured")
-            parts[-1] += " (gap " + ", ".join(f"{g.format(3) if g.known else f'{g.value:.3f}'} at p = {f:g}"
+            parts[-1] += " (gap " + ", ".join(f"{g.text(3)} at p = {f:g}"
                                               for f, g in at) + ")"
         fixed = rows[rows["masks"] == FIXED_MASK]
         if not fixed.empty:
@@ -279,7 +276,7 @@ def learning_findings(table: pd.DataFrame, profile: Profile | str, seed=ALL_SEED
                         "smaller than" if g_fixed.known and g_random.known and g_fixed.high < g_random.low else
                         "not distinguishable from")
             parts.append(f"with one fixed mask at {first}× (the attacker's best case) its gap is "
-                         f"{g_fixed.format(3) if g_fixed.known else f'{g_fixed.value:.3f}'} ({_verdict(g_fixed)}), "
+                         f"{g_fixed.text(3)} ({_verdict(g_fixed)}), "
                          f"{compared} the random masks' at the same fraction")
         out.append(f"- `{recipe}` with the {trigger} trigger: " + "; ".join(parts) + ".")
     return "\n".join(out) if out else "- No condition was measured."

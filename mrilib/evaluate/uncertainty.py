@@ -69,6 +69,12 @@ class Interval:
         """``"value [low, high]"`` with ``digits`` decimals, e.g. ``"0.8615 [0.8502, 0.8711]"``."""
         return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
+    def text(self, digits: int = 4) -> str:
+        """:meth:`format` when the interval is known, the value alone when it is not, ``"n/a"`` without a value."""
+        if not math.isfinite(self.value):
+            return "n/a"
+        return self.format(digits) if self.known else f"{self.value:.{digits}f}"
+
     def __str__(self) -> str:
         return self.format()
 

@@ -272,7 +272,6 @@ def attack_defence_plot(table, roles: dict[str, dict[str, str]], seed: str = "al
     return fig
 
 
-
 def attack_learning_plot(table, seed: str = "all"):
     """When each backdoor is learnt: the poisoned - clean effect gap (``attack, learnt gap``) with its 95 % interval
     against the poison fraction, one panel per attack, one line per acceleration with random masks and a square for
